@@ -1,0 +1,5 @@
+"""`python -m optodsl` is the `opto` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,145 @@
+"""Frozen, validated experiment settings: model, data, training, evaluation and seeds.
+
+Every setting a spec's `set` statement or the command line's `--set key=value` can change is a
+field here, addressed as `section.field` (for example `train.lr`); `setting_keys()` lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(_Frozen):
+    """The causal transformer; defaults are the paper's (2 layers, 8 heads, d_model 64, RoPE, pre-norm)."""
+
+    layers: int = Field(2, ge=1, le=64)
+    heads: int = Field(8, ge=1, le=64)
+    d_model: int = Field(64, ge=1, le=4096)
+    mlp: bool = False
+    mlp_ratio: int = Field(4, ge=1, le=16)
+    positions: Literal["rope", "learned", "sinusoidal", "none"] = "rope"
+    rope_base: float = Field(10000.0, gt=0)
+    prenorm: bool = True
+    final_norm: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        if self.positions == "rope" and (self.d_model // self.heads) % 2:
+            raise ValueError(f"RoPE needs an even head dimension; got d_model/heads = {self.d_model // self.heads}")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.heads
+
+
+class DataConfig(_Frozen):
+    """The few-shot task: where features come from, the class/exemplar/label splits, context size."""
+
+    source: Literal["synthetic"] | str = "synthetic"
+    feature_dim: int = Field(512, ge=1)
+    total_classes: int = Field(1623, ge=2)
+    exemplars: int = Field(5, ge=2)
+    classes: int = Field(50, ge=2, description="training classes (the first ones of the table)")
+    test_classes: int = Field(100, ge=2, description="held-out classes (the last ones of the table)")
+    train_exemplars: int = Field(1, ge=1, description="exemplars per class used in training; the rest are held out")
+    labels: int = Field(5, ge=2)
+    heldout_label_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    pairs: int = Field(2, ge=2, description="exemplar-label pairs in the context")
+    proto_noise: float = Field(0.5, ge=0.0, description="synthetic: exemplar noise relative to the prototype")
+    shared: float = Field(2.0, ge=0.0, description="synthetic: weight of the direction shared by every class")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _splits_fit(self) -> "DataConfig":
+        if self.classes + self.test_classes > self.total_classes:
+            raise ValueError(
+                f"classes ({self.classes}) + test_classes ({self.test_classes}) exceed total_classes ({self.total_classes})"
+            )
+        if self.train_exemplars >= self.exemplars:
+            raise ValueError(f"train_exemplars ({self.train_exemplars}) must leave held-out exemplars (exemplars={self.exemplars})")
+        if self.pairs > self.classes:
+            raise ValueError(f"pairs ({self.pairs}) needs at least as many training classes (classes={self.classes})")
+        if self.pairs > self.labels:
+            raise ValueError(f"pairs ({self.pairs}) needs at least as many labels (labels={self.labels})")
+        return self
+
+    @property
+    def seq_len(self) -> int:
+        return 2 * self.pairs + 1
+
+
+class TrainConfig(_Frozen):
+    """Optimisation: Adam by default, lengths counted in training sequences (the paper's axis)."""
+
+    sequences: int = Field(1_000_000, ge=1)
+    batch: int = Field(32, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine", "linear_warmup"] = "constant"
+    warmup: int = Field(0, ge=0, description="warm-up length in sequences")
+    checkpoint_every: int = Field(100_000, ge=1, description="sequences between checkpoints")
+
+    @property
+    def steps(self) -> int:
+        return -(-self.sequences // self.batch)
+
+
+class EvalConfig(_Frozen):
+    """Evaluation every `every` training sequences on `sequences` fixed sequences per set."""
+
+    every: int = Field(5_000, ge=1)
+    sequences: int = Field(1_000, ge=1)
+    sets: tuple[Literal["train", "heldout_labels", "heldout_exemplars", "test_classes"], ...] = (
+        "train",
+        "heldout_labels",
+        "heldout_exemplars",
+        "test_classes",
+    )
+
+
+class SeedConfig(_Frozen):
+    """Separate seeds for initialisation, the training stream and the evaluation sets."""
+
+    init: int = 5
+    data: int = 0
+    eval: int = 1
+
+
+class ExperimentConfig(_Frozen):
+    """Everything one run needs besides the interventions."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    seed: SeedConfig = SeedConfig()
+
+
+def setting_keys() -> dict[str, type]:
+    """Every `section.field` key a spec or `--set` may change, mapped to its annotation."""
+    keys: dict[str, type] = {}
+    for section, info in ExperimentConfig.model_fields.items():
+        for name, field in info.annotation.model_fields.items():
+            keys[f"{section}.{name}"] = field.annotation
+    return keys
+
+
+def with_settings(config: ExperimentConfig, settings: dict[str, object]) -> ExperimentConfig:
+    """A copy of `config` with `section.field` settings applied and validated together."""
+    data = config.model_dump()
+    for key, value in settings.items():
+        section, _, name = key.partition(".")
+        if section not in data or name not in data[section]:
+            raise KeyError(key)
+        data[section][name] = value
+    return ExperimentConfig.model_validate(data)

@@ -1,0 +1,202 @@
+"""The paper's causal transformer as an Equinox module whose every activation is a site.
+
+`Transformer.__call__(batch, overrides)` returns the query's label logits and a flat dict of
+every activation keyed as in `optodsl.sites`. Each site is computed, passed through
+`overrides.apply` (a `where(mask, value, computed)`), recorded, and only then used by later
+sites, so an override propagates forward and gradients flow through whatever it leaves alone.
+The model knows no intervention beyond that.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ..config import DataConfig, ModelConfig
+from .overrides import Overrides
+
+NEG = -1e9
+"""The masked-out attention logit: effectively -inf (softmax gives exactly 0) but finite, so
+an overridden row of all-masked entries cannot turn into NaN."""
+
+
+class LayerNorm(eqx.Module):
+    """LayerNorm over the last axis with learned scale and shift."""
+
+    weight: jax.Array
+    bias: jax.Array
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + 1e-5) * self.weight + self.bias
+
+
+def _layer_norm(d: int) -> LayerNorm:
+    return LayerNorm(jnp.ones((d,)), jnp.zeros((d,)))
+
+
+class Block(eqx.Module):
+    """One attention block (optionally with an MLP); head weights have the head axis first."""
+
+    ln: LayerNorm | None
+    wq: jax.Array  # (H, D, Dh)
+    wk: jax.Array
+    wv: jax.Array
+    wo: jax.Array  # (H, Dh, D)
+    ln_mlp: LayerNorm | None
+    w1: jax.Array | None
+    b1: jax.Array | None
+    w2: jax.Array | None
+    b2: jax.Array | None
+
+
+class Transformer(eqx.Module):
+    """Exemplar/label embeddings, attention blocks, final norm and label unembedding."""
+
+    w_exemplar: jax.Array  # (F, D)
+    b_exemplar: jax.Array  # (D,)
+    w_label: jax.Array  # (L, D)
+    pos: jax.Array | None  # (T, D): learned or sinusoidal positions, None for RoPE/none
+    blocks: tuple[Block, ...]
+    ln_final: LayerNorm | None
+    w_out: jax.Array  # (D, L)
+    b_out: jax.Array  # (L,)
+    config: ModelConfig = eqx.field(static=True)
+
+    def __call__(self, batch: dict[str, jax.Array], overrides: Overrides | None = None):
+        """Forward a batch; returns `(logits at the query (B, L), activations by site)`."""
+        ov = overrides if overrides is not None else Overrides.empty()
+        cfg = self.config
+        acts: dict[str, jax.Array] = {}
+
+        def site(key: str, computed: jax.Array) -> jax.Array:
+            value = ov.apply(key, computed)
+            acts[key] = value
+            return value
+
+        x = tokens(self, batch)
+        if self.pos is not None:
+            pos = self.pos if cfg.positions == "learned" else jax.lax.stop_gradient(self.pos)
+            x = x + pos[: x.shape[1]]
+        x = site("embed", x)
+        t = x.shape[1]
+        causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+        scale = 1.0 / math.sqrt(cfg.head_dim)
+        for i, blk in enumerate(self.blocks, start=1):
+            p = f"L{i}."
+            x = site(p + "resid_in", x)
+            h = site(p + "normed", blk.ln(x) if blk.ln is not None else x)
+            q = site(p + "q", _heads(h, blk.wq))
+            k = site(p + "k", _heads(h, blk.wk))
+            v = site(p + "v", _heads(h, blk.wv))
+            if cfg.positions == "rope":
+                q_rot, k_rot = rope(q, cfg.rope_base), rope(k, cfg.rope_base)
+            else:
+                q_rot, k_rot = q, k
+            q_rot = site(p + "q_rot", q_rot)
+            k_rot = site(p + "k_rot", k_rot)
+            # tiny per-head products as broadcast-and-sum: XLA fuses them, unlike batched dots
+            scores = (q_rot[:, :, :, None, :] * k_rot[:, :, None, :, :]).sum(-1) * scale
+            scores = site(p + "attn_logits", jnp.where(causal, scores, NEG))
+            pattern = site(p + "pattern", jax.nn.softmax(scores, axis=-1))
+            z = site(p + "z", (pattern[..., None] * v[:, :, None, :, :]).sum(-2))
+            per_head = (z[..., None] * blk.wo[None, :, None, :, :]).sum(-2)
+            out = site(p + "out", per_head)
+            if p + "out" in ov.masks:
+                attn = out.sum(axis=1)
+            else:  # the same sum as one matmul; `out` above is dropped by jit unless read
+                b_, h_, t_, e_ = z.shape
+                attn = z.transpose(0, 2, 1, 3).reshape(b_, t_, h_ * e_) @ blk.wo.reshape(h_ * e_, -1)
+            x = x + site(p + "attn_out", attn)
+            if blk.w1 is not None:
+                m = blk.ln_mlp(x) if blk.ln_mlp is not None else x
+                m = jax.nn.gelu(m @ blk.w1 + blk.b1) @ blk.w2 + blk.b2
+                x = x + site(p + "mlp_out", m)
+            x = site(p + "resid_out", x)
+        x = site("final_norm", self.ln_final(x) if self.ln_final is not None else x)
+        logits = site("logits", x @ self.w_out + self.b_out)
+        return logits[:, -1], acts
+
+
+def _heads(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Project (B, T, D) through per-head maps (H, D, Dh) as one matmul; returns (B, H, T, Dh)."""
+    h, d, e = w.shape
+    y = x @ w.transpose(1, 0, 2).reshape(d, h * e)
+    return y.reshape(*x.shape[:-1], h, e).swapaxes(-2, -3)
+
+
+def tokens(model: Transformer, batch: dict[str, jax.Array]) -> jax.Array:
+    """Interleave exemplar and label embeddings as `e1 l1 e2 l2 ... q` (the query's label is hidden)."""
+    ex = batch["exemplars"] @ model.w_exemplar + model.b_exemplar  # (B, P+1, D)
+    n_labels = model.w_label.shape[0]
+    lab = jax.nn.one_hot(batch["labels"][:, :-1], n_labels, dtype=ex.dtype) @ model.w_label  # (B, P, D)
+    b, p1, d = ex.shape
+    pairs = jnp.stack([ex[:, :-1], lab], axis=2).reshape(b, 2 * (p1 - 1), d)
+    return jnp.concatenate([pairs, ex[:, -1:]], axis=1)
+
+
+def rope(x: jax.Array, base: float) -> jax.Array:
+    """Rotary position embedding on the last axis, rotating interleaved pairs (x0, x1), (x2, x3)..."""
+    t, dh = x.shape[-2], x.shape[-1]
+    freq = base ** (-jnp.arange(0, dh, 2) / dh)
+    angle = jnp.arange(t)[:, None] * freq[None, :]  # (T, Dh/2)
+    sin, cos = jnp.sin(angle), jnp.cos(angle)
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    return jnp.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1).reshape(x.shape)
+
+
+def sinusoidal(t: int, d: int) -> jax.Array:
+    """Fixed sinusoidal position table (T, D)."""
+    freq = 10000.0 ** (-jnp.arange(0, d, 2) / d)
+    angle = jnp.arange(t)[:, None] * freq[None, :]
+    return jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1).reshape(t, -1)[:, :d]
+
+
+def init_model(model_cfg: ModelConfig, data_cfg: DataConfig, key: jax.Array) -> Transformer:
+    """Initialise as the paper did: LeCun-normal maps, zero biases, label embedding N(0, 0.02) truncated at 2 std."""
+    d, h, dh, f, n_labels, t = (
+        model_cfg.d_model, model_cfg.heads, model_cfg.head_dim, data_cfg.feature_dim, data_cfg.labels, data_cfg.seq_len,
+    )
+    lecun = jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1)
+    keys = iter(jax.random.split(key, 8 + 8 * model_cfg.layers))
+
+    def head_map(shape_in: int, shape_out: int) -> jax.Array:
+        # fan-in is the whole input width, as for one (in, H*Dh) matrix split into heads
+        w = lecun(next(keys), (shape_in, h * shape_out))
+        return w.reshape(shape_in, h, shape_out).transpose(1, 0, 2)
+
+    blocks = []
+    for _ in range(model_cfg.layers):
+        mlp = model_cfg.mlp
+        m = d * model_cfg.mlp_ratio
+        blocks.append(Block(
+            ln=_layer_norm(d) if model_cfg.prenorm else None,
+            wq=head_map(d, dh), wk=head_map(d, dh), wv=head_map(d, dh),
+            wo=lecun(next(keys), (h * dh, d)).reshape(h, dh, d),
+            ln_mlp=_layer_norm(d) if (mlp and model_cfg.prenorm) else None,
+            w1=lecun(next(keys), (d, m)) if mlp else None,
+            b1=jnp.zeros((m,)) if mlp else None,
+            w2=lecun(next(keys), (m, d)) if mlp else None,
+            b2=jnp.zeros((d,)) if mlp else None,
+        ))
+    if model_cfg.positions == "learned":
+        pos = 0.02 * jax.random.truncated_normal(next(keys), -2.0, 2.0, (t, d))
+    elif model_cfg.positions == "sinusoidal":
+        pos = sinusoidal(t, d)
+    else:
+        pos = None
+    return Transformer(
+        w_exemplar=lecun(next(keys), (f, d)),
+        b_exemplar=jnp.zeros((d,)),
+        w_label=0.02 * jax.random.truncated_normal(next(keys), -2.0, 2.0, (n_labels, d)),
+        pos=pos,
+        blocks=tuple(blocks),
+        ln_final=_layer_norm(d) if model_cfg.final_norm else None,
+        w_out=lecun(next(keys), (d, n_labels)),
+        b_out=jnp.zeros((n_labels,)),
+        config=model_cfg,
+    )

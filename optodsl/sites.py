@@ -1,0 +1,74 @@
+"""The addressable sites of the transformer: stable names, shapes, and what each one holds.
+
+Activations and overrides are flat dicts keyed by these names. Layers count from 1 and heads
+from 0, as in the paper: key `L1.pattern` holds the first layer's patterns with the head axis
+first, and the spec text `L1.H2.pattern` is head 2 of it. Shapes are per sequence; the model
+adds a leading batch axis. T is the sequence length (2 * pairs + 1), H heads, D d_model,
+Dh the head dimension, L the number of labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import DataConfig, ModelConfig
+
+GLOBAL_SITES: dict[str, str] = {
+    "embed": "token embeddings (exemplar map at even positions, label map at odd ones), plus learned/sinusoidal positions if any",
+    "final_norm": "the final LayerNorm's output (the residual stream itself when final_norm is off)",
+    "logits": "unembedding output at every position; the loss reads the query row",
+}
+LAYER_SITES: dict[str, str] = {
+    "resid_in": "the block's input (residual stream)",
+    "normed": "the block's LayerNorm output, the attention's input (equals resid_in when prenorm is off)",
+    "attn_out": "the attention's output: the sum of head outputs plus the output bias",
+    "mlp_out": "the MLP's output (models with mlp on)",
+    "resid_out": "the block's output (residual stream after attention and MLP)",
+}
+HEAD_SITES: dict[str, str] = {
+    "q": "queries before RoPE",
+    "k": "keys before RoPE",
+    "v": "values",
+    "q_rot": "queries after RoPE (equal to q without RoPE)",
+    "k_rot": "keys after RoPE (equal to k without RoPE)",
+    "attn_logits": "pre-softmax attention scores, scaled by 1/sqrt(Dh), causal mask applied (-inf above the diagonal)",
+    "pattern": "post-softmax attention pattern; row i is where position i attends",
+    "z": "per-head weighted values (pattern @ v)",
+    "out": "per-head output: z through the head's slice of the output map",
+}
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """One entry of the site table: key, per-sequence shape, whether its first axis is heads."""
+
+    key: str
+    shape: tuple[int, ...]
+    per_head: bool
+    doc: str
+
+
+def layer_key(layer: int, name: str) -> str:
+    """Activation key of a layer or head site; `layer` counts from 1."""
+    return f"L{layer}.{name}"
+
+
+def site_table(model: ModelConfig, data: DataConfig) -> dict[str, SiteInfo]:
+    """Every site of the configured model in forward order, keyed as in activations and overrides."""
+    t, d, h, dh, n_labels = data.seq_len, model.d_model, model.heads, model.head_dim, data.labels
+    head_shapes = {
+        "q": (h, t, dh), "k": (h, t, dh), "v": (h, t, dh), "q_rot": (h, t, dh), "k_rot": (h, t, dh),
+        "attn_logits": (h, t, t), "pattern": (h, t, t), "z": (h, t, dh), "out": (h, t, d),
+    }
+    table: dict[str, SiteInfo] = {"embed": SiteInfo("embed", (t, d), False, GLOBAL_SITES["embed"])}
+    for layer in range(1, model.layers + 1):
+        for name in ("resid_in", "normed"):
+            table[layer_key(layer, name)] = SiteInfo(layer_key(layer, name), (t, d), False, LAYER_SITES[name])
+        for name, shape in head_shapes.items():
+            table[layer_key(layer, name)] = SiteInfo(layer_key(layer, name), shape, True, HEAD_SITES[name])
+        names = ("attn_out", "mlp_out", "resid_out") if model.mlp else ("attn_out", "resid_out")
+        for name in names:
+            table[layer_key(layer, name)] = SiteInfo(layer_key(layer, name), (t, d), False, LAYER_SITES[name])
+    table["final_norm"] = SiteInfo("final_norm", (t, d), False, GLOBAL_SITES["final_norm"])
+    table["logits"] = SiteInfo("logits", (t, n_labels), False, GLOBAL_SITES["logits"])
+    return table

@@ -1,0 +1,1 @@
+"""Training: the fused trainer, checkpoints and the run directory."""

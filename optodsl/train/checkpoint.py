@@ -1,0 +1,98 @@
+"""Checkpoints without pickle: the state's leaves in an `.npz`, its metadata in JSON, written atomically.
+
+A checkpoint is `ckpt-<step>.npz` plus `checkpoint.json` naming it; the JSON is replaced last,
+so a kill at any moment leaves either the old checkpoint or the new one, never half of one.
+Loading needs a template state of the same structure (a fresh model and optimiser state) and
+checks every leaf's shape and dtype; nothing in the file is executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from ..errors import DataError
+
+POINTER = "checkpoint.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save(run_dir: Path, state: Any, meta: dict) -> Path:
+    """Save a pytree of arrays with JSON metadata (must include an integer `step`); return the npz path."""
+    run_dir = Path(run_dir)
+    leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
+    name = f"ckpt-{int(meta['step']):09d}.npz"
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, *leaves)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, run_dir / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    previous = read_meta(run_dir)
+    atomic_write_text(run_dir / POINTER, json.dumps({**meta, "file": name, "leaves": len(leaves)}, indent=2))
+    if previous and previous.get("file") != name:
+        (run_dir / previous["file"]).unlink(missing_ok=True)
+    return run_dir / name
+
+
+def read_meta(run_dir: Path) -> dict | None:
+    """The latest checkpoint's metadata, or None if the run has none."""
+    pointer = Path(run_dir) / POINTER
+    if not pointer.exists():
+        return None
+    try:
+        meta = json.loads(pointer.read_text())
+        int(meta["step"]), str(meta["file"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(pointer, "malformed checkpoint metadata", expected="JSON with 'step' and 'file'", found=str(exc)) from exc
+    return meta
+
+
+def load(run_dir: Path, template: Any) -> tuple[Any, dict]:
+    """Load the latest checkpoint into the structure of `template`; returns (state, metadata)."""
+    meta = read_meta(run_dir)
+    if meta is None:
+        raise DataError(Path(run_dir) / POINTER, "no checkpoint in this run directory", expected="a run directory written by `opto run`")
+    path = Path(run_dir) / meta["file"]
+    leaves, treedef = jax.tree.flatten(template)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = [z[f"arr_{i}"] for i in range(len(z.files))]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(path, "unreadable checkpoint", expected="an .npz of arrays written by optodsl", found=str(exc)) from exc
+    if len(arrays) != len(leaves):
+        raise DataError(path, "checkpoint does not match this model and optimiser",
+                        expected=f"{len(leaves)} arrays", found=f"{len(arrays)} arrays")
+    for i, (a, t) in enumerate(zip(arrays, leaves)):
+        if a.shape != np.shape(t) or a.dtype != np.asarray(t).dtype:
+            raise DataError(path, "checkpoint does not match this model and optimiser",
+                            expected=f"array {i} of shape {np.shape(t)} {np.asarray(t).dtype}", found=f"shape {a.shape} {a.dtype}")
+    return jax.tree.unflatten(treedef, [jax.numpy.asarray(a) for a in arrays]), meta

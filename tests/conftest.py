@@ -1,0 +1,36 @@
+"""Shared fixtures: small real sequences and a freshly initialised paper model."""
+
+from __future__ import annotations
+
+import jax
+import pytest
+
+from optodsl.config import DataConfig, ExperimentConfig, ModelConfig
+from optodsl.data.task import make_task
+from optodsl.model.transformer import init_model
+
+
+@pytest.fixture(scope="session")
+def small_data() -> DataConfig:
+    return DataConfig(total_classes=200, classes=50, test_classes=100)
+
+
+@pytest.fixture(scope="session")
+def task(small_data):
+    return make_task(small_data)
+
+
+@pytest.fixture(scope="session")
+def model(small_data):
+    return init_model(ModelConfig(), small_data, jax.random.PRNGKey(0))
+
+
+@pytest.fixture(scope="session")
+def batch(task):
+    """Eight real training sequences `e1 l1 e2 l2 q`."""
+    return task.sample(jax.random.PRNGKey(3), "train", 8)
+
+
+@pytest.fixture(scope="session")
+def base_config(small_data) -> ExperimentConfig:
+    return ExperimentConfig(data=small_data)
