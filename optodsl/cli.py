@@ -1,21 +1,27 @@
-"""The `opto` command line; the only place that prints errors (and picks exit codes).
+"""The `opto` command line; the only place that prints errors and picks exit codes.
 
-Exit codes: 0 success, 1 training failed (e.g. a non-finite loss), 2 bad input (a spec error,
-a missing or malformed file, a bad `--set`).
+Exit codes: 0 success, 1 training failed (a non-finite loss), 2 bad input (a spec error, a
+missing or malformed file, a bad `--set`). Expected errors never show a Python traceback.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .errors import DataError, OptoError, SpecError, TrainingError, render
+from .errors import DataError, OptoError, Span, SpecError, TrainingError, render
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="optodsl: clamp and ablate transformer activations throughout training.")
+                  help="optodsl: clamp and ablate transformer activations throughout training.\n\n"
+                       "Layers count from 1 and heads from 0, as in the paper (L1.H2 is the first layer's head 2).")
+
+SET_HELP = "override a setting, e.g. --set train.lr=1e-4 (repeatable)"
 
 
 def _fail(message: str, code: int) -> None:
@@ -23,49 +29,214 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _parse_sets(pairs: list[str]) -> dict[str, str]:
-    out = {}
+def _settings(pairs: list[str]) -> dict[str, object]:
+    from .experiment import coerce
+
+    out: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            _fail(f"--set: error: expected key=value, got '{pair}'\n  hint: for example --set train.lr=1e-4", 2)
-        out[key.strip()] = value.strip()
+            span = Span(path="--set", line=1, column=1, end_line=1, end_column=len(pair) + 1, line_text=pair)
+            raise SpecError(span, f"expected key=value, got '{pair}'", hint="for example --set train.lr=1e-4")
+        out[key.strip()] = coerce(value)
     return out
 
 
-@app.command()
-def run(
-    spec: Optional[Path] = typer.Argument(None, help="a .opto spec; without one, the built-in baseline experiment"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<spec name>)"),
-    set_: List[str] = typer.Option([], "--set", help="override a setting, e.g. --set train.lr=1e-4 (repeatable)"),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: only on a terminal)"),
-) -> None:
-    """Train an experiment and write its run directory.
-
-    Example: opto run specs/examples/baseline.opto --set train.sequences=200k --out runs/short
-    """
-    from .experiment import run_experiment
-
+def _guard(fn):
+    """Run a command body, turning optodsl's errors into their rendering and exit code."""
     try:
-        result = run_experiment(spec, out, _parse_sets(set_), progress=progress)
+        return fn()
     except SpecError as err:
         _fail(render(err), 2)
     except DataError as err:
         _fail(str(err), 2)
     except TrainingError as err:
         _fail(f"error: {err}", 1)
-    for res in result:
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="the .opto spec to train"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<spec name>)"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: only on a terminal)"),
+) -> None:
+    """Train a spec (every member of a sweep) and write its run directory; rerun to resume.
+
+    Example: opto run specs/examples/baseline.opto --set train.sequences=200k --out runs/short
+    """
+    from .experiment import run_experiment
+
+    results = _guard(lambda: run_experiment(spec, out, _settings(set_), progress=progress))
+    for res in results:
         final = res.summary["final"]
+        accs = "  ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in final.items() if k.endswith("/accuracy"))
         typer.echo(f"run directory: {res.run_dir}")
         typer.echo(f"figure: {res.run_dir / 'curves.png'}")
-        accs = "  ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in final.items() if k.endswith("/accuracy"))
-        typer.echo(f"final accuracy: {accs}   ({res.summary['sequences']:,} sequences, {res.summary['wall_seconds']:.0f} s)")
+        typer.echo(f"final accuracy: {accs}  ({res.summary['sequences']:,} sequences, "
+                   f"{res.summary['wall_seconds']:.0f} s, {res.summary['steps_per_second'] or 0:,.0f} steps/s)")
+
+
+@app.command()
+def check(
+    specs: List[Path] = typer.Argument(..., help="spec files to check"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Check specs without running anything: errors (exit 2) and warnings for clauses with no effect.
+
+    Example: opto check specs/paper/*.opto
+    """
+    from .experiment import load_experiment
+
+    failed = False
+    for path in specs:
+        try:
+            exp = load_experiment(path, _settings(set_))
+        except SpecError as err:
+            typer.echo(render(err), err=True)
+            failed = True
+            continue
+        for w in exp.warnings:
+            typer.echo(render(w, "warning"), err=True)
+        runs = len(exp.members)
+        typer.echo(f"{path}: ok ({runs} run{'s' if runs != 1 else ''}, {len(exp.warnings)} warning{'s' if len(exp.warnings) != 1 else ''})")
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def explain(
+    spec: Path = typer.Argument(..., help="the spec to explain"),
+    as_json: bool = typer.Option(False, "--json", help="a JSON list of interventions, one per site"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """List the resolved interventions, one per site: verb, site, positions, pass, schedule.
+
+    Example: opto explain specs/paper/fig5b_clamp_layer1.opto --json
+    """
+    from .experiment import load_experiment
+
+    exp = _guard(lambda: load_experiment(spec, _settings(set_)))
+    records = [{"run": m.name, **a.explain(m.config.data.seq_len)} for m in exp.members for a in m.actions]
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    for m in exp.members:
+        bind = ", ".join(f"${k}={v}" for k, v in m.bindings)
+        typer.echo(f"run {m.name}" + (f" ({bind})" if bind else "") + f": {m.passes} pass{'es' if m.passes > 1 else ''}, "
+                   f"{len(m.actions)} intervention{'s' if len(m.actions) != 1 else ''}")
+        for a in m.actions:
+            r = a.explain(m.config.data.seq_len)
+            params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+            value = r["value"] + (f"({params})" if params else "") + (f" <- {r['reads']}" if r["reads"] else "")
+            pos = r["positions"] if r["positions"] == "all" else ",".join(map(str, r["positions"]))
+            typer.echo(f"  {r['verb']:<11} {r['site']:<18} rows {pos:<6} pass {r['pass']:<10} {r['schedule']:<14} {value}")
+
+
+_SITE = re.compile(r"^(?:L(\d+)\.)?(?:H(\d+)\.)?([a-z_]+)$")
+
+
+def _site_names(texts: list[str], config) -> list[tuple[str, str, int | None]]:
+    """Parse `--site` names (`L1.H2.pattern`, `L1.pattern`, `embed`) to (label, key, head)."""
+    from .semantics.resolve import NUMBERING, close
+    from .sites import site_table
+
+    table = site_table(config.model, config.data)
+    out = []
+    for text in texts:
+        span = Span(path="--site", line=1, column=1, end_line=1, end_column=len(text) + 1, line_text=text)
+        m = _SITE.match(text)
+        if not m:
+            raise SpecError(span, f"cannot read site '{text}'", hint="write e.g. L1.H2.pattern, L1.resid_out or logits")
+        layer, head, name = m.groups()
+        key = f"L{layer}.{name}" if layer else name
+        if key not in table:
+            raise SpecError(span, f"no site '{text}' in this model",
+                            hint=close(key, table, "sites") + f"; {NUMBERING}")
+        if head is not None:
+            if not table[key].per_head:
+                raise SpecError(span, f"'{name}' is a layer site, not a head site", hint=f"write L{layer}.{name}")
+            if int(head) >= config.model.heads:
+                raise SpecError(span, f"no head H{head} in this model", hint=f"heads are H0..H{config.model.heads - 1}; {NUMBERING}")
+        out.append((text, key, int(head) if head is not None else None))
+    return out
+
+
+@app.command()
+def trace(
+    spec: Path = typer.Argument(..., help="the spec whose interventions to apply"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="a run directory to load the model from"),
+    site: List[str] = typer.Option([], "--site", help="a site to print, e.g. L1.H2.pattern (repeatable; default: every pattern)"),
+    seed: int = typer.Option(0, "--seed", help="which sampled training sequence"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON: tokens and each site's values"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Run one forward pass with the spec's interventions on one sequence and print activations.
+
+    Example: opto trace specs/examples/clamp_prev_token.opto --site L1.H2.pattern
+    """
+    from .trace import trace_spec
+
+    def body():
+        from .experiment import load_experiment
+
+        exp = load_experiment(spec, _settings(set_))
+        config = exp.members[0].config
+        default = [f"L{layer}.pattern" for layer in range(1, config.model.layers + 1)]
+        return trace_spec(exp.members[0], _site_names(site or default, config), checkpoint, seed)
+
+    result = _guard(body)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo("tokens: " + "  ".join(result["tokens"]))
+    import numpy as np
+
+    np.set_printoptions(precision=3, suppress=True, linewidth=120)
+    for name, value in result["sites"].items():
+        typer.echo(f"{name}:")
+        typer.echo(textwrap.indent(np.array2string(np.asarray(value)), "  "))
+
+
+@app.command()
+def sites(set_: List[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
+    """List every addressable site of the configured model with its shape.
+
+    Example: opto sites --set model.layers=3 --set model.mlp=true
+    """
+    from .experiment import DEFAULT
+    from .semantics.spec import apply_cli
+    from .sites import site_table
+
+    config = _guard(lambda: apply_cli(DEFAULT, _settings(set_)))
+    typer.echo("layers count from 1 (L1..), heads from 0 (H0..); shapes per sequence "
+               f"(T={config.data.seq_len} tokens, H={config.model.heads} heads)")
+    for key, info in site_table(config.model, config.data).items():
+        shown = key.replace(".", ".H<h>.", 1) if info.per_head else key
+        shape = info.shape[1:] if info.per_head else info.shape
+        typer.echo(f"  {shown:<22} {str(tuple(shape)):<14} {info.doc}")
+
+
+@app.command()
+def fmt(spec: Path = typer.Argument(..., help="the spec to format")) -> None:
+    """Print a spec in canonical form (one statement per line; comments are not kept).
+
+    Example: opto fmt specs/examples/tour.opto
+    """
+    from .syntax import format_spec, parse
+
+    def body():
+        if not spec.exists():
+            raise DataError(spec, "spec file not found")
+        return format_spec(parse(spec.read_text(), str(spec)))
+
+    typer.echo(_guard(body), nl=False)
 
 
 def main() -> None:
-    """Entry point of the `opto` script: never shows a traceback for an expected error."""
+    """Entry point of the `opto` script."""
     try:
         app()
-    except OptoError as err:  # any stage's error that escaped a command's own handling
+    except OptoError as err:
         typer.echo(render(err) if isinstance(err, SpecError) else f"error: {err}", err=True)
         sys.exit(2)

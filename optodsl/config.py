@@ -54,7 +54,7 @@ class DataConfig(_Frozen):
     labels: int = Field(5, ge=2)
     heldout_label_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     pairs: int = Field(2, ge=2, description="exemplar-label pairs in the context")
-    proto_noise: float = Field(0.5, ge=0.0, description="synthetic: exemplar noise relative to the prototype")
+    proto_noise: float = Field(0.4, ge=0.0, description="synthetic: exemplar noise relative to the prototype")
     shared: float = Field(2.0, ge=0.0, description="synthetic: weight of the direction shared by every class")
     seed: int = 0
 

@@ -1,72 +1,134 @@
-"""From a spec (or the built-in default) and `--set` overrides to trained run directories."""
+"""Specs to runs: load and resolve a spec, compile each member, train it into its run directory.
+
+This is the top of the pipeline (syntax -> semantics -> compile -> train); the command line
+and the Python API call it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ExperimentConfig, TrainConfig, EvalConfig, with_settings
-from .errors import Span, SpecError
-from .train.trainer import RunResult, train
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 
-BASELINE = ExperimentConfig(
-    train=TrainConfig(sequences=1_000_000, lr=1e-5, checkpoint_every=200_000),
-    eval=EvalConfig(every=10_000, sequences=1_000),
-)
-"""The built-in default: the paper's baseline (lr 1e-5, 1,000,000 sequences) on synthetic features."""
+from .compile.lower import CompiledPlan, compile_member
+from .config import ExperimentConfig
+from .errors import DataError, SpecError, SpecWarning
+from .semantics.plan import Member
+from .semantics.spec import resolve_spec
+from .syntax import ast, format_spec, load_spec, load_text
+from .train import checkpoint
+from .train.trainer import RunResult, make_optimizer, train
+
+DEFAULT = ExperimentConfig()
+"""Settings a spec starts from: the paper's (lr 1e-5, 1,000,000 sequences, evaluation every 5,000
+sequences on 1,000 per set, init seed 5) on the built-in synthetic features."""
 
 
-def _coerce(text: str):
-    """A `--set` value: bool, int or float (with `_` separators and k/M suffixes), else the text."""
+def coerce(text: str):
+    """A `--set` value: bool, int or float (with `_` separators and k/M suffixes), a list, else the text."""
     text = text.strip()
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
+    if text.startswith("[") and text.endswith("]"):
+        return [coerce(part) for part in text[1:-1].split(",") if part.strip()]
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1]
     body, scale = text, 1
     if len(text) > 1 and text[-1] in "kM":
         body, scale = text[:-1], {"k": 1_000, "M": 1_000_000}[text[-1]]
     for kind in (int, float):
         try:
-            return kind(body.replace("_", "")) * scale
+            value = kind(body.replace("_", "")) * scale
+            return int(value) if isinstance(value, float) and scale > 1 and value.is_integer() else value
         except ValueError:
             pass
     return text
 
 
-def apply_cli_settings(config: ExperimentConfig, settings: dict[str, str]) -> ExperimentConfig:
-    """Apply `--set key=value` pairs, reporting unknown keys and invalid values as spec errors."""
-    import difflib
+@dataclass
+class Experiment:
+    """A loaded spec: its syntax tree, canonical text and hash, runs (members) and warnings."""
 
-    from .config import setting_keys
-
-    keys = setting_keys()
-    parsed = {}
-    for key, text in settings.items():
-        span = Span(path="--set", line=1, column=1, end_line=1, end_column=len(key) + 1, line_text=f"{key}={text}")
-        if key not in keys:
-            close = difflib.get_close_matches(key, list(keys), n=1)
-            raise SpecError(span, f"unknown setting '{key}'",
-                            hint=f"did you mean '{close[0]}'?" if close else "settings are section.field, e.g. train.lr; see `opto sites --help`")
-        parsed[key] = _coerce(text)
-    try:
-        return with_settings(config, parsed)
-    except Exception as exc:  # pydantic's ValidationError, reported on the --set line
-        span = Span(path="--set", line=1, column=1, end_line=1, end_column=2,
-                    line_text=" ".join(f"{k}={v}" for k, v in settings.items()))
-        raise SpecError(span, f"invalid setting: {_first_error(exc)}") from exc
+    spec: ast.Spec
+    canonical: str
+    sha256: str
+    members: list[Member]
+    warnings: list[SpecWarning]
 
 
-def _first_error(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        e = errors()[0]
-        loc = ".".join(str(x) for x in e.get("loc", ()))
-        return f"{loc}: {e.get('msg')}" if loc else str(e.get("msg"))
-    return str(exc)
+def load_experiment(source: str | Path, settings: dict[str, object] | None = None,
+                    base: ExperimentConfig = DEFAULT) -> Experiment:
+    """Load a spec from a path (or spec text), resolve it with `settings` applied last."""
+    if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".opto") and "\n" not in source):
+        spec = load_spec(source)
+    else:
+        spec = load_text(source)
+    canonical = format_spec(spec)
+    members, warnings = resolve_spec(spec, base, settings or {})
+    return Experiment(spec, canonical, hashlib.sha256(canonical.encode()).hexdigest(), members, warnings)
 
 
-def run_experiment(spec: Path | None, out: Path | None, settings: dict[str, str], progress: bool | None = None) -> list[RunResult]:
-    """Train the spec's experiment (or the built-in baseline) with command-line settings applied."""
-    if spec is not None:
-        raise SpecError(Span(path=str(spec)), "spec files are not supported yet", hint="run `opto run` without a spec")
-    config = apply_cli_settings(BASELINE, settings)
-    run_dir = out or Path("runs") / "baseline"
-    return [train(config, None, run_dir, progress=progress)]
+def load_graft(run_dir: str, config: ExperimentConfig):
+    """The trained model of another run (for `graft`), checked against this experiment's architecture."""
+    from .model.transformer import init_model
+
+    path = Path(run_dir)
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise DataError(path, "graft source is not a run directory",
+                        expected="a directory written by `opto run` (config.json, checkpoint.json)")
+    other = ExperimentConfig.model_validate(json.loads(cfg_path.read_text()))
+    if other.model != config.model or other.data.labels != config.data.labels or other.data.feature_dim != config.data.feature_dim:
+        raise DataError(cfg_path, "graft source has a different architecture",
+                        expected=f"model {config.model.model_dump()}", found=f"model {other.model.model_dump()}")
+    template = init_model(other.model, other.data, jax.random.PRNGKey(0))
+    opt_state = make_optimizer(other).init(eqx.filter(template, eqx.is_array))
+    (model, _, _), _ = checkpoint.load(path, (template, opt_state, jnp.zeros((), jnp.int32)))
+    return model
+
+
+def plan_for(member: Member) -> CompiledPlan:
+    """Compile a member, loading the checkpoints its grafts read."""
+    return compile_member(member, {run: load_graft(run, member.config) for run in member.grafts})
+
+
+def run_dirs(exp: Experiment, out: Path | None) -> list[Path]:
+    """Where each member's run goes: `out` (default runs/<spec>), with one subfolder per sweep member."""
+    root = out or Path("runs") / Path(exp.spec.path or "spec").stem
+    if len(exp.members) == 1:
+        return [root]
+    return [root / m.name for m in exp.members]
+
+
+def _claim(run_dir: Path, exp: Experiment, member: Member) -> None:
+    """Write the spec beside the run, refusing a directory that holds another spec's run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = run_dir / "spec.json"
+    record = {"sha256": exp.sha256, "path": exp.spec.path, "bindings": dict(member.bindings), "member": member.name}
+    if info.exists():
+        old = json.loads(info.read_text())
+        if old.get("sha256") != exp.sha256 or old.get("bindings") != record["bindings"]:
+            raise DataError(run_dir, "this run directory holds a run of a different spec",
+                            expected=f"spec sha256 {exp.sha256[:12]}", found=f"spec sha256 {str(old.get('sha256'))[:12]}; use another --out")
+    checkpoint.atomic_write_text(run_dir / "spec.opto", exp.canonical)
+    checkpoint.atomic_write_text(info, json.dumps(record, indent=2))
+
+
+def run_experiment(spec: Path | str, out: Path | None = None, settings: dict[str, object] | None = None,
+                   progress: bool | None = None) -> list[RunResult]:
+    """Train every member of a spec into its run directory (resuming any that were interrupted)."""
+    exp = load_experiment(spec, settings)
+    results = []
+    for member, run_dir in zip(exp.members, run_dirs(exp, out)):
+        plan = plan_for(member)
+        _claim(run_dir, exp, member)
+        results.append(train(member.config, plan, run_dir, progress=progress))
+    return results
+
+
+__all__ = ["DEFAULT", "Experiment", "SpecError", "coerce", "load_experiment", "plan_for", "run_experiment"]

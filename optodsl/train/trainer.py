@@ -200,7 +200,6 @@ def train(
     features=None,
     measures: Measures | None = None,
     progress: bool | None = None,
-    spec_text: str | None = None,
     stop_after_chunks: int | None = None,
     on_record: Callable[[dict], None] | None = None,
 ) -> RunResult:
@@ -227,8 +226,6 @@ def train(
             raise DataError(existing, "this run directory holds a different experiment",
                             expected="the same resolved configuration to resume, or a new --out directory")
         checkpoint.atomic_write_text(existing, config_json)
-        if spec_text is not None:
-            checkpoint.atomic_write_text(run_path / "spec.opto", spec_text)
         ckpt_meta = checkpoint.read_meta(run_path)
         if ckpt_meta is not None:
             state, ckpt_meta = checkpoint.load(run_path, state)

@@ -1,0 +1,128 @@
+"""Lower resolved actions to `Term`s (masks and parameters as arrays) and run them as a Forward.
+
+Actions that differ only in head or position but share a site, value and schedule merge into
+one term with a wider mask, so a spec compiles to few terms. Terms are data: two members of a
+sweep whose terms differ only in masks, parameters or schedules have the same structure and
+stack into one vmapped program.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..config import DataConfig, ModelConfig
+from ..errors import DataError
+from ..model.overrides import Context, Overrides
+from ..semantics.plan import Action, Member
+from ..sites import site_table
+from .values import BUILDERS
+
+
+class Term(eqx.Module):
+    """One value builder on one site: where (mask), with what parameters, and when."""
+
+    site: str = eqx.field(static=True)
+    builder: str = eqx.field(static=True)
+    stage: str = eqx.field(static=True)
+    record: str | None = eqx.field(static=True)
+    phase: str = eqx.field(static=True)
+    mask: jax.Array  # bool, the site's per-sequence shape
+    params: dict[str, jax.Array]
+    start: jax.Array
+    stop: jax.Array
+    graft: eqx.Module | None = None
+
+    def active(self, ctx: Context) -> jax.Array:
+        if (self.phase == "train" and not ctx.training) or (self.phase == "eval" and ctx.training):
+            return jnp.asarray(False)
+        return (self.start <= ctx.sequences) & (ctx.sequences < self.stop)
+
+
+def _entries(action: Action, shape: tuple[int, ...], t: int) -> np.ndarray:
+    """The per-sequence boolean mask of one action on its site."""
+    mask = np.zeros(shape, bool)
+    view = mask[action.head] if action.head is not None else mask
+    rows = list(action.rows) if action.rows is not None else list(range(view.shape[0]))
+    if action.builder == "forbid_prev":
+        for i in rows:
+            if i >= 1:
+                view[i, i - 1] = True
+    elif action.builder == "labels_only":
+        for i in rows:
+            view[i, 0:t:2] = True
+    else:
+        view[rows] = True
+    return mask
+
+
+def _merge_key(a: Action) -> tuple:
+    return (a.site, a.builder, a.params, a.stage, a.record, a.start, a.stop, a.phase)
+
+
+def lower_actions(actions: tuple[Action, ...], model_cfg: ModelConfig, data_cfg: DataConfig, grafts: dict | None = None) -> tuple[Term, ...]:
+    """Merge actions into terms in first-appearance order."""
+    table = site_table(model_cfg, data_cfg)
+    t = data_cfg.seq_len
+    groups: dict[tuple, list[Action]] = {}
+    for a in actions:
+        groups.setdefault(_merge_key(a), []).append(a)
+    terms = []
+    for key, group in groups.items():
+        a = group[0]
+        mask = np.zeros(table[a.site].shape, bool)
+        for member in group:
+            mask |= _entries(member, table[a.site].shape, t)
+        params = {k: jnp.asarray(v, jnp.int32 if k in ("head", "layer") else jnp.float32)
+                  for k, v in a.params if not isinstance(v, str)}
+        graft = (grafts or {}).get(a.param("run")) if a.builder == "graft" else None
+        terms.append(Term(site=a.site, builder=a.builder, stage=a.stage, record=a.record, phase=a.phase,
+                          mask=jnp.asarray(mask), params=params, start=jnp.asarray(a.start, jnp.int32),
+                          stop=jnp.asarray(a.stop, jnp.int32), graft=graft))
+    return tuple(terms)
+
+
+def overrides(terms, model, batch, ctx: Context, records: dict[str, jax.Array] | None = None) -> Overrides:
+    """The overrides these terms make for one batch, chained in order (later terms win)."""
+    out = Overrides.empty()
+    for term in terms:
+        record = records[term.record] if term.record is not None else None
+        value = BUILDERS[term.builder](term, model, batch, record)
+        out = out.then(Overrides({term.site: value}, {term.site: term.mask & term.active(ctx)}))
+    return out
+
+
+class CompiledPlan(eqx.Module):
+    """A member's interventions as a Forward: one pass, or a recording pass and a final pass."""
+
+    terms: tuple[Term, ...]
+    is_forward: bool = eqx.field(static=True, default=True)
+
+    @property
+    def passes(self) -> int:
+        return 2 if any(t.stage in ("record", "final") for t in self.terms) else 1
+
+    def __call__(self, model, batch, ctx: Context):
+        """Forward `batch` under the plan: `(query logits, activations of the last pass)`."""
+        records = None
+        if self.passes == 2:
+            first = [t for t in self.terms if t.stage in ("both", "record")]
+            _, records = model(batch, overrides(first, model, batch, ctx))
+        last = [t for t in self.terms if t.stage in ("both", "final")]
+        logits, acts = model(batch, overrides(last, model, batch, ctx, records))
+        post = [t for t in self.terms if t.stage == "post"]
+        if post:
+            acts = dict(acts)
+            acts["logits"] = overrides(post, model, batch, ctx, acts).apply("logits", acts["logits"])
+            logits = acts["logits"][:, -1]
+        return logits, acts
+
+
+def compile_member(member: Member, grafts: dict | None = None) -> CompiledPlan:
+    """A member's actions as a CompiledPlan; `grafts` maps each graft source to its trained model."""
+    missing = set(member.grafts) - set(grafts or {})
+    if missing:
+        raise DataError(sorted(missing)[0], "graft source not loaded", expected="load it with optodsl.experiment.load_graft")
+    return CompiledPlan(lower_actions(member.actions, member.config.model, member.config.data, grafts))

@@ -1,0 +1,88 @@
+"""The resolved form of a spec: one `Action` per overridden site, grouped into `Member` runs.
+
+This is the compiler's input and what `opto explain` prints. Everything here is plain frozen
+data: canonical site text, positions, pass, schedule and parameters; no arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ..config import ExperimentConfig
+from ..errors import Span
+
+Stage = Literal["both", "record", "final", "post"]
+"""Which pass an action acts in: `both` (every pass; the only pass of single-pass plans),
+`record` (only the first pass, whose activations later ones read), `final` (only the last pass),
+`post` (on the output logits after the last pass, from that pass's own activations)."""
+
+MAX_SEQUENCES = 2**31 - 1
+
+
+class Action(BaseModel):
+    """One intervention on one site (one head of a head site): what to write, where and when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    verb: str
+    builder: str
+    site: str  # activation key, e.g. "L1.pattern"
+    layer: int | None = None  # counted from 1
+    head: int | None = None  # counted from 0
+    rows: tuple[int, ...] | None = None  # sequence positions overridden; None = every position
+    params: tuple[tuple[str, float | int | str | bool], ...] = ()
+    stage: Stage = "both"
+    record: str | None = None  # site key of the first pass that the value is read from
+    start: int = 0
+    stop: int = MAX_SEQUENCES
+    phase: Literal["both", "train", "eval"] = "both"
+    span: Span
+
+    @property
+    def text(self) -> str:
+        """Canonical site text: `L2.H3.v`, `L1.resid_out`, `embed`."""
+        if self.layer is None:
+            return self.site
+        name = self.site.split(".", 1)[1]
+        return f"L{self.layer}.H{self.head}.{name}" if self.head is not None else f"L{self.layer}.{name}"
+
+    def param(self, name: str, default=None):
+        return dict(self.params).get(name, default)
+
+    def schedule_text(self) -> str:
+        if self.phase == "eval":
+            return "eval"
+        if self.phase == "train":
+            return "train"
+        if self.start == 0 and self.stop == MAX_SEQUENCES:
+            return "always"
+        stop = "" if self.stop == MAX_SEQUENCES else str(self.stop)
+        return f"{self.start}..{stop}"
+
+    def explain(self, seq_len: int) -> dict:
+        """The `opto explain --json` record of this action."""
+        positions = "all" if self.rows is None or len(self.rows) == seq_len else list(self.rows)
+        passes = {"both": "every", "record": "first", "final": "last", "post": "after last"}[self.stage]
+        return {
+            "verb": self.verb, "site": self.text, "positions": positions, "pass": passes,
+            "schedule": self.schedule_text(), "value": self.builder, "params": dict(self.params),
+            "reads": self.record, "at": str(self.span),
+        }
+
+
+class Member(BaseModel):
+    """One run of an experiment: its settings, its actions, and the sweep values that made it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    bindings: tuple[tuple[str, float | int | str | bool], ...] = ()
+    config: ExperimentConfig
+    actions: tuple[Action, ...] = ()
+    grafts: tuple[str, ...] = ()  # run directories whose checkpoints the actions read
+
+    @property
+    def passes(self) -> int:
+        return 2 if any(a.stage in ("record", "final") for a in self.actions) else 1

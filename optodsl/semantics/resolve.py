@@ -1,0 +1,184 @@
+"""Resolve syntax against a model: selectors to (layer, head, site), positions, schedules, values.
+
+Layers count from 1 and heads from 0, as in the paper; every error that mentions an index says
+so and gives the valid range. Sweep variables are substituted here from `bindings`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from ..config import ExperimentConfig
+from ..errors import Span, SpecError
+from ..sites import GLOBAL_SITES, HEAD_SITES, LAYER_SITES
+from ..syntax import ast
+from .plan import MAX_SEQUENCES
+
+NUMBERING = "layers count from 1, heads from 0, as in the paper"
+
+
+def close(word: str, options, what: str) -> str:
+    """A hint naming the closest valid spelling, or listing the valid options."""
+    options = list(options)
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if match:
+        return f"did you mean '{match[0]}'?"
+    return f"valid {what}: " + ", ".join(options)
+
+
+@dataclass(frozen=True)
+class SiteSel:
+    """One selected site: activation key, layer (from 1) and head (from 0) where they apply."""
+
+    site: str
+    layer: int | None
+    head: int | None
+    span: Span
+
+
+class Resolver:
+    """Resolves the parts of statements for one model configuration and one sweep binding."""
+
+    def __init__(self, config: ExperimentConfig, bindings: dict[str, object] | None = None):
+        self.config = config
+        self.bindings = bindings or {}
+        self.layers = config.model.layers
+        self.heads = config.model.heads
+        self.seq_len = config.data.seq_len
+        self.layer_sites = [n for n in LAYER_SITES if n != "mlp_out" or config.model.mlp]
+
+    # values -------------------------------------------------------------------------------
+    def value(self, node):
+        """A value with sweep variables substituted (returns the node, or a Number/String/... node)."""
+        if isinstance(node, ast.Var):
+            if node.name not in self.bindings:
+                raise SpecError(node.span, f"unknown sweep variable '${node.name}'",
+                                hint=close(node.name, self.bindings, "variables") if self.bindings else "declare it first: sweep NAME in a..b")
+            bound = self.bindings[node.name]
+            if isinstance(bound, bool):
+                return ast.Bool(span=node.span, value=bound)
+            if isinstance(bound, (int, float)):
+                return ast.Number(span=node.span, value=bound)
+            return ast.String(span=node.span, value=str(bound))
+        if isinstance(node, ast.Call):
+            return node.model_copy(update={"args": tuple((k, self.value(v)) for k, v in node.args)})
+        if isinstance(node, ast.ListValue):
+            return node.model_copy(update={"items": tuple(self.value(v) for v in node.items)})
+        return node
+
+    def python(self, node):
+        """A value as a plain Python object (numbers, strings, bools, names as strings, lists)."""
+        node = self.value(node)
+        if isinstance(node, (ast.Number, ast.Bool, ast.String)):
+            return node.value
+        if isinstance(node, ast.Name):
+            return node.name
+        if isinstance(node, ast.ListValue):
+            return [self.python(v) for v in node.items]
+        raise SpecError(node.span, "a call is not a setting value", hint="use a number, string, true/false or a list")
+
+    def atom(self, atom, span: Span) -> int:
+        if isinstance(atom, ast.Var):
+            value = self.python(atom)
+            if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+                raise SpecError(atom.span, f"sweep variable '${atom.name}' is {value!r} here; an index needs a whole number")
+            return int(value)
+        return atom
+
+    # indices ------------------------------------------------------------------------------
+    def indices(self, index, kind: str, count: int, base: int) -> list[int]:
+        """Expand an index set of layers (base 1) or heads (base 0), checking the range."""
+        if isinstance(index, ast.IndexAll):
+            return list(range(base, base + count))
+        if isinstance(index, ast.IndexSingle):
+            values = [self.atom(index.value, index.span)]
+        elif isinstance(index, ast.IndexRange):
+            lo, hi = self.atom(index.start, index.span), self.atom(index.stop, index.span)
+            if hi < lo:
+                raise SpecError(index.span, f"empty {kind} range {lo}..{hi}", hint="ranges are inclusive and ascending, e.g. 0..3")
+            values = list(range(lo, hi + 1))
+        else:
+            values = [self.atom(a, index.span) for a in index.items]
+        letter = "L" if kind == "layer" else "H"
+        for v in values:
+            if not base <= v < base + count:
+                valid = f"{letter}{base}..{letter}{base + count - 1}" if count > 1 else f"{letter}{base}"
+                extra = " (the first layer is L1)" if kind == "layer" and v == 0 else ""
+                raise SpecError(index.span, f"no {kind} {letter}{v} in this model{extra}",
+                                hint=f"valid {kind}s are {valid}; {NUMBERING}")
+        return values
+
+    # selectors ----------------------------------------------------------------------------
+    def select(self, sel, default_head_site: str | None = None, allow_layer_only: bool = True) -> list[SiteSel]:
+        """Every (site, layer, head) a selector names; an empty selection is an error."""
+        if isinstance(sel, ast.GlobalSite):
+            if sel.name not in GLOBAL_SITES:
+                every = list(GLOBAL_SITES) + ["L<layer>.<site>", "L<layer>.H<head>.<site>"]
+                raise SpecError(sel.span, f"unknown site '{sel.name}'", hint=close(sel.name, every, "sites"))
+            return [SiteSel(sel.name, None, None, sel.span)]
+        layers = self.indices(sel.layers, "layer", self.layers, 1)
+        site = sel.site
+        if site is not None and site not in HEAD_SITES and site not in self.layer_sites:
+            raise SpecError(sel.span, f"unknown site '{site}'",
+                            hint=close(site, list(HEAD_SITES) + self.layer_sites, "sites"))
+        if site in self.layer_sites:
+            if sel.heads is not None or sel.except_heads:
+                raise SpecError(sel.span, f"'{site}' is a layer site, not a head site",
+                                hint=f"write L<layer>.{site} without a head; head sites are {', '.join(HEAD_SITES)}")
+            return [SiteSel(f"L{layer}.{site}", layer, None, sel.span) for layer in layers]
+        if site is None:
+            if default_head_site is None:
+                raise SpecError(sel.span, "this statement needs a site here",
+                                hint="name one, e.g. L1.H2.pattern or L1.resid_out")
+            site = default_head_site
+        if sel.heads is None and not allow_layer_only and not sel.except_heads:
+            heads = list(range(self.heads))
+        else:
+            heads = self.indices(sel.heads, "head", self.heads, 0) if sel.heads is not None else list(range(self.heads))
+        excluded: set[int] = set()
+        for ex in sel.except_heads:
+            excluded.update(self.indices(ex, "head", self.heads, 0))
+        heads = [h for h in heads if h not in excluded]
+        if not heads:
+            raise SpecError(sel.span, "this selection is empty: 'except' removes every head",
+                            hint=f"heads are H0..H{self.heads - 1}")
+        return [SiteSel(f"L{layer}.{site}", layer, h, sel.span) for layer in layers for h in heads]
+
+    # positions and schedules --------------------------------------------------------------
+    def rows(self, positions) -> tuple[int, ...] | None:
+        """Sequence positions (0-based, `e1 l1 e2 l2 q` = 0..4) a positions clause names."""
+        t = self.seq_len
+        if positions is None:
+            return None
+        if isinstance(positions, ast.NamedPositions):
+            return {
+                "all": tuple(range(t)), "query": (t - 1,),
+                "labels": tuple(range(1, t - 1, 2)), "exemplars": tuple(range(0, t, 2)),
+            }[positions.name]
+        if isinstance(positions, ast.IndexPosition):
+            i = positions.index
+            if not -t <= i < t:
+                raise SpecError(positions.span, f"no position {i} in a sequence of {t} tokens",
+                                hint=f"positions are 0..{t - 1} (e1 l1 e2 l2 q for 2 pairs), or -{t}..-1 from the end")
+            return (i % t,)
+        start = 0 if positions.start is None else positions.start
+        stop = t if positions.stop is None else positions.stop
+        rows = tuple(range(t))[start:stop]
+        if not rows:
+            raise SpecError(positions.span, f"the slice {start}:{stop} selects no position of {t}",
+                            hint=f"positions are 0..{t - 1}; slices are half-open")
+        return rows
+
+    def schedule(self, schedule) -> tuple[int, int, str]:
+        """(start, stop, phase) in training sequences."""
+        if schedule is None:
+            return 0, MAX_SEQUENCES, "both"
+        if isinstance(schedule, ast.PhaseSchedule):
+            return 0, MAX_SEQUENCES, schedule.phase
+        start = schedule.start or 0
+        stop = MAX_SEQUENCES if schedule.stop is None else schedule.stop
+        if stop <= start:
+            raise SpecError(schedule.span, f"the schedule {start}..{stop} is empty",
+                            hint="write start..stop in training sequences with start < stop, e.g. during 0..100k")
+        return start, stop, "both"

@@ -1,0 +1,171 @@
+"""A whole spec to experiments: sweeps expanded, settings applied and validated, verbs lowered,
+conflicts refused and no-effect clauses reported as warnings. Runs no JAX.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..config import ExperimentConfig, setting_keys, with_settings
+from ..errors import Span, SpecError, SpecWarning
+from ..interventions import VERBS
+from ..syntax import ast
+from .plan import Action, Member
+from .resolve import Resolver, close
+
+
+def sweep_bindings(spec: ast.Spec) -> list[dict[str, object]]:
+    """Every combination of the spec's sweep values (one empty binding without sweeps)."""
+    names: dict[str, list] = {}
+    for st in spec.statements:
+        if not isinstance(st, ast.Sweep):
+            continue
+        if st.name in names:
+            raise SpecError(st.span, f"sweep variable '${st.name}' is declared twice", hint="give each sweep its own name")
+        if isinstance(st.values, ast.SweepRange):
+            if st.values.stop < st.values.start:
+                raise SpecError(st.values.span, f"empty sweep range {st.values.start}..{st.values.stop}",
+                                hint="ranges are inclusive and ascending, e.g. 0..7")
+            names[st.name] = list(range(st.values.start, st.values.stop + 1))
+        else:
+            values = []
+            for item in st.values.items:
+                if not isinstance(item, (ast.Number, ast.String, ast.Bool, ast.Name)):
+                    raise SpecError(item.span, "sweep values are numbers, strings, names or true/false")
+                values.append(item.name if isinstance(item, ast.Name) else item.value)
+            if not values:
+                raise SpecError(st.values.span, "a sweep needs at least one value")
+            names[st.name] = values
+    return [dict(zip(names, combo)) for combo in itertools.product(*names.values())]
+
+
+def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> ExperimentConfig:
+    """Apply the spec's `set` statements in order, each validated at its own span."""
+    keys = setting_keys()
+    for st in spec.statements:
+        if not isinstance(st, ast.Set):
+            continue
+        key = ".".join(st.key)
+        if key not in keys:
+            raise SpecError(st.span, f"unknown setting '{key}'", hint=close(key, keys, "settings"))
+        value = r.python(st.value)
+        if isinstance(value, list):
+            value = tuple(value)
+        try:
+            config = with_settings(config, {key: value})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise SpecError(st.value.span, f"invalid value for {key}: {err['msg']}") from None
+    return config
+
+
+def lower(spec: ast.Spec, r: Resolver) -> list[Action]:
+    """Every intervention statement lowered by its verb."""
+    actions: list[Action] = []
+    for st in spec.statements:
+        if not isinstance(st, ast.Intervention):
+            continue
+        verb = VERBS.get(st.verb)
+        if verb is None:
+            span = st.span.model_copy(update={"end_line": st.span.line, "end_column": st.span.column + len(st.verb)})
+            raise SpecError(span, f"unknown verb '{st.verb}'", hint=close(st.verb, VERBS, "verbs"))
+        actions.extend(verb.lower(st, r))
+    return actions
+
+
+def _overlap(a: Action, b: Action, seq_len: int) -> bool:
+    rows_a = set(a.rows if a.rows is not None else range(seq_len))
+    rows_b = set(b.rows if b.rows is not None else range(seq_len))
+    same_pass = a.stage == b.stage or "both" in (a.stage, b.stage)
+    phases = a.phase == b.phase or "both" in (a.phase, b.phase)
+    return bool(rows_a & rows_b) and same_pass and phases and a.start < b.stop and b.start < a.stop
+
+
+def check_conflicts(actions: list[Action], seq_len: int) -> None:
+    """Two different interventions writing the same entries of one site in one pass are an error."""
+    by_site: dict[tuple, list[Action]] = {}
+    for a in actions:
+        by_site.setdefault((a.site, a.head), []).append(a)
+    for group in by_site.values():
+        for i, b in enumerate(group):
+            for a in group[:i]:
+                if a.span == b.span or (a.builder, a.params) == (b.builder, b.params) or not _overlap(a, b, seq_len):
+                    continue
+                if "record" in (a.builder, b.builder):  # holding a site at its first-pass value keeps the other clause's effect
+                    continue
+                raise SpecError(b.span, f"conflicting interventions on {b.text}: {b.builder} here, {a.builder} at line {a.span.line}",
+                                hint="one site can hold one intervention at a time; give them disjoint positions or schedules")
+
+
+def warnings_for(actions: list[Action], config: ExperimentConfig) -> list[SpecWarning]:
+    """Clauses that can have no effect: schedules that never start, sites another clause decides."""
+    out: list[SpecWarning] = []
+    t = config.data.seq_len
+    for a in actions:
+        if a.phase != "eval" and a.start >= config.train.sequences:
+            out.append(SpecWarning(span=a.span, message=f"this schedule starts at {a.start} sequences, after training ends "
+                                   f"(train.sequences = {config.train.sequences})", hint="it acts only in evaluation, if at all"))
+    full_patterns = {(a.site, a.head): a for a in actions
+                     if a.site.endswith(".pattern") and a.builder != "record" and a.rows in (None, tuple(range(t))) and a.stage != "record"}
+    upstream = ("q", "k", "q_rot", "k_rot", "attn_logits")
+    for a in actions:
+        if a.layer is None or a.site.split(".", 1)[1] not in upstream:
+            continue
+        clamp = full_patterns.get((f"L{a.layer}.pattern", a.head))
+        if clamp is not None and clamp.start <= a.start and a.stop <= clamp.stop:
+            out.append(SpecWarning(span=a.span, message=f"no effect on {a.text}: L{a.layer}.H{a.head}.pattern is set by line {clamp.span.line}",
+                                   hint="a head's pattern decides its attention; its queries, keys and logits then change nothing downstream"))
+    seen: dict[tuple, Action] = {}
+    for a in actions:
+        key = (a.site, a.head, a.rows, a.builder, a.params, a.stage, a.start, a.stop, a.phase)
+        if key in seen and seen[key].span != a.span:
+            out.append(SpecWarning(span=a.span, message=f"{a.text} is already set the same way at line {seen[key].span.line}",
+                                   hint="remove one of the two clauses"))
+        seen.setdefault(key, a)
+    unique = {(w.span.line, w.span.column, w.message): w for w in out}
+    return list(unique.values())
+
+
+def resolve_spec(spec: ast.Spec, base: ExperimentConfig, cli: dict[str, object] | None = None,
+                 cli_span: Span | None = None) -> tuple[list[Member], list[SpecWarning]]:
+    """Expand a spec into its runs (one per sweep combination) and the warnings of `opto check`."""
+    members: list[Member] = []
+    warnings: list[SpecWarning] = []
+    stem = Path(spec.path).stem if spec.path else "spec"
+    bindings_list = sweep_bindings(spec)
+    for bindings in bindings_list:
+        r = Resolver(base, bindings)
+        config = apply_settings(base, spec, r)
+        if cli:
+            config = apply_cli(config, cli, cli_span)
+        r = Resolver(config, bindings)
+        actions = lower(spec, r)
+        check_conflicts(actions, config.data.seq_len)
+        for w in warnings_for(actions, config):
+            if w not in warnings:
+                warnings.append(w)
+        name = stem if len(bindings_list) == 1 else stem + "-" + "-".join(f"{k}{v}" for k, v in bindings.items())
+        grafts = tuple(sorted({str(a.param("run")) for a in actions if a.builder == "graft"}))
+        members.append(Member(name=name, bindings=tuple(bindings.items()), config=config, actions=tuple(actions), grafts=grafts))
+    return members, warnings
+
+
+def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | None = None) -> ExperimentConfig:
+    """Apply `--set key=value` settings; unknown keys and invalid values are spec errors at `--set`."""
+    keys = setting_keys()
+    for key, value in cli.items():
+        where = span or Span(path="--set", line=1, column=1, end_line=1, end_column=len(f"{key}={value}") + 1,
+                             line_text=f"{key}={value}")
+        if key not in keys:
+            match = difflib.get_close_matches(key, list(keys), n=1)
+            raise SpecError(where, f"unknown setting '{key}'",
+                            hint=f"did you mean '{match[0]}'?" if match else "settings are section.field, e.g. train.lr")
+        try:
+            config = with_settings(config, {key: tuple(value) if isinstance(value, list) else value})
+        except ValidationError as exc:
+            raise SpecError(where, f"invalid value for {key}: {exc.errors()[0]['msg']}") from None
+    return config
