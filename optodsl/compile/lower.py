@@ -115,9 +115,31 @@ class CompiledPlan(eqx.Module):
         post = [t for t in self.terms if t.stage == "post"]
         if post:
             acts = dict(acts)
-            acts["logits"] = overrides(post, model, batch, ctx, acts).apply("logits", acts["logits"])
+            reads = _held_logits(post, last, acts, records, ctx)
+            acts["logits"] = overrides(post, model, batch, ctx, reads).apply("logits", acts["logits"])
             logits = acts["logits"][:, -1]
         return logits, acts
+
+
+def _held_logits(post, last, acts, records, ctx: Context) -> dict[str, jax.Array]:
+    """What `post` terms read: the last pass's activations, except that a head whose pattern the
+    last pass holds at its first-pass value is read at its first-pass attention logits (the logits
+    that made the pattern it uses), so `copy` after `prev_token_input` or `preserving` copies the
+    match that the held pattern came from."""
+    if records is None:
+        return acts
+    reads = dict(acts)
+    for term in post:
+        key = term.record
+        if key is None or not key.endswith(".attn_logits"):
+            continue
+        pattern = key.replace(".attn_logits", ".pattern")
+        held = [t.mask & t.active(ctx) for t in last if t.builder == "record" and t.site == pattern]
+        if not held:
+            continue
+        heads = jnp.any(jnp.stack(held), axis=(0, 2, 3))  # (H,): heads whose pattern is held
+        reads[key] = jnp.where(heads[None, :, None, None], records[key], acts[key])
+    return reads
 
 
 def compile_member(member: Member, grafts: dict | None = None) -> CompiledPlan:

@@ -74,12 +74,28 @@ def _pattern_params(r: Resolver, value) -> tuple[str, tuple]:
         lo, hi, _ = spec[key]
         node = r.value(node)
         if not isinstance(node, ast.Number) or not lo <= node.value <= hi:
-            shown = node.value if isinstance(node, ast.Number) else "this"
-            raise SpecError(node.span, f"{name}({key}=...) must be a number in [{lo:g}, {hi:g}], not {shown}")
+            shown = _shown(node)
+            raise SpecError(node.span, f"{name}({key}=...) must be a number in [{lo:g}, {hi:g}], not {shown}",
+                            hint=f"for example {name}({key}={spec[key][2]:g}), the default")
         params[key] = float(node.value)
     for key, (_, _, default) in spec.items():
         params.setdefault(key, default)
     return name, tuple(sorted(params.items()))
+
+
+def _shown(node) -> str:
+    """A value as written, for messages: 2, true, "x", mean, f(...), [...]."""
+    if isinstance(node, ast.Bool):
+        return "true" if node.value else "false"
+    if isinstance(node, ast.String):
+        return f'"{node.value}"'
+    if isinstance(node, ast.Name):
+        return node.name
+    if isinstance(node, ast.Call):
+        return f"{node.name}(...)"
+    if isinstance(node, ast.ListValue):
+        return "a list"
+    return str(node.value)
 
 
 _EXAMPLES = {
@@ -198,6 +214,9 @@ def attend(stmt: ast.Intervention, r: Resolver) -> list[Action]:
         raise SpecError(stmt.span, "'attend' needs what to attend to", hint=f"for example: {_EXAMPLES['attend']}")
     _name(r, stmt.value, stmt, ("labels_only",))
     rows = r.rows(stmt.positions) or (r.seq_len - 1,)
+    if 0 in rows:  # position 0 sees no label: every logit of its row would be -inf (a uniform, acausal row)
+        raise SpecError(stmt.positions.span, "position 0 has no label token before it to attend to",
+                        hint="labels_only acts on rows that follow a label, e.g. @ query or @ 1:")
     return [_action(_common(stmt, r), s, "labels_only", rows=rows) for s in _head_logit_sites(stmt, r)]
 
 

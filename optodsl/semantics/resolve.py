@@ -53,8 +53,13 @@ class Resolver:
         """A value with sweep variables substituted (returns the node, or a Number/String/... node)."""
         if isinstance(node, ast.Var):
             if node.name not in self.bindings:
-                raise SpecError(node.span, f"unknown sweep variable '${node.name}'",
-                                hint=close(node.name, self.bindings, "variables") if self.bindings else "declare it first: sweep NAME in a..b")
+                if not self.bindings:
+                    hint = "declare it first: sweep NAME in a..b"
+                elif difflib.get_close_matches(node.name, list(self.bindings), n=1, cutoff=0.6):
+                    hint = close(node.name, self.bindings, "variables")
+                else:
+                    hint = "declared sweep variables: " + ", ".join(f"${name}" for name in self.bindings)
+                raise SpecError(node.span, f"unknown sweep variable '${node.name}'", hint=hint)
             bound = self.bindings[node.name]
             if isinstance(bound, bool):
                 return ast.Bool(span=node.span, value=bound)
@@ -82,7 +87,8 @@ class Resolver:
         if isinstance(atom, ast.Var):
             value = self.python(atom)
             if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
-                raise SpecError(atom.span, f"sweep variable '${atom.name}' is {value!r} here; an index needs a whole number")
+                raise SpecError(atom.span, f"sweep variable '${atom.name}' is {value!r} here; an index needs a whole number",
+                                hint="sweep indices over whole numbers, e.g. sweep h in 0..7")
             return int(value)
         return atom
 
@@ -120,7 +126,7 @@ class Resolver:
         layers = self.indices(sel.layers, "layer", self.layers, 1)
         site = sel.site
         if site is not None and site not in HEAD_SITES and site not in self.layer_sites:
-            raise SpecError(sel.span, f"unknown site '{site}'",
+            raise SpecError(_site_span(sel.span, site), f"unknown site '{site}'",
                             hint=close(site, list(HEAD_SITES) + self.layer_sites, "sites"))
         if site in self.layer_sites:
             if sel.heads is not None or sel.except_heads:
@@ -182,3 +188,15 @@ class Resolver:
             raise SpecError(schedule.span, f"the schedule {start}..{stop} is empty",
                             hint="write start..stop in training sequences with start < stop, e.g. during 0..100k")
         return start, stop, "both"
+
+
+def _site_span(span: Span, site: str) -> Span:
+    """The span of the site name at the end of a selector (`patern` in `L1.H0.patern`), else the selector's."""
+    if span.end_line != span.line:
+        return span
+    text = span.line_text[span.column - 1:span.end_column - 1]
+    at = text.split(" except", 1)[0].rfind("." + site)
+    if at < 0:
+        return span
+    column = span.column + at + 1
+    return span.model_copy(update={"column": column, "end_column": column + len(site)})

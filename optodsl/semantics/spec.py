@@ -59,7 +59,7 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
             config = with_settings(config, {key: value})
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise SpecError(st.value.span, f"invalid value for {key}: {err['msg']}") from None
+            raise SpecError(st.value.span, f"invalid value for {key}: {_message(err)}") from None
     return config
 
 
@@ -167,5 +167,10 @@ def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | Non
         try:
             config = with_settings(config, {key: tuple(value) if isinstance(value, list) else value})
         except ValidationError as exc:
-            raise SpecError(where, f"invalid value for {key}: {exc.errors()[0]['msg']}") from None
+            raise SpecError(where, f"invalid value for {key}: {_message(exc.errors()[0])}") from None
     return config
+
+
+def _message(error: dict) -> str:
+    """A pydantic error's message without its 'Value error, ' prefix."""
+    return str(error["msg"]).removeprefix("Value error, ")

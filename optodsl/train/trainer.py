@@ -33,6 +33,17 @@ Measures = Callable[[dict[str, jax.Array], dict[str, jax.Array], jax.Array], dic
 """`(activations, batch, query logits) -> {name: scalar}`, evaluated on each evaluation set."""
 
 
+def enable_compilation_cache() -> None:
+    """Keep compiled programs on disk (`$OPTODSL_CACHE`, default ~/.cache/optodsl/xla) so a rerun skips compiling."""
+    import os
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    path = os.environ.get("OPTODSL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "optodsl", "xla"))
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def make_optimizer(cfg: ExperimentConfig) -> optax.GradientTransformation:
     """Adam (or AdamW/SGD) with the configured learning-rate schedule, counted in steps."""
     t = cfg.train
@@ -211,6 +222,7 @@ def train(
         run_dir: where config, metrics.jsonl, summary.json, checkpoints and curves.png go.
         stop_after_chunks: stop (as if killed) after this many evaluation chunks; for tests of resume.
     """
+    enable_compilation_cache()
     program = build_program(config, forward, features=features, measures=measures)
     state = program.init_state()
     total_steps = config.train.steps

@@ -1,0 +1,108 @@
+"""The trainer: run directory contents, exact resume after a real kill, NaN stop, checkpoint errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from optodsl.config import DataConfig, EvalConfig, ExperimentConfig, TrainConfig
+from optodsl.errors import DataError, TrainingError
+from optodsl.model import Overrides
+from optodsl.train import checkpoint
+from optodsl.train.trainer import train
+
+SMALL = ExperimentConfig(
+    data=DataConfig(total_classes=200),
+    train=TrainConfig(sequences=3200, lr=1e-3, checkpoint_every=1280),
+    eval=EvalConfig(every=640, sequences=64),
+)
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_holds_config_metrics_summary_checkpoint_and_curves(tmp_path):
+    res = train(SMALL, None, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text()) == json.loads(SMALL.model_dump_json())
+    records = _metrics(run)
+    assert [r["sequences"] for r in records] == [0, 640, 1280, 1920, 2560, 3200]
+    assert [r["step"] for r in records] == [0, 20, 40, 60, 80, 100]
+    for name in ("train", "heldout_labels", "heldout_exemplars", "test_classes"):
+        assert all(0 <= r[f"{name}/accuracy"] <= 1 and r[f"{name}/loss"] > 0 for r in records)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["step"] == 100
+    assert summary["final"]["train/accuracy"] == records[-1]["train/accuracy"]
+    assert checkpoint.read_meta(run)["step"] == 100
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert res.metrics == records
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from test_trainer import SMALL
+    from optodsl.train.trainer import train
+    def kill(record):
+        if record["sequences"] == 1920:   # after the checkpoint at 1280, before the next one
+            with open({out!r} + "/metrics.jsonl", "a") as f:
+                f.write('{{"sequences": 25')   # a torn line, as a kill during a write leaves
+            os.kill(os.getpid(), signal.SIGKILL)
+    train(SMALL, None, {out!r}, progress=False, on_record=kill)
+""")
+
+
+def test_a_killed_run_resumes_to_exactly_the_uninterrupted_metrics(tmp_path):
+    whole = train(SMALL, None, tmp_path / "whole", progress=False)
+    killed = tmp_path / "killed"
+    script = KILL_SCRIPT.format(root=os.path.dirname(__file__), out=str(killed))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == -9, proc.stderr
+    assert checkpoint.read_meta(killed)["step"] == 40 and not (killed / "summary.json").exists()
+    resumed = train(SMALL, None, killed, progress=False)
+    assert _metrics(killed) == _metrics(tmp_path / "whole")
+    assert resumed.metrics == whole.metrics
+
+
+def test_a_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    def poison(model, batch, ctx):
+        bad = jnp.broadcast_to(ctx.sequences >= 1300, (5, 64))
+        return Overrides({"L1.resid_out": jnp.full((), jnp.nan)}, {"L1.resid_out": bad})
+
+    with pytest.raises(TrainingError, match=r"NaN or inf between sequences 1280 and 1920.*last good checkpoint \(sequences 1280\)"):
+        train(SMALL, poison, tmp_path / "run", progress=False)
+    meta = checkpoint.read_meta(tmp_path / "run")
+    assert meta["step"] == 40
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"].startswith("failed")
+    assert all(np.isfinite(r["train/loss"]) for r in _metrics(tmp_path / "run"))
+
+
+def test_a_run_directory_of_another_experiment_is_refused(tmp_path):
+    train(SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 640})}), None, tmp_path / "run", progress=False)
+    with pytest.raises(DataError, match="different experiment"):
+        train(SMALL, None, tmp_path / "run", progress=False)
+
+
+def test_broken_checkpoints_name_the_file_and_the_problem(tmp_path):
+    state = {"w": jnp.ones((2, 3))}
+    checkpoint.save(tmp_path, state, {"step": 1})
+    with pytest.raises(DataError, match=r"array 0 of shape \(3,\)"):
+        checkpoint.load(tmp_path, {"w": jnp.ones((3,))})
+    (tmp_path / "ckpt-000000001.npz").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="unreadable checkpoint"):
+        checkpoint.load(tmp_path, state)
+    (tmp_path / "checkpoint.json").write_text("{not json")
+    with pytest.raises(DataError, match="malformed checkpoint metadata"):
+        checkpoint.read_meta(tmp_path)
+    with pytest.raises(DataError, match="no checkpoint"):
+        checkpoint.load(tmp_path / "nothing-here", state)
