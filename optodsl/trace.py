@@ -29,7 +29,9 @@ def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir
         sequences = int(meta.get("sequences", int(step) * config.train.batch))
     task = make_task(config.data)
     batch = task.sample(jax.random.PRNGKey(seed), "train", 1)
-    logits, acts = plan_for(member)(model, batch, Context(sequences=jnp.asarray(sequences), training=False))
+    plan = plan_for(member)
+    run = eqx.filter_jit(lambda m, b, n: plan(m, b, Context(sequences=n, training=False)))
+    logits, acts = run(model, batch, jnp.asarray(sequences))
     cls, lab = np.asarray(batch["classes"][0]), np.asarray(batch["labels"][0])
     toks = []
     for i in range(config.data.pairs):

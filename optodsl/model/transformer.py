@@ -14,6 +14,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..config import DataConfig, ModelConfig
 from .overrides import Overrides
@@ -90,22 +91,19 @@ class Transformer(eqx.Module):
             p = f"L{i}."
             x = site(p + "resid_in", x)
             h = site(p + "normed", blk.ln(x) if blk.ln is not None else x)
-            q = site(p + "q", _heads(h, blk.wq))
-            k = site(p + "k", _heads(h, blk.wk))
-            v = site(p + "v", _heads(h, blk.wv))
+            q, k, v = _qkv(h, blk)
+            q, k, v = site(p + "q", q), site(p + "k", k), site(p + "v", v)
             if cfg.positions == "rope":
                 q_rot, k_rot = rope(q, cfg.rope_base), rope(k, cfg.rope_base)
             else:
                 q_rot, k_rot = q, k
             q_rot = site(p + "q_rot", q_rot)
             k_rot = site(p + "k_rot", k_rot)
-            # tiny per-head products as broadcast-and-sum: XLA fuses them, unlike batched dots
-            scores = (q_rot[:, :, :, None, :] * k_rot[:, :, None, :, :]).sum(-1) * scale
+            scores = _small_matmul(q_rot, k_rot.swapaxes(-1, -2)) * scale
             scores = site(p + "attn_logits", jnp.where(causal, scores, NEG))
-            pattern = site(p + "pattern", jax.nn.softmax(scores, axis=-1))
-            z = site(p + "z", (pattern[..., None] * v[:, :, None, :, :]).sum(-2))
-            per_head = (z[..., None] * blk.wo[None, :, None, :, :]).sum(-2)
-            out = site(p + "out", per_head)
+            pattern = site(p + "pattern", _softmax(scores))
+            z = site(p + "z", _small_matmul(pattern, v))
+            out = site(p + "out", (z[..., None] * blk.wo[None, :, None, :, :]).sum(-2))
             if p + "out" in ov.masks:
                 attn = out.sum(axis=1)
             else:  # the same sum as one matmul; `out` above is dropped by jit unless read
@@ -122,11 +120,62 @@ class Transformer(eqx.Module):
         return logits[:, -1], acts
 
 
-def _heads(x: jax.Array, w: jax.Array) -> jax.Array:
-    """Project (B, T, D) through per-head maps (H, D, Dh) as one matmul; returns (B, H, T, Dh)."""
-    h, d, e = w.shape
-    y = x @ w.transpose(1, 0, 2).reshape(d, h * e)
-    return y.reshape(*x.shape[:-1], h, e).swapaxes(-2, -3)
+def _qkv(x: jax.Array, blk: Block) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Project (B, T, D) to queries, keys and values (B, H, T, Dh) with one matmul."""
+    h, d, e = blk.wq.shape
+    w = jnp.stack([blk.wq, blk.wk, blk.wv]).transpose(2, 0, 1, 3).reshape(d, 3 * h * e)
+    y = (x @ w).reshape(*x.shape[:-1], 3, h, e)
+    return tuple(jnp.moveaxis(y[..., j, :, :], -2, -3) for j in range(3))
+
+
+def _unrolled_sum(terms) -> jax.Array:
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+@jax.custom_vjp
+def _small_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Batched `a @ b` for tiny inner dimensions (Dh = 8, T = 5) as an unrolled sum of broadcast
+    products: one elementwise fusion, where XLA's CPU runtime would run a batched dot or a reduce
+    as separate slow kernels. The custom VJP keeps the backward in the same form."""
+    return _unrolled_sum([a[..., :, i, None] * b[..., None, i, :] for i in range(a.shape[-1])])
+
+
+def _small_matmul_fwd(a, b):
+    return _small_matmul(a, b), (a, b)
+
+
+def _small_matmul_bwd(res, g):
+    a, b = res
+    return _small_matmul(g, b.swapaxes(-1, -2)), _small_matmul(a.swapaxes(-1, -2), g)
+
+
+_small_matmul.defvjp(_small_matmul_fwd, _small_matmul_bwd)
+
+
+@jax.custom_vjp
+def _softmax(x: jax.Array) -> jax.Array:
+    """Softmax over a short last axis with an unrolled max and sum (see `_small_matmul`)."""
+    m = x[..., 0]
+    for i in range(1, x.shape[-1]):
+        m = jnp.maximum(m, x[..., i])
+    e = jnp.exp(x - m[..., None])
+    return e / _unrolled_sum([e[..., i] for i in range(x.shape[-1])])[..., None]
+
+
+def _softmax_fwd(x):
+    p = _softmax(x)
+    return p, p
+
+
+def _softmax_bwd(p, g):
+    gp = g * p
+    return (gp - p * _unrolled_sum([gp[..., i] for i in range(p.shape[-1])])[..., None],)
+
+
+_softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
 def tokens(model: Transformer, batch: dict[str, jax.Array]) -> jax.Array:
@@ -142,11 +191,12 @@ def tokens(model: Transformer, batch: dict[str, jax.Array]) -> jax.Array:
 def rope(x: jax.Array, base: float) -> jax.Array:
     """Rotary position embedding on the last axis, rotating interleaved pairs (x0, x1), (x2, x3)..."""
     t, dh = x.shape[-2], x.shape[-1]
-    freq = base ** (-jnp.arange(0, dh, 2) / dh)
-    angle = jnp.arange(t)[:, None] * freq[None, :]  # (T, Dh/2)
-    sin, cos = jnp.sin(angle), jnp.cos(angle)
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    return jnp.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1).reshape(x.shape)
+    freq = base ** (-np.arange(0, dh, 2) / dh)
+    angle = np.arange(t)[:, None] * freq[None, :]  # (T, Dh/2), a constant of the trace
+    cos = np.repeat(np.cos(angle), 2, axis=-1).astype(np.float32)
+    sin = np.stack([-np.sin(angle), np.sin(angle)], axis=-1).reshape(t, dh).astype(np.float32)
+    swapped = x.reshape(*x.shape[:-1], dh // 2, 2)[..., ::-1].reshape(x.shape)  # (x1, x0, x3, x2, ...)
+    return x * cos + swapped * sin
 
 
 def sinusoidal(t: int, d: int) -> jax.Array:

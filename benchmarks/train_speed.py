@@ -1,0 +1,62 @@
+"""Training speed of one run: steps/s at batch 32 on the paper's model, evaluation on.
+
+Evaluation follows the paper's schedule (every 5,000 sequences on 1,000 sequences of each of the
+four sets), inside the fused chunk. Compilation is excluded (one warm-up chunk); the figure is
+steady-state steps/s over `--chunks` chunks. `--spec` times a spec's interventions, e.g. the
+two-pass `specs/paper/fig5b_clamp_layer1.opto`.
+
+    python benchmarks/train_speed.py                       # no intervention
+    python benchmarks/train_speed.py --spec specs/paper/fig5b_clamp_layer1.opto
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+
+from optodsl.config import EvalConfig, ExperimentConfig, TrainConfig
+from optodsl.experiment import load_experiment, plan_for
+from optodsl.train.trainer import build_program
+
+
+def measure(spec: str | None, chunks: int, every: int) -> dict:
+    config = ExperimentConfig(train=TrainConfig(sequences=10**7), eval=EvalConfig(every=every, sequences=1000))
+    forward = None
+    if spec:
+        member = load_experiment(spec).members[0]
+        config = member.config.model_copy(update={"train": config.train, "eval": config.eval})
+        forward = plan_for(member.model_copy(update={"config": config}))
+    program = build_program(config, forward)
+    state = program.init_state()
+    run = program.chunk(program.steps_per_eval)
+    t0 = time.perf_counter()
+    state, metrics = run(state, program.task, program.eval_batches)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(chunks):
+        state, metrics = run(state, program.task, program.eval_batches)
+    jax.block_until_ready(metrics)
+    elapsed = time.perf_counter() - t0
+    steps = chunks * program.steps_per_eval
+    return {"spec": spec or "none", "steps_per_s": round(steps / elapsed, 1), "sequences_per_s": round(steps * 32 / elapsed),
+            "first_chunk_s (compile + 1 chunk)": round(compile_s, 2), "steps": steps,
+            "device": jax.devices()[0].device_kind, "machine": platform.machine(), "cpus": jax.local_device_count()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", action="append", default=None, help="a spec to time (repeatable); default: none")
+    parser.add_argument("--chunks", type=int, default=10, help="timed chunks of 5,000 sequences")
+    parser.add_argument("--every", type=int, default=5000, help="evaluation interval in sequences")
+    args = parser.parse_args()
+    for spec in args.spec or [None]:
+        print(json.dumps(measure(spec, args.chunks, args.every)))
+
+
+if __name__ == "__main__":
+    main()
