@@ -105,6 +105,8 @@ class EvalConfig(_Frozen):
         "heldout_exemplars",
         "test_classes",
     )
+    measures: tuple[Literal["induction", "prev_token"], ...] = Field(
+        (), description="progress measures per head at each evaluation: induction strength, previous-token attention")
 
 
 class SeedConfig(_Frozen):

@@ -54,10 +54,16 @@ def test_plateau_at_ln2_then_a_sudden_drop_to_near_perfect(baseline):
     assert final["test_classes/accuracy"] >= 0.9
 
 
-def test_without_layer2_heads_the_model_stays_at_chance():
-    metrics = train(CI, no_layer2, progress=False).metrics
-    assert all(m["train/accuracy"] < 0.62 for m in metrics[1:])
+def test_without_layer2_heads_accuracy_stays_near_chance_while_the_full_model_learns(baseline):
+    # A single attention layer cannot do induction, but softmax normalisation lets it drift above
+    # chance slowly (about 0.6 at 50k and 0.75 at 80k sequences here); within the full model's
+    # phase change it stays at chance.
+    config = CI.model_copy(update={"train": CI.train.model_copy(update={"sequences": 45_000})})
+    metrics = train(config, no_layer2, progress=False).metrics
+    assert all(m["train/accuracy"] < 0.6 for m in metrics[1:])
     assert abs(metrics[-1]["train/loss"] - math.log(2)) < 0.1
+    full = next(m for m in baseline if m["sequences"] >= 45_000)
+    assert full["train/accuracy"] >= 0.9
 
 
 def test_layer2_head3_alone_learns_but_later_than_the_full_model(baseline):

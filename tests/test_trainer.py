@@ -106,3 +106,20 @@ def test_broken_checkpoints_name_the_file_and_the_problem(tmp_path):
         checkpoint.read_meta(tmp_path)
     with pytest.raises(DataError, match="no checkpoint"):
         checkpoint.load(tmp_path / "nothing-here", state)
+
+
+def test_measures_are_written_per_head_and_follow_their_definition(tmp_path):
+    from optodsl.compile.lower import compile_member
+    from optodsl.semantics.spec import resolve_spec
+    from optodsl.syntax import load_text
+
+    config = SMALL.model_copy(update={"eval": SMALL.eval.model_copy(update={"measures": ("induction", "prev_token")}),
+                                      "train": SMALL.train.model_copy(update={"sequences": 640})})
+    members, _ = resolve_spec(load_text("clamp L2.H3.pattern = induction(strength=0.7)\nclamp L1.H2.pattern = prev_token\n", "m.opto"), config)
+    res = train(members[0].config, compile_member(members[0]), tmp_path / "m", progress=False)
+    last = res.metrics[-1]
+    for name in ("train", "test_classes"):
+        assert last[f"{name}/induction/L2.H3"] == pytest.approx(0.7 - 0.3, abs=1e-5)  # exactly its strength parameter
+        assert last[f"{name}/prev_token/L1.H2"] == pytest.approx(1.0, abs=1e-6)
+        assert abs(last[f"{name}/induction/L2.H0"]) < 0.5
+    assert len([k for k in last if k.startswith("train/induction/")]) == 16

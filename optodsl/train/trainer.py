@@ -24,6 +24,7 @@ import optax
 from ..config import ExperimentConfig
 from ..data.task import Task, make_task
 from ..errors import DataError, TrainingError
+from ..measures import measures_fn
 from ..model.overrides import Context, Forward, as_forward
 from ..model.transformer import Transformer, init_model
 from . import checkpoint
@@ -147,6 +148,8 @@ def build_program(config: ExperimentConfig, forward: Forward | Callable | None =
         for i, name in enumerate(config.eval.sets)
     }
     steps_per_eval = max(1, round(config.eval.every / config.train.batch))
+    if measures is None:
+        measures = measures_fn(config.eval.measures, config.model.layers)
     return Program(config, as_forward(forward), task, make_optimizer(config), eval_batches, measures, steps_per_eval)
 
 
