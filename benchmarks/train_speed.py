@@ -31,15 +31,15 @@ def measure(spec: str | None, chunks: int, every: int) -> dict:
         config = member.config.model_copy(update={"train": config.train, "eval": config.eval})
         forward = plan_for(member.model_copy(update={"config": config}))
     program = build_program(config, forward)
-    state = program.init_state()
+    state, keys = program.init_state(), program.data_keys()
     run = program.chunk(program.steps_per_eval)
     t0 = time.perf_counter()
-    state, metrics = run(state, program.task, program.eval_batches)
+    state, metrics = run(state, program.forward_arrays, keys, program.task, program.eval_batches)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(chunks):
-        state, metrics = run(state, program.task, program.eval_batches)
+        state, metrics = run(state, program.forward_arrays, keys, program.task, program.eval_batches)
     jax.block_until_ready(metrics)
     elapsed = time.perf_counter() - t0
     steps = chunks * program.steps_per_eval

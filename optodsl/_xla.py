@@ -1,5 +1,8 @@
 """XLA flags chosen for speed, set before JAX starts its backend.
 
+The host platform gets one device per CPU core (`--xla_force_host_platform_device_count`), so a
+sweep's vmapped members are sharded over every core; a single run uses the first device.
+
 On the CPU, XLA 0.10's YNNPACK fusions run this model's many tiny reductions slower than its
 own kernels (measured: about 150 vs 200 training steps/s on the 2-core development machine; see
 docs/performance.md), so they are turned off unless `XLA_FLAGS` already says otherwise or
@@ -19,6 +22,10 @@ def configure() -> None:
     if os.environ.get("OPTODSL_KEEP_XLA_FLAGS") == "1":
         return
     flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags and (os.cpu_count() or 1) > 1:
+        # one CPU device per core, so the members of a sweep spread over every core
+        flags = f"{flags} --xla_force_host_platform_device_count={os.cpu_count()}".strip()
+        os.environ["XLA_FLAGS"] = flags
     if "ynn" in flags:
         return
     try:

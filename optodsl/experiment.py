@@ -22,7 +22,7 @@ from .semantics.plan import Member
 from .semantics.spec import resolve_spec
 from .syntax import ast, format_spec, load_spec, load_text
 from .train import checkpoint
-from .train.trainer import RunResult, make_optimizer, train
+from .train.trainer import RunResult, make_optimizer, sweep_key, train_sweep
 
 DEFAULT = ExperimentConfig()
 """Settings a spec starts from: the paper's (lr 1e-5, 1,000,000 sequences, evaluation every 5,000
@@ -121,14 +121,27 @@ def _claim(run_dir: Path, exp: Experiment, member: Member) -> None:
 
 def run_experiment(spec: Path | str, out: Path | None = None, settings: dict[str, object] | None = None,
                    progress: bool | None = None) -> list[RunResult]:
-    """Train every member of a spec into its run directory (resuming any that were interrupted)."""
+    """Train every member of a spec into its run directory (resuming any that were interrupted).
+
+    Members that share shapes and intervention structure (a sweep over heads, strengths,
+    schedules, seeds or learning rates) train together as one vmapped program; the rest in turn.
+    """
     exp = load_experiment(spec, settings)
-    results = []
-    for member, run_dir in zip(exp.members, run_dirs(exp, out)):
-        plan = plan_for(member)
+    dirs = run_dirs(exp, out)
+    plans = [plan_for(m) for m in exp.members]
+    for member, run_dir in zip(exp.members, dirs):
         _claim(run_dir, exp, member)
-        results.append(train(member.config, plan, run_dir, progress=progress))
-    return results
+    groups: dict[tuple, list[int]] = {}
+    for i, (member, plan) in enumerate(zip(exp.members, plans)):
+        leaves, structure = jax.tree.flatten(plan)
+        key = (sweep_key(member.config).model_dump_json(), structure, tuple(jnp.shape(x) for x in leaves))
+        groups.setdefault(key, []).append(i)
+    results: dict[int, RunResult] = {}
+    for idx in groups.values():
+        trained = train_sweep([exp.members[i].config for i in idx], [plans[i] for i in idx], [dirs[i] for i in idx],
+                              progress=progress)
+        results.update(zip(idx, trained))
+    return [results[i] for i in range(len(exp.members))]
 
 
 __all__ = ["DEFAULT", "Experiment", "SpecError", "coerce", "load_experiment", "plan_for", "run_experiment"]

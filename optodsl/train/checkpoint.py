@@ -57,9 +57,12 @@ def save(run_dir: Path, state: Any, meta: dict) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     previous = read_meta(run_dir)
-    atomic_write_text(run_dir / POINTER, json.dumps({**meta, "file": name, "leaves": len(leaves)}, indent=2))
-    if previous and previous.get("file") != name:
-        (run_dir / previous["file"]).unlink(missing_ok=True)
+    # keep the previous checkpoint too: runs of a sweep resume from the step all of them reached
+    kept = {"file": previous["file"], "step": previous["step"]} if previous and previous.get("file") != name else None
+    atomic_write_text(run_dir / POINTER, json.dumps({**meta, "file": name, "leaves": len(leaves), "previous": kept}, indent=2))
+    older = (previous or {}).get("previous") or {}
+    if older.get("file") not in (None, name):
+        (run_dir / older["file"]).unlink(missing_ok=True)
     return run_dir / name
 
 
@@ -76,11 +79,17 @@ def read_meta(run_dir: Path) -> dict | None:
     return meta
 
 
-def load(run_dir: Path, template: Any) -> tuple[Any, dict]:
-    """Load the latest checkpoint into the structure of `template`; returns (state, metadata)."""
+def load(run_dir: Path, template: Any, step: int | None = None) -> tuple[Any, dict]:
+    """Load the latest checkpoint (or the kept one at `step`) into the structure of `template`."""
     meta = read_meta(run_dir)
     if meta is None:
         raise DataError(Path(run_dir) / POINTER, "no checkpoint in this run directory", expected="a run directory written by `opto run`")
+    if step is not None and meta["step"] != step:
+        kept = meta.get("previous") or {}
+        if kept.get("step") != step:
+            raise DataError(Path(run_dir) / POINTER, f"no checkpoint at step {step} to resume this sweep from",
+                            found=f"steps {meta['step']} and {kept.get('step')}")
+        meta = {**meta, **kept, "previous": None}
     path = Path(run_dir) / meta["file"]
     leaves, treedef = jax.tree.flatten(template)
     try:

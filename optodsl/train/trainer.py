@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import equinox as eqx
+import numpy as np
 import jax
 import jax.numpy as jnp
 import optax
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, SeedConfig
 from ..data.task import Task, make_task
 from ..errors import DataError, TrainingError
 from ..measures import measures_fn
@@ -45,22 +46,25 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def make_optimizer(cfg: ExperimentConfig) -> optax.GradientTransformation:
-    """Adam (or AdamW/SGD) with the configured learning-rate schedule, counted in steps."""
+def make_optimizer(cfg: ExperimentConfig, lr=None) -> optax.GradientTransformation:
+    """Adam (or AdamW/SGD) times the schedule's shape times a learning rate kept in the state.
+
+    The learning rate lives in the optimiser state (`inject_hyperparams`), so sweep members with
+    different learning rates share one program; `lr` (default `train.lr`) is the value `init`
+    stores, and may be a traced array.
+    """
     t = cfg.train
-    steps = t.steps
-    warm = t.warmup // t.batch
-    if t.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(t.lr, max(steps, 1))
-    elif t.schedule == "linear_warmup":
-        lr = optax.linear_schedule(0.0, t.lr, max(warm, 1))
-    else:
-        lr = t.lr
+    parts = []
+    if t.optimizer in ("adam", "adamw"):
+        parts.append(optax.scale_by_adam())
     if t.optimizer == "adamw":
-        return optax.adamw(lr, weight_decay=t.weight_decay)
-    if t.optimizer == "sgd":
-        return optax.sgd(lr)
-    return optax.adam(lr)
+        parts.append(optax.add_decayed_weights(t.weight_decay))
+    if t.schedule == "cosine":
+        parts.append(optax.scale_by_schedule(optax.cosine_decay_schedule(1.0, max(t.steps, 1))))
+    elif t.schedule == "linear_warmup":
+        parts.append(optax.scale_by_schedule(optax.linear_schedule(0.0, 1.0, max(t.warmup // t.batch, 1))))
+    parts.append(optax.inject_hyperparams(optax.scale)(step_size=-(t.lr if lr is None else lr)))
+    return optax.chain(*parts)
 
 
 def loss_and_accuracy(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -71,29 +75,61 @@ def loss_and_accuracy(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array,
     return loss, acc
 
 
+def sweep_key(config: ExperimentConfig) -> ExperimentConfig:
+    """The settings that must agree for runs to share one program (all but seeds and learning rate)."""
+    return config.model_copy(update={"seed": SeedConfig(), "train": config.train.model_copy(update={"lr": 1.0})})
+
+
 @dataclass
 class Program:
-    """The jitted pieces of one experiment: initial state, evaluation and the fused chunk."""
+    """The jitted pieces of a sweep of M runs that share shapes: initial states, evaluation and
+    the fused chunk, all vmapped over a leading member axis (sharded across local devices)."""
 
-    config: ExperimentConfig
-    forward: Forward
+    configs: list[ExperimentConfig]
+    static_forward: Any
+    forward_arrays: Any
     task: Task
-    optimizer: optax.GradientTransformation
     eval_batches: dict[str, dict[str, jax.Array]]
+    shared_eval: bool
     measures: Measures | None = None
     steps_per_eval: int = 1
+    sharding: Any = None
     _chunks: dict[int, Callable] = field(default_factory=dict)
 
-    def init_state(self) -> tuple[Transformer, Any, jax.Array]:
-        model = init_model(self.config.model, self.config.data, jax.random.PRNGKey(self.config.seed.init))
-        return model, self.optimizer.init(eqx.filter(model, eqx.is_array)), jnp.zeros((), jnp.int32)
+    @property
+    def config(self) -> ExperimentConfig:
+        return self.configs[0]
 
-    def evaluate(self, model: Transformer, step: jax.Array, task: Task, eval_batches) -> dict[str, jax.Array]:
-        """Loss, accuracy and measures of every evaluation set (traceable)."""
+    def forward(self, arrays) -> Forward:
+        return eqx.combine(arrays, self.static_forward)
+
+    def init_state(self):
+        """Stacked (model, optimiser state, step) of every member, from each member's init seed and lr."""
+        cfg = self.config
+        keys = jnp.stack([jax.random.PRNGKey(c.seed.init) for c in self.configs])
+        lrs = jnp.asarray([c.train.lr for c in self.configs], jnp.float32)
+
+        def one(key, lr):
+            model = init_model(cfg.model, cfg.data, key)
+            return model, make_optimizer(cfg, lr).init(eqx.filter(model, eqx.is_array)), jnp.zeros((), jnp.int32)
+
+        return self.place(eqx.filter_vmap(one)(keys, lrs))
+
+    def place(self, tree):
+        """Put member-stacked arrays on their devices (a no-op on one device)."""
+        if self.sharding is None:
+            return tree
+        return jax.tree.map(lambda x: jax.device_put(x, self.sharding) if eqx.is_array(x) else x, tree)
+
+    def data_keys(self) -> jax.Array:
+        return self.place(jnp.stack([jax.random.PRNGKey(c.seed.data) for c in self.configs]))
+
+    def evaluate(self, forward, model, step: jax.Array, task: Task, eval_batches) -> dict[str, jax.Array]:
+        """Loss, accuracy and measures of every evaluation set for one member (traceable)."""
         out: dict[str, jax.Array] = {}
         ctx = Context(sequences=step * self.config.train.batch, training=False)
         for name, batch in eval_batches.items():
-            logits, acts = self.forward(model, batch, ctx)
+            logits, acts = forward(model, batch, ctx)
             loss, acc = loss_and_accuracy(logits, batch["labels"][:, -1])
             out[f"{name}/loss"], out[f"{name}/accuracy"] = loss, acc
             if self.measures is not None:
@@ -101,56 +137,94 @@ class Program:
                     out[f"{name}/{key}"] = value
         return out
 
+    def evaluate_all(self) -> Callable:
+        """The jitted `(state, forward_arrays, task, eval_batches) -> metrics` over every member."""
+        def one(state, arrays, task, eval_batches):
+            return self.evaluate(self.forward(arrays), state[0], state[2], task, eval_batches)
+
+        axes = (0, 0, None, None if self.shared_eval else 0)
+        return eqx.filter_jit(eqx.filter_vmap(one, in_axes=axes))
+
     def chunk(self, n_steps: int) -> Callable:
-        """The jitted `(state, task, eval_batches) -> (state, metrics)` running `n_steps` then evaluating."""
+        """The jitted `(states, forward_arrays, data_keys, task, eval_batches) -> (states, metrics)`:
+        `n_steps` training steps per member fused with `lax.scan`, then an evaluation."""
         if n_steps in self._chunks:
             return self._chunks[n_steps]
         batch_size = self.config.train.batch
-        data_key = jax.random.PRNGKey(self.config.seed.data)
-        forward, optimizer = self.forward, self.optimizer
+        optimizer = make_optimizer(self.config)
 
-        def loss_fn(params, static, batch, ctx):
-            logits, _ = forward(eqx.combine(params, static), batch, ctx)
-            return loss_and_accuracy(logits, batch["labels"][:, -1])
-
-        def run(state, task, eval_batches):
+        def run(state, arrays, data_key, task, eval_batches):
+            forward = self.forward(arrays)
             model, opt_state, step0 = state
             params, static = eqx.partition(model, eqx.is_array)
+
+            def loss_fn(params, batch, ctx):
+                logits, _ = forward(eqx.combine(params, static), batch, ctx)
+                return loss_and_accuracy(logits, batch["labels"][:, -1])
 
             def one(carry, _):
                 params, opt_state, step = carry
                 batch = task.sample(jax.random.fold_in(data_key, step), "train", batch_size)
                 ctx = Context(sequences=step * batch_size, training=True)
-                (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, static, batch, ctx)
+                (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, ctx)
                 updates, opt_state = optimizer.update(grads, opt_state, params)
                 return (optax.apply_updates(params, updates), opt_state, step + 1), (loss, acc)
 
             (params, opt_state, step), (losses, accs) = jax.lax.scan(one, (params, opt_state, step0), None, length=n_steps)
             model = eqx.combine(params, static)
-            metrics = self.evaluate(model, step, task, eval_batches)
+            metrics = self.evaluate(forward, model, step, task, eval_batches)
             metrics["train_loss"] = losses.mean()
             metrics["train_accuracy"] = accs.mean()
             metrics["finite"] = jnp.all(jnp.isfinite(losses))
             return (model, opt_state, step), metrics
 
-        fn = eqx.filter_jit(run)
+        axes = (0, 0, 0, None, None if self.shared_eval else 0)
+        fn = eqx.filter_jit(eqx.filter_vmap(run, in_axes=axes))
         self._chunks[n_steps] = fn
         return fn
 
 
-def build_program(config: ExperimentConfig, forward: Forward | Callable | None = None, *,
-                  features=None, measures: Measures | None = None) -> Program:
-    """Assemble task, optimiser and evaluation sets for an experiment."""
+def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=None, *, features=None,
+                  measures: Measures | None = None) -> Program:
+    """Assemble task, evaluation sets and member-stacked forwards for runs that share shapes.
+
+    `configs` may differ only in seeds and learning rate (see `sweep_key`); `forwards` are
+    overrides builders, Forwards or None, one per config (or one for all), whose static parts agree.
+    """
+    configs = [configs] if isinstance(configs, ExperimentConfig) else list(configs)
+    if not isinstance(forwards, (list, tuple)):
+        forwards = [forwards] * len(configs)
+    forwards = [as_forward(f) for f in forwards]
+    config = configs[0]
+    if any(sweep_key(c) != sweep_key(config) for c in configs):
+        raise ValueError("runs of one program may differ only in seeds and learning rate")
+    parts = [eqx.partition(f, eqx.is_array) for f in forwards]
+    static = parts[0][1]
+    if any(jax.tree.structure(f) != jax.tree.structure(forwards[0]) for f in forwards):
+        raise ValueError("runs of one program need interventions of the same structure")
+    forward_arrays = jax.tree.map(lambda *xs: jnp.stack(xs), *[p[0] for p in parts]) if parts[0][0] is not None else None
     task = make_task(config.data, features)
-    eval_key = jax.random.PRNGKey(config.seed.eval)
-    eval_batches = {
-        name: task.sample(jax.random.fold_in(eval_key, i), name, config.eval.sequences)
-        for i, name in enumerate(config.eval.sets)
-    }
+
+    def eval_sets(cfg):
+        key = jax.random.PRNGKey(cfg.seed.eval)
+        return {name: task.sample(jax.random.fold_in(key, i), name, cfg.eval.sequences) for i, name in enumerate(cfg.eval.sets)}
+
+    shared_eval = len({c.seed.eval for c in configs}) == 1
+    eval_batches = eval_sets(config) if shared_eval else jax.tree.map(lambda *xs: jnp.stack(xs), *[eval_sets(c) for c in configs])
     steps_per_eval = max(1, round(config.eval.every / config.train.batch))
     if measures is None:
         measures = measures_fn(config.eval.measures, config.model.layers)
-    return Program(config, as_forward(forward), task, make_optimizer(config), eval_batches, measures, steps_per_eval)
+    devices = jax.local_devices()
+    sharding = None
+    if len(configs) > 1 and len(devices) > 1 and len(configs) % len(devices) == 0:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        sharding = NamedSharding(Mesh(np.array(devices), ("members",)), PartitionSpec("members"))
+    program = Program(configs, static, forward_arrays, task, eval_batches, shared_eval, measures, steps_per_eval, sharding)
+    program.forward_arrays = program.place(forward_arrays)
+    if not shared_eval:
+        program.eval_batches = program.place(eval_batches)
+    return program
 
 
 @dataclass
@@ -163,29 +237,34 @@ class RunResult:
     summary: dict
 
 
-def _to_host(metrics: dict[str, jax.Array], step: int, batch: int) -> dict:
-    record = {"sequences": step * batch, "step": step}
-    record.update({k: (bool(v) if k == "finite" else float(v)) for k, v in jax.device_get(metrics).items()})
-    return record
+def _records(metrics: dict[str, jax.Array], step: int, batch: int, members: int) -> list[dict]:
+    """Per-member metrics records from member-stacked device arrays (one host transfer)."""
+    host = jax.device_get(metrics)
+    out = []
+    for i in range(members):
+        record = {"sequences": step * batch, "step": step}
+        record.update({k: (bool(v[i]) if k == "finite" else float(v[i])) for k, v in host.items()})
+        out.append(record)
+    return out
 
 
 class _Progress:
     """A rich progress bar on a terminal; silent otherwise."""
 
-    def __init__(self, total: int, enabled: bool | None):
+    def __init__(self, total: int, enabled: bool | None, label: str = "sequences"):
         enabled = sys.stdout.isatty() if enabled is None else enabled
         self.bar = None
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("sequences"), BarColumn(), MofNCompleteColumn(),
+            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
             self.task = self.bar.add_task("train", total=total, info="")
             self.bar.start()
 
     def update(self, seqs: int, record: dict, rate: float) -> None:
         if self.bar is not None:
-            info = f"loss {record.get('train/loss', record.get('train_loss', float('nan'))):.4f}  acc {record.get('train/accuracy', float('nan')):.3f}  {rate:,.0f} seq/s"
+            info = f"loss {record.get('train/loss', float('nan')):.4f}  acc {record.get('train/accuracy', float('nan')):.3f}  {rate:,.0f} seq/s"
             self.bar.update(self.task, completed=seqs, info=info)
 
     def close(self) -> None:
@@ -206,102 +285,140 @@ def _read_metrics(path: Path, upto_step: int) -> list[dict]:
     return records
 
 
-def train(
-    config: ExperimentConfig,
-    forward: Forward | Callable | None = None,
-    run_dir: str | Path | None = None,
+def _prepare_dir(run_path: Path, config: ExperimentConfig) -> None:
+    run_path.mkdir(parents=True, exist_ok=True)
+    config_json = config.model_dump_json(indent=2)
+    existing = run_path / "config.json"
+    if existing.exists() and json.loads(existing.read_text()) != json.loads(config_json):
+        raise DataError(existing, "this run directory holds a different experiment",
+                        expected="the same resolved configuration to resume, or a new --out directory")
+    checkpoint.atomic_write_text(existing, config_json)
+
+
+def train(config: ExperimentConfig, forward=None, run_dir: str | Path | None = None, **kwargs) -> RunResult:
+    """Train one experiment; with `run_dir`, write it there and resume from its checkpoint if any.
+
+    `forward` is an overrides builder `(model, batch) -> Overrides`, a Forward, or None; see
+    `train_sweep` for the keyword arguments.
+    """
+    return train_sweep([config], [forward], [run_dir] if run_dir is not None else None, **kwargs)[0]
+
+
+def train_sweep(
+    configs: list[ExperimentConfig],
+    forwards: list | None = None,
+    run_dirs: list[str | Path] | None = None,
     *,
     features=None,
     measures: Measures | None = None,
     progress: bool | None = None,
     stop_after_chunks: int | None = None,
     on_record: Callable[[dict], None] | None = None,
-) -> RunResult:
-    """Train one experiment; with `run_dir`, write it there and resume from its checkpoint if any.
+) -> list[RunResult]:
+    """Train runs that share shapes as one vmapped program (sharded over local devices), each
+    written to its own run directory and resumed from its checkpoint.
 
     Args:
-        config: the experiment's settings.
-        forward: an overrides builder `(model, batch) -> Overrides`, a Forward, or None (no intervention).
-        run_dir: where config, metrics.jsonl, summary.json, checkpoints and curves.png go.
-        stop_after_chunks: stop (as if killed) after this many evaluation chunks; for tests of resume.
+        configs: one per run; they may differ in seeds and learning rate only.
+        forwards: one per run (overrides builders, Forwards or None) with the same structure.
+        run_dirs: where each run's config, metrics.jsonl, summary.json, checkpoints and curves.png go.
+        stop_after_chunks: stop (as if killed) after this many evaluation chunks; for tests.
+        on_record: called with every metrics record as it is written.
     """
     enable_compilation_cache()
-    program = build_program(config, forward, features=features, measures=measures)
+    n = len(configs)
+    program = build_program(configs, forwards if forwards is not None else [None] * n, features=features, measures=measures)
+    config = program.config
     state = program.init_state()
-    total_steps = config.train.steps
-    batch = config.train.batch
-    metrics: list[dict] = []
-    run_path = Path(run_dir) if run_dir is not None else None
-    ckpt_meta = None
-    if run_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
-        config_json = config.model_dump_json(indent=2)
-        existing = run_path / "config.json"
-        if existing.exists() and json.loads(existing.read_text()) != json.loads(config_json):
-            raise DataError(existing, "this run directory holds a different experiment",
-                            expected="the same resolved configuration to resume, or a new --out directory")
-        checkpoint.atomic_write_text(existing, config_json)
-        ckpt_meta = checkpoint.read_meta(run_path)
-        if ckpt_meta is not None:
-            state, ckpt_meta = checkpoint.load(run_path, state)
-            metrics = _read_metrics(run_path / "metrics.jsonl", ckpt_meta["step"])
-            checkpoint.atomic_write_text(run_path / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
-        (run_path / "summary.json").unlink(missing_ok=True)
+    total_steps, batch = config.train.steps, config.train.batch
+    paths = [Path(d) for d in run_dirs] if run_dirs is not None else None
+    metrics: list[list[dict]] = [[] for _ in range(n)]
+    saved_step = None
+    if paths is not None:
+        for path, cfg in zip(paths, configs):
+            _prepare_dir(path, cfg)
+        metas = [checkpoint.read_meta(p) for p in paths]
+        if any(m is not None for m in metas):
+            step = min(m["step"] if m is not None else 0 for m in metas)
+            if step > 0:
+                template = jax.tree.map(lambda x: x[0], state)
+                loaded = [checkpoint.load(p, template, step=step)[0] for p in paths]
+                state = program.place(jax.tree.map(lambda *xs: jnp.stack(xs), *loaded))
+                saved_step = step
+            for i, path in enumerate(paths):
+                metrics[i] = _read_metrics(path / "metrics.jsonl", step) if step > 0 else []
+                checkpoint.atomic_write_text(path / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics[i]))
+        for path in paths:
+            (path / "summary.json").unlink(missing_ok=True)
 
-    def emit(record: dict) -> None:
-        metrics.append(record)
-        if run_path is not None:
-            with open(run_path / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-        if on_record is not None:
-            on_record(record)
+    def emit(records: list[dict]) -> None:
+        for i, record in enumerate(records):
+            metrics[i].append(record)
+            if paths is not None:
+                with open(paths[i] / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if on_record is not None:
+                on_record(record)
 
-    if not metrics:
-        first = eqx.filter_jit(program.evaluate)(state[0], state[2], program.task, program.eval_batches)
-        emit({**_to_host(first, 0, batch), "train_loss": None, "train_accuracy": None})
-    step = int(state[2])
+    def save(at_state, at_step: int) -> None:
+        for i, path in enumerate(paths):
+            member = jax.tree.map(lambda x: x[i], at_state)
+            checkpoint.save(path, member, {"step": at_step, "sequences": at_step * batch, "seeds": configs[i].seed.model_dump()})
+
+    if not metrics[0]:
+        first = program.evaluate_all()(state, program.forward_arrays, program.task, program.eval_batches)
+        emit([{**r, "train_loss": None, "train_accuracy": None} for r in _records(first, 0, batch, n)])
+    step = int(jax.device_get(state[2])[0])
     last_ckpt_seq = step * batch
-    bar = _Progress(total_steps * batch, progress)
+    bar = _Progress(total_steps * batch, progress, "sequences" if n == 1 else f"sequences ({n} runs)")
     t0, steps0, chunks = time.perf_counter(), step, 0
     status = "complete"
+    keys = program.data_keys()
     try:
         while step < total_steps:
-            n = min(program.steps_per_eval, total_steps - step)
-            new_state, out = program.chunk(n)(state, program.task, program.eval_batches)
-            record = _to_host(out, step + n, batch)
-            if not record.pop("finite") or not math.isfinite(record["train_loss"]):
+            k = min(program.steps_per_eval, total_steps - step)
+            new_state, out = program.chunk(k)(state, program.forward_arrays, keys, program.task, program.eval_batches)
+            records = _records(out, step + k, batch, n)
+            bad = [i for i, r in enumerate(records) if not r.pop("finite") or not math.isfinite(r["train_loss"])]
+            if bad:
                 status = "failed: non-finite loss"
-                if run_path is not None and (ckpt_meta is None or ckpt_meta["step"] < step):
-                    checkpoint.save(run_path, state, {"step": step, "sequences": step * batch, "seeds": config.seed.model_dump()})
-                where = f"; the last good checkpoint (sequences {step * batch}) is in {run_path}" if run_path else ""
+                if paths is not None and saved_step != step:
+                    save(state, step)
+                names = ", ".join(str(paths[i]) if paths else f"run {i}" for i in bad)
+                where = f"; the last good checkpoint (sequences {step * batch}) is in {names}" if paths else ""
                 raise TrainingError(
-                    f"the training loss became NaN or inf between sequences {step * batch} and {(step + n) * batch}{where}. "
-                    f"Try a lower train.lr (now {config.train.lr:g}) or check the interventions' values.")
-            state, step = new_state, step + n
-            emit(record)
+                    f"the training loss became NaN or inf between sequences {step * batch} and {(step + k) * batch}{where}. "
+                    f"Try a lower train.lr (now {configs[bad[0]].train.lr:g}) or check the interventions' values.")
+            state, step = new_state, step + k
+            emit(records)
             chunks += 1
-            bar.update(step * batch, record, (step - steps0) * batch / max(time.perf_counter() - t0, 1e-9))
-            if run_path is not None and (step * batch - last_ckpt_seq >= config.train.checkpoint_every or step >= total_steps):
-                ckpt_meta = {"step": step, "sequences": step * batch, "seeds": config.seed.model_dump()}
-                checkpoint.save(run_path, state, ckpt_meta)
-                last_ckpt_seq = step * batch
-                plot_curves(metrics, run_path / "curves.png", title=run_path.name)
+            bar.update(step * batch, records[0], (step - steps0) * batch * n / max(time.perf_counter() - t0, 1e-9))
+            if paths is not None and (step * batch - last_ckpt_seq >= config.train.checkpoint_every or step >= total_steps):
+                save(state, step)
+                saved_step, last_ckpt_seq = step, step * batch
+                for i, path in enumerate(paths):
+                    plot_curves(metrics[i], path / "curves.png", title=path.name)
             if stop_after_chunks is not None and chunks >= stop_after_chunks and step < total_steps:
                 status = "stopped"
                 break
     finally:
         bar.close()
         elapsed = time.perf_counter() - t0
-        summary = {
-            "status": status,
-            "sequences": step * batch,
-            "step": step,
-            "wall_seconds": round(elapsed, 3),
-            "steps_per_second": round((step - steps0) / elapsed, 1) if elapsed > 0 and step > steps0 else None,
-            "final": {k: v for k, v in (metrics[-1] if metrics else {}).items() if k not in ("sequences", "step")},
-        }
-        if run_path is not None and status != "stopped":
-            checkpoint.atomic_write_text(run_path / "summary.json", json.dumps(summary, indent=2))
-            if metrics:
-                plot_curves(metrics, run_path / "curves.png", title=run_path.name)
-    return RunResult(state[0], metrics, run_path, summary)
+        results = []
+        for i in range(n):
+            summary = {
+                "status": status,
+                "sequences": step * batch,
+                "step": step,
+                "runs_in_program": n,
+                "wall_seconds": round(elapsed, 3),
+                "steps_per_second": round((step - steps0) / elapsed, 1) if elapsed > 0 and step > steps0 else None,
+                "final": {k: v for k, v in (metrics[i][-1] if metrics[i] else {}).items() if k not in ("sequences", "step")},
+            }
+            if paths is not None and status != "stopped":
+                checkpoint.atomic_write_text(paths[i] / "summary.json", json.dumps(summary, indent=2))
+                if metrics[i]:
+                    plot_curves(metrics[i], paths[i] / "curves.png", title=paths[i].name)
+            model = jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, state[0])
+            results.append(RunResult(model, metrics[i], paths[i] if paths else None, summary))
+    return results
