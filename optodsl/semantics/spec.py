@@ -119,6 +119,13 @@ def warnings_for(actions: list[Action], config: ExperimentConfig) -> list[SpecWa
         if clamp is not None and clamp.start <= a.start and a.stop <= clamp.stop:
             out.append(SpecWarning(span=a.span, message=f"no effect on {a.text}: L{a.layer}.H{a.head}.pattern is set by line {clamp.span.line}",
                                    hint="a head's pattern decides its attention; its queries, keys and logits then change nothing downstream"))
+    written = {(a.site, a.head): a for a in actions if a.builder != "record" and a.stage in ("both", "final")}
+    for a in actions:
+        undone = written.get((a.site, a.head)) if a.verb == "preserve" else None
+        if undone is not None:
+            out.append(SpecWarning(span=a.span, message=f"preserving {a.text} holds it at its first-pass value, undoing "
+                                   f"the {undone.verb} of line {undone.span.line} there",
+                                   hint="preserve the sites of later layers, e.g. ablate L1.* preserving L2.pattern"))
     seen: dict[tuple, Action] = {}
     for a in actions:
         key = (a.site, a.head, a.rows, a.builder, a.params, a.stage, a.start, a.stop, a.phase)
