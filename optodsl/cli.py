@@ -233,6 +233,29 @@ def fmt(spec: Path = typer.Argument(..., help="the spec to format")) -> None:
     typer.echo(_guard(body), nl=False)
 
 
+@app.command()
+def toy(
+    out: Path = typer.Option(Path("runs/toy"), "--out", help="folder for toy.png and toy.json"),
+    steps: int = typer.Option(2000, "--steps", help="gradient steps"),
+    lr: float = typer.Option(0.2, "--lr", help="gradient-descent step size"),
+    seed: int = typer.Option(0, "--seed", help="seed of the initial and target vectors"),
+) -> None:
+    """The paper's toy model (Figure 5a): a*b*c* fit free, with c clamped, with b and c clamped.
+
+    Example: opto toy --out runs/toy
+    """
+    from .analysis.toy import plot_toy, train_toy
+
+    curves = {clamp: train_toy(clamp, steps, lr, seed=seed) for clamp in ("none", "c", "bc")}
+    out.mkdir(parents=True, exist_ok=True)
+    plot_toy(curves, out / "toy.png")
+    (out / "toy.json").write_text(json.dumps({k: {m: v.tolist() for m, v in c.items()} for k, c in curves.items()}))
+    for clamp, curve in curves.items():
+        loss = curve["loss"]
+        typer.echo(f"{clamp:>4}: loss {loss[0]:.3g} -> {loss[len(loss) // 2]:.3g} (step {len(loss) // 2}) -> {loss[-1]:.3g}")
+    typer.echo(f"figure: {out / 'toy.png'}")
+
+
 def main() -> None:
     """Entry point of the `opto` script."""
     try:
