@@ -234,6 +234,32 @@ def fmt(spec: Path = typer.Argument(..., help="the spec to format")) -> None:
 
 
 @app.command()
+def runs(root: Path = typer.Argument(Path("runs"), help="folder to search for run directories")) -> None:
+    """List run directories under ROOT: spec, status, sequences and final accuracies.
+
+    Example: opto runs runs/   (metrics load into pandas with pandas.read_json(RUN/"metrics.jsonl", lines=True))
+    """
+    found = sorted(p.parent for p in root.rglob("config.json")) if root.exists() else []
+    if not found:
+        _fail(f"{root}: no run directories (folders with config.json) found", 2)
+    for run_dir in found:
+        spec, status, seqs, accs = "-", "not started", 0, ""
+        info, summary, pointer = run_dir / "spec.json", run_dir / "summary.json", run_dir / "checkpoint.json"
+        try:
+            if info.exists():
+                spec = json.loads(info.read_text()).get("path") or "-"
+            if summary.exists():
+                data = json.loads(summary.read_text())
+                status, seqs = data["status"], data["sequences"]
+                accs = "  ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in data["final"].items() if k.endswith("/accuracy"))
+            elif pointer.exists():
+                status, seqs = "interrupted (rerun to resume)", json.loads(pointer.read_text())["sequences"]
+        except (ValueError, KeyError) as exc:
+            status = f"unreadable: {exc}"
+        typer.echo(f"{run_dir}  [{spec}]  {status}  {seqs:,} sequences  {accs}")
+
+
+@app.command()
 def toy(
     out: Path = typer.Option(Path("runs/toy"), "--out", help="folder for toy.png and toy.json"),
     steps: int = typer.Option(2000, "--steps", help="gradient steps"),

@@ -123,3 +123,14 @@ def test_measures_are_written_per_head_and_follow_their_definition(tmp_path):
         assert last[f"{name}/prev_token/L1.H2"] == pytest.approx(1.0, abs=1e-6)
         assert abs(last[f"{name}/induction/L2.H0"]) < 0.5
     assert len([k for k in last if k.startswith("train/induction/")]) == 16
+
+
+def test_opto_runs_lists_runs_with_status_and_final_accuracy(tmp_path):
+    from typer.testing import CliRunner
+
+    from optodsl.cli import app
+
+    train(SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 640})}), None, tmp_path / "a", progress=False)
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0 and "complete  640 sequences  " in result.output and "train " in result.output
+    assert CliRunner().invoke(app, ["runs", str(tmp_path / "none")]).exit_code == 2
