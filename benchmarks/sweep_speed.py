@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-
 import jax
 
 from optodsl.compile.lower import compile_member
@@ -20,6 +18,7 @@ from optodsl.config import EvalConfig, ExperimentConfig, TrainConfig
 from optodsl.semantics.spec import resolve_spec
 from optodsl.syntax import load_text
 from optodsl.train.trainer import build_program
+from train_speed import time_chunks
 
 
 def measure(size: int, chunks: int) -> dict:
@@ -28,18 +27,7 @@ def measure(size: int, chunks: int) -> dict:
     picked = [members[i % 8] for i in range(size)]
     configs = [m.config.model_copy(update={"seed": m.config.seed.model_copy(update={"init": 5 + i})}) for i, m in enumerate(picked)]
     program = build_program(configs, [compile_member(m) for m in picked])
-    state, keys = program.init_state(), program.data_keys()
-    run = program.chunk(program.steps_per_eval)
-    t0 = time.perf_counter()
-    state, metrics = run(state, program.forward_arrays, keys, program.task, program.eval_batches)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(chunks):
-        state, metrics = run(state, program.forward_arrays, keys, program.task, program.eval_batches)
-    jax.block_until_ready(metrics)
-    elapsed = time.perf_counter() - t0
-    steps = chunks * program.steps_per_eval
+    steps, elapsed, compile_s = time_chunks(program, chunks)
     return {"runs": size, "aggregate_steps_per_s": round(size * steps / elapsed, 1), "steps_per_s_per_run": round(steps / elapsed, 1),
             "compile_plus_first_chunk_s": round(compile_s, 2), "devices": jax.local_device_count(), "sharded": program.sharding is not None}
 

@@ -23,14 +23,8 @@ from optodsl.experiment import load_experiment, plan_for
 from optodsl.train.trainer import build_program
 
 
-def measure(spec: str | None, chunks: int, every: int) -> dict:
-    config = ExperimentConfig(train=TrainConfig(sequences=10**7), eval=EvalConfig(every=every, sequences=1000))
-    forward = None
-    if spec:
-        member = load_experiment(spec).members[0]
-        config = member.config.model_copy(update={"train": config.train, "eval": config.eval})
-        forward = plan_for(member.model_copy(update={"config": config}))
-    program = build_program(config, forward)
+def time_chunks(program, chunks: int) -> tuple[int, float, float]:
+    """(steps timed, seconds, seconds for the first chunk incl. compilation) of a built program."""
     state, keys = program.init_state(), program.data_keys()
     run = program.chunk(program.steps_per_eval)
     t0 = time.perf_counter()
@@ -41,8 +35,18 @@ def measure(spec: str | None, chunks: int, every: int) -> dict:
     for _ in range(chunks):
         state, metrics = run(state, program.forward_arrays, keys, program.task, program.eval_batches)
     jax.block_until_ready(metrics)
-    elapsed = time.perf_counter() - t0
-    steps = chunks * program.steps_per_eval
+    return chunks * program.steps_per_eval, time.perf_counter() - t0, compile_s
+
+
+def measure(spec: str | None, chunks: int, every: int) -> dict:
+    config = ExperimentConfig(train=TrainConfig(sequences=10**7), eval=EvalConfig(every=every, sequences=1000))
+    forward = None
+    if spec:
+        member = load_experiment(spec).members[0]
+        config = member.config.model_copy(update={"train": config.train, "eval": config.eval})
+        forward = plan_for(member.model_copy(update={"config": config}))
+    program = build_program(config, forward)
+    steps, elapsed, compile_s = time_chunks(program, chunks)
     return {"spec": spec or "none", "steps_per_s": round(steps / elapsed, 1), "sequences_per_s": round(steps * 32 / elapsed),
             "first_chunk_s (compile + 1 chunk)": round(compile_s, 2), "steps": steps,
             "device": jax.devices()[0].device_kind, "machine": platform.machine(), "cpus": jax.local_device_count()}
