@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from .compile.lower import CompiledPlan, compile_member
 from .config import ExperimentConfig
-from .errors import DataError, SpecError, SpecWarning
+from .errors import DataError, SpecWarning
 from .semantics.plan import Member
 from .semantics.spec import resolve_spec
 from .syntax import ast, format_spec, load_spec, load_text
@@ -143,5 +143,3 @@ def run_experiment(spec: Path | str, out: Path | None = None, settings: dict[str
         results.update(zip(idx, trained))
     return [results[i] for i in range(len(exp.members))]
 
-
-__all__ = ["DEFAULT", "Experiment", "SpecError", "coerce", "load_experiment", "plan_for", "run_experiment"]

@@ -18,7 +18,7 @@ from ..errors import DataError
 from ..model.overrides import Context, Overrides
 from ..semantics.plan import Action, Member
 from ..sites import site_table
-from .values import BUILDERS
+from .values import BUILDERS, ENTRIES
 
 
 class Term(eqx.Module):
@@ -46,13 +46,8 @@ def _entries(action: Action, shape: tuple[int, ...], t: int) -> np.ndarray:
     mask = np.zeros(shape, bool)
     view = mask[action.head] if action.head is not None else mask
     rows = list(action.rows) if action.rows is not None else list(range(view.shape[0]))
-    if action.builder == "forbid_prev":
-        for i in rows:
-            if i >= 1:
-                view[i, i - 1] = True
-    elif action.builder == "labels_only":
-        for i in rows:
-            view[i, 0:t:2] = True
+    if action.builder in ENTRIES:
+        ENTRIES[action.builder](view, rows, t)
     else:
         view[rows] = True
     return mask

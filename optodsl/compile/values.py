@@ -12,18 +12,36 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..model.transformer import NEG, tokens
 
 Builder = Callable[..., jax.Array]
+Entries = Callable[[np.ndarray, list[int], int], None]
 BUILDERS: dict[str, Builder] = {}
+ENTRIES: dict[str, Entries] = {}
+"""Builders that write only some entries of their rows name them here: `(view, rows, T)` sets
+the entries of `view` (the site's mask for one head, or the whole site) that the value replaces."""
 
 
-def builder(name: str):
+def builder(name: str, entries: Entries | None = None):
     def wrap(fn: Builder) -> Builder:
         BUILDERS[name] = fn
+        if entries is not None:
+            ENTRIES[name] = entries
         return fn
     return wrap
+
+
+def _previous_entries(view: np.ndarray, rows: list[int], t: int) -> None:
+    for i in rows:
+        if i >= 1:
+            view[i, i - 1] = True
+
+
+def _exemplar_entries(view: np.ndarray, rows: list[int], t: int) -> None:
+    for i in rows:
+        view[i, 0:t:2] = True
 
 
 def _label_positions(t: int) -> jax.Array:
@@ -55,8 +73,8 @@ def scale_record(term, model, batch, record):
     return record * term.params["scale"]
 
 
-@builder("forbid_prev")
-@builder("labels_only")
+@builder("forbid_prev", _previous_entries)
+@builder("labels_only", _exemplar_entries)
 def negative(term, model, batch, record):
     return jnp.asarray(NEG)
 

@@ -43,6 +43,13 @@ def _no_modifiers(stmt: ast.Intervention, *allowed: str) -> None:
             raise SpecError(span, f"'{stmt.verb}' takes no '{word}'", hint=f"for example: {_EXAMPLES[stmt.verb]}")
 
 
+def _required(stmt: ast.Intervention, message: str):
+    """The statement's `= VALUE`, or a spec error saying the verb needs one."""
+    if stmt.value is None:
+        raise SpecError(stmt.span, message, hint=f"for example: {_EXAMPLES[stmt.verb]}")
+    return stmt.value
+
+
 def _name(r: Resolver, value, stmt: ast.Intervention, options: tuple[str, ...]) -> str:
     value = r.value(value)
     if isinstance(value, ast.Name) and value.name in options:
@@ -132,8 +139,7 @@ def ablate(stmt: ast.Intervention, r: Resolver) -> list[Action]:
           "(prev_token_input)", _EXAMPLES["clamp"])
 def clamp(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "value")
-    if stmt.value is None:
-        raise SpecError(stmt.span, "'clamp' needs a value: clamp SITE = VALUE", hint=f"for example: {_EXAMPLES['clamp']}")
+    _required(stmt, "'clamp' needs a value: clamp SITE = VALUE")
     common = _common(stmt, r)
     value = r.value(stmt.value)
     rows = r.rows(stmt.positions)
@@ -180,9 +186,7 @@ def _prev_token_input(stmt: ast.Intervention, r: Resolver, common: dict) -> list
           _EXAMPLES["forbid"])
 def forbid(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "value")
-    if stmt.value is None:
-        raise SpecError(stmt.span, "'forbid' needs what to forbid", hint=f"for example: {_EXAMPLES['forbid']}")
-    _name(r, stmt.value, stmt, ("prev_token",))
+    _name(r, _required(stmt, "'forbid' needs what to forbid"), stmt, ("prev_token",))
     sites = _head_logit_sites(stmt, r)
     return [_action(_common(stmt, r), s, "forbid_prev", rows=r.rows(stmt.positions)) for s in sites]
 
@@ -199,9 +203,7 @@ def _head_logit_sites(stmt: ast.Intervention, r: Resolver):
 @register("temperature", "divide a head's attention logits (from an unmodified first pass) by t", _EXAMPLES["temperature"])
 def temperature(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "value")
-    if stmt.value is None:
-        raise SpecError(stmt.span, "'temperature' needs a value", hint=f"for example: {_EXAMPLES['temperature']}")
-    t = _number(r, stmt.value, stmt, 1e-6, 1e6, "temperature")
+    t = _number(r, _required(stmt, "'temperature' needs a value"), stmt, 1e-6, 1e6, "temperature")
     return [_action(_common(stmt, r), s, "scale_record", rows=r.rows(stmt.positions), params=(("scale", 1.0 / t),),
                     stage="final", record=s.site) for s in _head_logit_sites(stmt, r)]
 
@@ -210,9 +212,7 @@ def temperature(stmt: ast.Intervention, r: Resolver) -> list[Action]:
           _EXAMPLES["attend"])
 def attend(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "value")
-    if stmt.value is None:
-        raise SpecError(stmt.span, "'attend' needs what to attend to", hint=f"for example: {_EXAMPLES['attend']}")
-    _name(r, stmt.value, stmt, ("labels_only",))
+    _name(r, _required(stmt, "'attend' needs what to attend to"), stmt, ("labels_only",))
     rows = r.rows(stmt.positions) or (r.seq_len - 1,)
     if 0 in rows:  # position 0 sees no label: every logit of its row would be -inf (a uniform, acausal row)
         raise SpecError(stmt.positions.span, "position 0 has no label token before it to attend to",

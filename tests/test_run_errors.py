@@ -1,0 +1,57 @@
+"""Error paths of `opto run` and of resuming: exit codes, messages, and what is kept."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import pytest
+from typer.testing import CliRunner
+
+from optodsl.cli import app
+from optodsl.errors import DataError
+from optodsl.experiment import run_experiment
+from optodsl.train import checkpoint
+
+SMALL = ["--set", "train.sequences=640", "--set", "eval.every=320", "--set", "eval.sequences=16",
+         "--set", "data.total_classes=200", "--no-progress"]
+
+
+def test_a_non_finite_loss_exits_1_with_a_message(tmp_path):
+    spec = tmp_path / "inf.opto"
+    spec.write_text("clamp logits = 1e39\n")  # beyond float32: the loss becomes NaN
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "run"), *SMALL])
+    assert result.exit_code == 1
+    assert "error: the training loss became NaN or inf between sequences 0 and 320" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_missing_feature_file_exits_2_naming_the_file(tmp_path):
+    spec = tmp_path / "s.opto"
+    spec.write_text("ablate L2.H1\n")
+    missing = tmp_path / "feats.h5"
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "run"), *SMALL,
+                                      "--set", f'data.source="{missing}"'])
+    assert result.exit_code == 2
+    assert f"{missing}: error: feature file not found" in result.output and "Traceback" not in result.output
+
+
+def test_a_run_directory_of_another_spec_is_refused(tmp_path):
+    settings = {"train.sequences": 320, "eval.every": 320, "eval.sequences": 16, "data.total_classes": 200}
+    first, second = tmp_path / "a.opto", tmp_path / "b.opto"
+    first.write_text("ablate L2.H1\n")
+    second.write_text("ablate L2.H2\n")
+    run_experiment(first, tmp_path / "run", settings, progress=False)
+    with pytest.raises(DataError, match="holds a run of a different spec"):
+        run_experiment(second, tmp_path / "run", settings, progress=False)
+
+
+def test_a_sweep_resumes_from_the_kept_previous_checkpoint(tmp_path):
+    state = {"w": jnp.zeros(3)}
+    checkpoint.save(tmp_path, {"w": jnp.full(3, 1.0)}, {"step": 10})
+    checkpoint.save(tmp_path, {"w": jnp.full(3, 2.0)}, {"step": 20})
+    checkpoint.save(tmp_path, {"w": jnp.full(3, 3.0)}, {"step": 30})
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.npz")) == ["ckpt-000000020.npz", "ckpt-000000030.npz"]
+    assert float(checkpoint.load(tmp_path, state)[0]["w"][0]) == 3.0
+    loaded, meta = checkpoint.load(tmp_path, state, step=20)
+    assert float(loaded["w"][0]) == 2.0 and meta["step"] == 20
+    with pytest.raises(DataError, match="no checkpoint at step 10"):
+        checkpoint.load(tmp_path, state, step=10)
