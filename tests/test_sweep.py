@@ -35,3 +35,13 @@ def test_sweep_members_match_their_runs_alone_across_two_devices(tmp_path):
             for key, value in b.items():
                 if isinstance(value, float):
                     np.testing.assert_allclose(a[key], value, rtol=2e-4, atol=2e-5, err_msg=key)
+
+
+def test_different_plain_override_functions_cannot_share_a_program():
+    import pytest
+
+    from optodsl.config import ExperimentConfig
+    from optodsl.train.trainer import build_program
+
+    with pytest.raises(ValueError, match="one shared overrides function"):
+        build_program([ExperimentConfig()] * 2, [lambda m, b: None, lambda m, b: None])

@@ -194,6 +194,9 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
     configs = [configs] if isinstance(configs, ExperimentConfig) else list(configs)
     if not isinstance(forwards, (list, tuple)):
         forwards = [forwards] * len(configs)
+    if any(not isinstance(f, eqx.Module) and f is not forwards[0] for f in forwards):
+        # plain functions carry no arrays to stack: only one shared function can serve every run
+        raise ValueError("runs of one program need one shared overrides function, or compiled plans")
     forwards = [as_forward(f) for f in forwards]
     config = configs[0]
     if any(sweep_key(c) != sweep_key(config) for c in configs):
