@@ -60,6 +60,7 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<spec name>)"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: only on a terminal)"),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help='also log metrics to RUN_DIR/tensorboard (pip install "optodsl[tensorboard]")'),
 ) -> None:
     """Train a spec (every member of a sweep) and write its run directory; rerun to resume.
 
@@ -67,7 +68,7 @@ def run(
     """
     from .experiment import run_experiment
 
-    results = _guard(lambda: run_experiment(spec, out, _settings(set_), progress=progress))
+    results = _guard(lambda: run_experiment(spec, out, _settings(set_), progress=progress, tensorboard=tensorboard))
     for res in results:
         final = res.summary["final"]
         accs = "  ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in final.items() if k.endswith("/accuracy"))
@@ -280,6 +281,117 @@ def toy(
         loss = curve["loss"]
         typer.echo(f"{clamp:>4}: loss {loss[0]:.3g} -> {loss[len(loss) // 2]:.3g} (step {len(loss) // 2}) -> {loss[-1]:.3g}")
     typer.echo(f"figure: {out / 'toy.png'}")
+
+
+def _parse_groups(texts: list[str]):
+    """`--group L1.H1,H2,H5` options as analysis groups."""
+    from .analysis.heads import Group
+
+    groups = []
+    for text in texts:
+        span = Span(path="--group", line=1, column=1, end_line=1, end_column=len(text) + 1, line_text=text)
+        m = re.fullmatch(r"L(\d+)\.(H\d+(?:,H\d+)*)", text.replace(" ", ""))
+        if not m:
+            raise SpecError(span, f"cannot read head group '{text}'", hint="write a layer and its heads, e.g. L1.H1,H2,H5")
+        groups.append(Group(int(m.group(1)), tuple(int(h[1:]) for h in m.group(2).split(","))))
+    return groups
+
+
+@app.command()
+def analyze(
+    run_dir: Path = typer.Argument(..., help="a run directory written by opto run"),
+    only: List[str] = typer.Option([], "--only", help="heads, groups, paths, composition or subset (repeatable; default all)"),
+    group: List[str] = typer.Option([], "--group", help="a head group for Table 1, e.g. L1.H1,H2,H5 (repeatable; default: "
+                                                        "layer 1's previous-token heads, the rest, all)"),
+    sequences: str = typer.Option("10000", "--sequences", help="how many training sequences to evaluate on, or 'all' "
+                                                               "(every distinct training sequence: 78,400 for the paper's task)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the sampled sequences"),
+    as_json: bool = typer.Option(False, "--json", help="print the JSON instead of tables"),
+) -> None:
+    """Analyse a checkpoint: each head ablated / alone (Fig. 4a), Table 1's pattern- vs value-preserving
+    ablations, the 8x8 path map (Fig. 11b), composition scores (Fig. 11c), Table 2. Writes RUN_DIR/analysis.json.
+
+    Example: opto analyze runs/fig3_baseline --sequences all --group L1.H1,H2,H5
+    """
+    from .analysis.heads import ANALYSES, analyze as run_analyses
+    from .analysis.runs import load_run
+
+    def body():
+        span = Span(path="--sequences", line=1, column=1, end_line=1, end_column=len(sequences) + 1, line_text=sequences)
+        if sequences != "all" and not (sequences.isdigit() and int(sequences) > 0):
+            raise SpecError(span, f"cannot read --sequences '{sequences}'", hint="a positive number, or 'all'")
+        for name in only:
+            if name not in ANALYSES:
+                bad = Span(path="--only", line=1, column=1, end_line=1, end_column=len(name) + 1, line_text=name)
+                raise SpecError(bad, f"no analysis '{name}'", hint="choose from " + ", ".join(ANALYSES))
+        groups = _parse_groups(group)
+        run_ = load_run(run_dir)
+        for g in groups:
+            if g.layer > run_.config.model.layers or max(g.heads) >= run_.config.model.heads:
+                bad = Span(path="--group", line=1, column=1, end_line=1, end_column=len(g.name) + 1, line_text=g.name)
+                raise SpecError(bad, f"no {g.name} in this model",
+                                hint=f"layers are L1..L{run_.config.model.layers}, heads H0..H{run_.config.model.heads - 1} "
+                                     "(layers count from 1, heads from 0)")
+        n = None if sequences == "all" else int(sequences)
+        return run_analyses(run_, tuple(only) or ANALYSES, groups or None, n=n, seed=seed)
+
+    result = _guard(body)
+    from .train.checkpoint import atomic_write_text
+
+    atomic_write_text(run_dir / "analysis.json", json.dumps(result, indent=2))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from .analysis.tables import render_tables
+
+    typer.echo(render_tables(result))
+    typer.echo(f"written: {run_dir / 'analysis.json'}")
+
+
+@app.command()
+def report(
+    runs_: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories, or folders of them (a sweep)"),
+    out: Path = typer.Option(Path("report"), "--out", help="folder for the figures and report.md"),
+) -> None:
+    """Draw figures (loss and accuracy overlaid, induction heatmaps, ablation bars, path and
+    composition maps) and a markdown summary for runs; includes each run's analysis.json if present.
+
+    Example: opto report runs/fig5b_* --out reports/fig5b
+    """
+    from .report import write_report
+
+    path = _guard(lambda: write_report(list(runs_), out))
+    typer.echo(f"report: {path}")
+    for png in sorted(out.glob("*.png")):
+        typer.echo(f"figure: {png}")
+
+
+features_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                            help="Make exemplar feature tables from images (the paper's Omniglot/ResNet18 features).")
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("omniglot")
+def features_omniglot(
+    root: Path = typer.Option(..., "--root", help="folder holding omniglot-py/images_background (and images_evaluation)"),
+    weights: Path = typer.Option(..., "--weights", help="a ResNet18 state dict saved with torch.save (never downloaded)"),
+    out: Path = typer.Option(..., "--out", help="the HDF5 file to write (key resnet18/224/feat)"),
+    per_class: int = typer.Option(5, "--per-class", help="exemplars kept per class (the paper: 5)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the random class order"),
+    batch_size: int = typer.Option(64, "--batch-size", help="images per ResNet18 forward pass"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: only on a terminal)"),
+) -> None:
+    """Omniglot images through a frozen ResNet18 into the paper's HDF5 layout; rerun to resume.
+
+    Example: opto features omniglot --root data/ --weights resnet18.pth --out omniglot.h5
+    (needs the optional extra: pip install "optodsl[omniglot]")
+    """
+    from .data.omniglot import make_omniglot_features
+
+    table = _guard(lambda: make_omniglot_features(root, weights, out, per_class=per_class, seed=seed,
+                                                  batch_size=batch_size, progress=progress))
+    typer.echo(f"features: {out} {tuple(table.shape)} (classes, exemplars, features)")
+    typer.echo(f'use it with: set data.source = "{out}"')
 
 
 def main() -> None:

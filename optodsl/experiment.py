@@ -120,11 +120,12 @@ def _claim(run_dir: Path, exp: Experiment, member: Member) -> None:
 
 
 def run_experiment(spec: Path | str, out: Path | None = None, settings: dict[str, object] | None = None,
-                   progress: bool | None = None) -> list[RunResult]:
+                   progress: bool | None = None, tensorboard: bool = False) -> list[RunResult]:
     """Train every member of a spec into its run directory (resuming any that were interrupted).
 
     Members that share shapes and intervention structure (a sweep over heads, strengths,
     schedules, seeds or learning rates) train together as one vmapped program; the rest in turn.
+    With `tensorboard`, every metrics record is also logged to `<run dir>/tensorboard`.
     """
     exp = load_experiment(spec, settings)
     dirs = run_dirs(exp, out)
@@ -138,8 +139,17 @@ def run_experiment(spec: Path | str, out: Path | None = None, settings: dict[str
         groups.setdefault(key, []).append(i)
     results: dict[int, RunResult] = {}
     for idx in groups.values():
-        trained = train_sweep([exp.members[i].config for i in idx], [plans[i] for i in idx], [dirs[i] for i in idx],
-                              progress=progress)
+        logger = None
+        if tensorboard:
+            from .train.tensorboard import TensorBoardLogger
+
+            logger = TensorBoardLogger([dirs[i] / "tensorboard" for i in idx])
+        try:
+            trained = train_sweep([exp.members[i].config for i in idx], [plans[i] for i in idx], [dirs[i] for i in idx],
+                                  progress=progress, on_record=logger.log if logger else None)
+        finally:
+            if logger:
+                logger.close()
         results.update(zip(idx, trained))
     return [results[i] for i in range(len(exp.members))]
 

@@ -52,7 +52,7 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from test_trainer import SMALL
     from optodsl.train.trainer import train
-    def kill(record):
+    def kill(member, record):
         if record["sequences"] == 1920:   # after the checkpoint at 1280, before the next one
             with open({out!r} + "/metrics.jsonl", "a") as f:
                 f.write('{{"sequences": 25')   # a torn line, as a kill during a write leaves

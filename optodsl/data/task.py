@@ -52,8 +52,8 @@ class Task(eqx.Module):
         }[which]
         return (*cls, *ex, labels)
 
-    def sample(self, key: jax.Array, which: SetName, batch: int) -> dict[str, jax.Array]:
-        """A batch of `which`: `exemplars` (B, P+1, F), `labels` (B, P+1), `classes` (B, P+1).
+    def sample_indices(self, key: jax.Array, which: SetName, batch: int) -> dict[str, jax.Array]:
+        """A batch of `which` as table indices: `classes`, `exemplar_ids` and `labels`, each (B, P+1).
 
         The last entry of each row is the query; its label is the target and is not shown.
         """
@@ -68,7 +68,16 @@ class Task(eqx.Module):
         rows = jnp.arange(batch)
         classes = jnp.concatenate([cls, cls[rows, q][:, None]], axis=1)
         labels = jnp.concatenate([labels, labels[rows, q][:, None]], axis=1)
-        return {"exemplars": self.features[classes, ex], "labels": labels, "classes": classes}
+        return {"classes": classes, "exemplar_ids": ex, "labels": labels}
+
+    def sample(self, key: jax.Array, which: SetName, batch: int) -> dict[str, jax.Array]:
+        """A batch of `which`: `exemplars` (B, P+1, F), `labels` (B, P+1), `classes` (B, P+1)."""
+        idx = self.sample_indices(key, which, batch)
+        return self.gather(idx["classes"], idx["exemplar_ids"], idx["labels"])
+
+    def gather(self, classes: jax.Array, exemplar_ids: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+        """The model's batch for sequences given as table indices."""
+        return {"exemplars": self.features[classes, exemplar_ids], "labels": labels, "classes": classes}
 
 
 def label_sets(n_labels: int, pairs: int, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -316,7 +316,7 @@ def train_sweep(
     measures: Measures | None = None,
     progress: bool | None = None,
     stop_after_chunks: int | None = None,
-    on_record: Callable[[dict], None] | None = None,
+    on_record: Callable[[int, dict], None] | None = None,
 ) -> list[RunResult]:
     """Train runs that share shapes as one vmapped program (sharded over local devices), each
     written to its own run directory and resumed from its checkpoint.
@@ -326,7 +326,7 @@ def train_sweep(
         forwards: one per run (overrides builders, Forwards or None) with the same structure.
         run_dirs: where each run's config, metrics.jsonl, summary.json, checkpoints and curves.png go.
         stop_after_chunks: stop (as if killed) after this many evaluation chunks; for tests.
-        on_record: called with every metrics record as it is written.
+        on_record: called as `on_record(member, record)` with every metrics record as it is written.
     """
     enable_compilation_cache()
     n = len(configs)
@@ -361,7 +361,7 @@ def train_sweep(
                 with open(paths[i] / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
             if on_record is not None:
-                on_record(record)
+                on_record(i, record)
 
     def save(at_state, at_step: int) -> None:
         for i, path in enumerate(paths):

@@ -1,0 +1,150 @@
+"""Accuracy of a trained model under many intervention plans, on a fixed set of sequences.
+
+Analyses compare dozens of plans (each head ablated, each 8x8 path, ...) on the same sequences,
+so plans of the same structure are stacked and evaluated in one compiled program (`lax.map`
+over plans and over chunks of sequences); only indices live on the host, features are gathered
+inside jit. The evaluation set is the task's *whole* training set when it can be enumerated
+(the paper's 78,400 sequences: 50x49 class orders x 2 queries x 16 label pairs), otherwise a
+seeded sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..compile.lower import CompiledPlan
+from ..config import ExperimentConfig
+from ..data.task import Task, make_task
+from ..model.overrides import Context
+
+ENUMERATE_LIMIT = 200_000
+CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Evaluation sequences as indices: classes and exemplar numbers (N, P+1) and labels (N, P+1)."""
+
+    name: str
+    classes: np.ndarray
+    exemplars: np.ndarray
+    labels: np.ndarray
+    enumerated: bool
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+
+def training_sequences(task: Task) -> Sequences | None:
+    """Every distinct training sequence, or None when there are too many (or more than one training exemplar)."""
+    cfg = task.config
+    label_orders = [perm for s in np.asarray(task.train_label_sets) for perm in _perms(tuple(s))]
+    n_orders = math.perm(cfg.classes, cfg.pairs)
+    total = n_orders * cfg.pairs * len(label_orders)
+    if cfg.train_exemplars != 1 or total > ENUMERATE_LIMIT:
+        return None
+    import itertools
+
+    orders = np.array(list(itertools.permutations(range(cfg.classes), cfg.pairs)), dtype=np.int32)
+    lab = np.array(label_orders, dtype=np.int32)
+    o, q, l = np.meshgrid(np.arange(len(orders)), np.arange(cfg.pairs), np.arange(len(lab)), indexing="ij")
+    o, q, l = o.ravel(), q.ravel(), l.ravel()
+    cls = orders[o]
+    labels = lab[l]
+    classes = np.concatenate([cls, cls[np.arange(len(o)), q][:, None]], axis=1)
+    labels = np.concatenate([labels, labels[np.arange(len(o)), q][:, None]], axis=1)
+    return Sequences("train (every sequence)", classes, np.zeros_like(classes), labels, True)
+
+
+def _perms(s: tuple) -> list[tuple]:
+    import itertools
+
+    return list(itertools.permutations(s))
+
+
+def sampled_sequences(task: Task, which: str, n: int, seed: int) -> Sequences:
+    """`n` sequences of evaluation set `which`, drawn with the task's own sampler."""
+    idx = jax.device_get(task.sample_indices(jax.random.PRNGKey(seed), which, n))
+    return Sequences(which, idx["classes"], idx["exemplar_ids"], idx["labels"], False)
+
+
+def evaluation_set(config: ExperimentConfig, which: str = "train", n: int | None = None, seed: int = 0) -> tuple[Task, Sequences]:
+    """The task and the sequences analyses use: all training sequences if enumerable and `n` is None."""
+    task = make_task(config.data)
+    if which == "train" and n is None:
+        every = training_sequences(task)
+        if every is not None:
+            return task, every
+    return task, sampled_sequences(task, which, n or 10_000, seed)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Per-sequence correctness and mean loss of one plan."""
+
+    correct: np.ndarray
+    loss: float
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean())
+
+    def summary(self) -> dict[str, float]:
+        return {"accuracy": round(self.accuracy, 6), "loss": round(self.loss, 6)}
+
+
+def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences, sequences_seen: int = 0) -> list[Outcome]:
+    """Evaluate every plan on `seqs`; plans that share structure and shapes run as one program."""
+    groups: dict[tuple, list[int]] = {}
+    for i, plan in enumerate(plans):
+        leaves, structure = jax.tree.flatten(plan)
+        groups.setdefault((structure, tuple(jnp.shape(x) for x in leaves)), []).append(i)
+    n = len(seqs)
+    pad = (-n) % CHUNK
+    idx = {k: jnp.asarray(np.pad(getattr(seqs, k), ((0, pad), (0, 0)))).reshape(-1, CHUNK, seqs.classes.shape[1])
+           for k in ("classes", "exemplars", "labels")}
+    out: list[Outcome | None] = [None] * len(plans)
+    for members in groups.values():
+        arrays = [eqx.partition(plans[i], eqx.is_array) for i in members]
+        static = arrays[0][1]
+        stacked = (jnp.arange(len(members)), jax.tree.map(lambda *xs: jnp.stack(xs), *[a[0] for a in arrays]))
+        correct, nll = _run_group(model, stacked, static, task, idx, jnp.asarray(sequences_seen))
+        correct = np.asarray(correct).reshape(len(members), -1)[:, :n]
+        nll = np.asarray(nll).reshape(len(members), -1)[:, :n]
+        for j, i in enumerate(members):
+            out[i] = Outcome(correct[j], float(nll[j].mean()))
+    return out
+
+
+@eqx.filter_jit
+def _run_group(model, stacked, static, task, idx, sequences_seen):
+    ctx = Context(sequences=sequences_seen, training=False)
+
+    def per_plan(numbered):
+        plan = eqx.combine(numbered[1], static)
+
+        def per_chunk(chunk):
+            cls, ex, labels = chunk
+            batch = task.gather(cls, ex, labels)
+            logits, _ = plan(model, batch, ctx)
+            target = labels[:, -1]
+            nll = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), target[:, None], -1)[:, 0]
+            return jnp.argmax(logits, -1) == target, nll
+
+        return jax.lax.map(per_chunk, (idx["classes"], idx["exemplars"], idx["labels"]))
+
+    return jax.lax.map(per_plan, stacked)
+
+
+def activations(model, task: Task, seqs: Sequences, limit: int = CHUNK) -> dict[str, jax.Array]:
+    """The plain model's activations on the first `limit` sequences (for pattern statistics)."""
+    k = min(limit, len(seqs))
+    cls, ex, labels = (jnp.asarray(getattr(seqs, a)[:k]) for a in ("classes", "exemplars", "labels"))
+    _, acts = eqx.filter_jit(lambda m, b: m(b))(model, task.gather(cls, ex, labels))
+    return acts

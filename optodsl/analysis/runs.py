@@ -1,0 +1,55 @@
+"""A trained run read back from its directory: settings, model and how far it trained."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from pydantic import ValidationError
+
+from ..config import ExperimentConfig
+from ..errors import DataError
+from ..model.transformer import Transformer, init_model
+from ..train import checkpoint
+from ..train.trainer import make_optimizer
+
+
+@dataclass
+class TrainedRun:
+    """A run directory's resolved settings, its latest (or chosen) checkpointed model and spec."""
+
+    run_dir: Path
+    config: ExperimentConfig
+    model: Transformer
+    sequences: int
+    spec: str | None
+
+
+def load_run(run_dir: str | Path, step: int | None = None) -> TrainedRun:
+    """Load the model a run directory checkpointed (its latest, or the one at `step`)."""
+    path = Path(run_dir)
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise DataError(path, "not a run directory", expected="a directory written by `opto run` (config.json, checkpoint.json, ckpt-*.npz)",
+                        found="no config.json" if path.is_dir() else "no such directory")
+    try:
+        config = ExperimentConfig.model_validate(json.loads(cfg_path.read_text()))
+    except (ValueError, ValidationError) as exc:
+        raise DataError(cfg_path, "unreadable run settings", expected="the config.json `opto run` writes", found=str(exc).splitlines()[0]) from exc
+    if checkpoint.read_meta(path) is None:
+        raise DataError(path, "the run has no checkpoint yet", expected="checkpoint.json and ckpt-*.npz (train it with `opto run`)")
+    template = init_model(config.model, config.data, jax.random.PRNGKey(0))
+    opt_state = make_optimizer(config).init(eqx.filter(template, eqx.is_array))
+    (model, _, at_step), meta = checkpoint.load(path, (template, opt_state, jnp.zeros((), jnp.int32)), step=step)
+    spec = None
+    info = path / "spec.json"
+    if info.exists():
+        try:
+            spec = json.loads(info.read_text()).get("path")
+        except ValueError:
+            spec = None
+    return TrainedRun(path, config, model, int(meta.get("sequences", int(at_step) * config.train.batch)), spec)

@@ -1,0 +1,41 @@
+"""Plain-text tables of an analysis result, for the console."""
+
+from __future__ import annotations
+
+
+def _acc(entry) -> str:
+    return "-" if entry is None else f"{entry['accuracy']:.3f}" if isinstance(entry, dict) else f"{entry:.3f}"
+
+
+def render_tables(result: dict) -> str:
+    """The analysis dict (`opto analyze`'s JSON) as aligned text tables."""
+    ev = result["eval"]
+    lines = [f"{result['run_dir']}: checkpoint at {result['sequences']:,} sequences; "
+             f"{ev['sequences']:,} sequences of {ev['set']}; chance {result['chance']:.2f}",
+             f"full model: accuracy {result['full']['accuracy']:.4f}, loss {result['full']['loss']:.4f}"]
+    for layer, kinds in result.get("heads", {}).items():
+        heads = list(kinds["ablate_one"])
+        lines += ["", f"{layer} (Figure 4a)      " + "  ".join(f"{h:>6}" for h in heads),
+                  "  that head ablated  " + "  ".join(f"{_acc(kinds['ablate_one'][h]):>6}" for h in heads),
+                  "  only that head on  " + "  ".join(f"{_acc(kinds['only_one'][h]):>6}" for h in heads)]
+    if result.get("groups"):
+        lines += ["", "head groups (Table 1)        ablated  pattern-preserving  value-preserving"]
+        for g in result["groups"]:
+            lines.append(f"  {g['name']:<26} {_acc(g.get('ablated')):>7}  {_acc(g.get('pattern_preserving')):>18}  "
+                         f"{_acc(g.get('value_preserving')):>16}")
+    if "paths" in result:
+        acc = result["paths"]["accuracy"]
+        lines += ["", "one path (Figure 11b): rows L1 head kept on, columns L2 head kept on",
+                  "       " + "  ".join(f"L2.H{b}" for b in range(len(acc[0])))]
+        lines += [f"  L1.H{a} " + "  ".join(f"{v:>5.3f}" for v in row) for a, row in enumerate(acc)]
+    for name, matrix in result.get("composition", {}).items():
+        lines += ["", f"{name}-composition (Figure 11c): rows L1 head, columns L2 head",
+                  *("  " + "  ".join(f"{v:.3f}" for v in row) for row in matrix)]
+    if "subset" in result:
+        s = result["subset"]
+        heads = list(s["accuracy_all"])
+        lines += ["", f"Table 2: {s['reference']} alone is wrong on {s['wrong']:,} of {s['sequences']:,} sequences",
+                  "  head alone           " + "  ".join(f"{h:>6}" for h in heads),
+                  "  accuracy, all        " + "  ".join(f"{_acc(s['accuracy_all'][h]):>6}" for h in heads),
+                  "  accuracy, its misses " + "  ".join(f"{_acc(s['accuracy_on_wrong'][h]):>6}" for h in heads)]
+    return "\n".join(lines)

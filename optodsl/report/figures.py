@@ -1,0 +1,309 @@
+"""The report's figures, each a pure function from loaded runs to a matplotlib Figure, saved atomically.
+
+Figures are built on `matplotlib.figure.Figure` with an Agg canvas rather than through pyplot, so
+drawing leaves no global state behind (no backend switch, no figure registry to close).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from ..train.checkpoint import atomic_write_bytes
+from .load import LN2, Run, index_order
+
+X_LABEL = "training sequences seen"
+HELDOUT_STYLES = {"heldout_labels": "--", "heldout_exemplars": ":", "test_classes": "-."}
+MAX_RUNS_WITH_HELDOUT = 3
+MEASURE_NAMES = {
+    "induction": ("Induction strength", "induction strength (attention: correct label − others)"),
+    "prev_token": ("Previous-token attention", "attention to the previous token (fraction)"),
+}
+
+
+def format_sequences(value: float, _pos=None) -> str:
+    """Tick label for a sequence count: 0, 500, 40k, 1.5M."""
+    if value == 0:
+        return "0"
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
+    """Render `fig` as PNG into memory and write it atomically to `path`; the figure is cleared after."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    fig.clear()
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def run_colors(n: int) -> list:
+    """Distinct colours for `n` runs: tab10, tab20, then evenly spaced viridis."""
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["viridis"](i / (n - 1)) for i in range(n)]
+
+
+def curves_figure(runs: list[Run], metric: str) -> Figure:
+    """Every run's `metric` ("loss" or "accuracy") on the training set against sequences seen, overlaid.
+
+    With a few runs the held-out sets are drawn too, in the run's colour with dashed styles; the
+    reference line is chance: ln 2 nats for loss, 0.5 for accuracy.
+    """
+    fig = _figure(10, 5)
+    ax = fig.add_subplot()
+    shown = [r for r in runs if r.series(f"train/{metric}")[0]]
+    heldout = len(shown) <= MAX_RUNS_WITH_HELDOUT
+    used_styles = set()
+    for run, color in zip(runs, run_colors(len(runs))):
+        xs, ys = run.series(f"train/{metric}")
+        if not xs:
+            continue
+        ax.plot(xs, ys, color=color, lw=1.8, label=run.label)
+        if heldout:
+            for name, style in HELDOUT_STYLES.items():
+                hx, hy = run.series(f"{name}/{metric}")
+                if hx:
+                    ax.plot(hx, hy, color=color, lw=1.1, ls=style, alpha=0.8)
+                    used_styles.add(name)
+    if metric == "loss":
+        ax.axhline(LN2, color="grey", ls="-", lw=1.0, alpha=0.8, label="chance (ln 2)")
+        values = [y for r in shown for y in r.series("train/loss")[1]]
+        if values and min(values) > 0:
+            ax.set_yscale("log")
+            plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+            ax.yaxis.set_major_formatter(plain)
+            few_decades = max(values + [LN2]) / min(values + [LN2]) < 30
+            ax.yaxis.set_minor_formatter(plain if few_decades else NullFormatter())
+        ax.set_ylabel("loss (nats)")
+        what = "Loss"
+    else:
+        ax.axhline(0.5, color="grey", ls="-", lw=1.0, alpha=0.8, label="chance (0.5)")
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("accuracy (fraction correct)")
+        what = "Accuracy"
+    extra = " (dashed: held-out sets)" if used_styles else ""
+    ax.set_title(f"{what} on the training set{extra} against training sequences seen")
+    ax.set_xlabel(X_LABEL)
+    ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="run (spec / member)",
+               ncols=max(1, math.ceil(len(handles) / 24)))
+    if used_styles:
+        styles = [Line2D([], [], color="black", lw=1.8, ls="-")] + [
+            Line2D([], [], color="black", lw=1.1, ls=HELDOUT_STYLES[n]) for n in HELDOUT_STYLES if n in used_styles]
+        names = ["train"] + [n for n in HELDOUT_STYLES if n in used_styles]
+        fig.legend(styles, names, loc="outside right lower", fontsize=8, title="evaluation set")
+    return fig
+
+
+def _edges(xs: list[int]) -> np.ndarray:
+    """Cell edges around evaluation points, halfway between neighbours, never below zero."""
+    x = np.asarray(xs, dtype=float)
+    if len(x) == 1:
+        half = max(x[0] * 0.05, 0.5)
+        return np.array([max(x[0] - half, 0.0), x[0] + half])
+    mid = (x[1:] + x[:-1]) / 2
+    first, last = x[0] - (mid[0] - x[0]), x[-1] + (x[-1] - mid[-1])
+    return np.concatenate([[max(first, 0.0) if x[0] >= 0 else first], mid, [last]])
+
+
+def measure_matrix(run: Run, measure: str, set_name: str = "train") -> tuple[list[str], list[int], np.ndarray]:
+    """Heads, evaluation sequences and a heads x evaluations array of `measure` (NaN where missing)."""
+    heads = run.heads(measure, set_name)
+    records = [r for r in run.metrics if any(f"{set_name}/{measure}/{h}" in r for h in heads)]
+    values = np.full((len(heads), len(records)), np.nan)
+    for j, r in enumerate(records):
+        for i, h in enumerate(heads):
+            v = r.get(f"{set_name}/{measure}/{h}")
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                values[i, j] = v
+    return heads, [int(r["sequences"]) for r in records], values
+
+
+def measure_figure(runs: list[Run], measure: str, set_name: str = "train") -> Figure | None:
+    """One heatmap per run of `measure` per head (rows) over evaluations (columns, in sequences); None if no run has it."""
+    panels = [(r, *measure_matrix(r, measure, set_name)) for r in runs if r.heads(measure, set_name)]
+    if not panels:
+        return None
+    finite = np.concatenate([v[np.isfinite(v)] for *_, v in panels])
+    lo, hi = (min(0.0, float(finite.min())), float(finite.max())) if finite.size else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1.0
+    cols = min(2, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    n_heads = max(len(h) for _, h, _, _ in panels)
+    fig = _figure(6.5 * cols + 1.0, max(2.8, 0.22 * n_heads + 1.4) * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    mesh = None
+    for ax, (run, heads, xs, values) in zip(axes, panels):
+        mesh = ax.pcolormesh(_edges(xs), np.arange(len(heads) + 1), np.ma.masked_invalid(values),
+                             cmap="viridis", vmin=lo, vmax=hi, shading="flat")
+        ax.set_yticks(np.arange(len(heads)) + 0.5, heads, fontsize=7 if len(heads) <= 24 else 5)
+        ax.invert_yaxis()
+        ax.set_title(run.label, fontsize=10)
+        ax.set_xlabel(X_LABEL)
+        ax.set_ylabel("head (layer.head)")
+        ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    title, unit = MEASURE_NAMES.get(measure, (measure, measure))
+    fig.colorbar(mesh, ax=list(axes[: len(panels)]), label=unit, shrink=0.9)
+    fig.suptitle(f"{title} per head on the {set_name} set, one panel per run (spec / member)")
+    return fig
+
+
+def _analysed(runs: list[Run], section: str) -> list[Run]:
+    return [r for r in runs if r.analysis and r.analysis.get(section)]
+
+
+def ablation_figure(runs: list[Run]) -> Figure | None:
+    """Per run and layer: grouped bars of accuracy with each head ablated vs with only that head on (Figure 4a).
+
+    Dashed lines mark the full model's accuracy and chance; None when no run has a `heads` analysis.
+    """
+    panels = [(r, layer, modes) for r in _analysed(runs, "heads") for layer, modes in r.analysis["heads"].items() if modes]
+    if not panels:
+        return None
+    layers = sorted({layer for _, layer, _ in panels}, key=index_order)
+    analysed = list(dict.fromkeys(r.path for r, _, _ in panels))
+    fig = _figure(5.5 * len(layers) + 0.5, 3.6 * len(analysed) + 0.6)
+    axes = fig.subplots(len(analysed), len(layers), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_visible(False)
+    for run, layer, modes in panels:
+        ax = axes[analysed.index(run.path), layers.index(layer)]
+        ax.set_visible(True)
+        heads = sorted({h for per in modes.values() for h in per}, key=index_order)
+        x = np.arange(len(heads))
+        width = 0.4
+        bars = [("ablate_one", "that head ablated", -width / 2, "tab:red"),
+                ("only_one", "only that head on", width / 2, "tab:blue")]
+        for mode, label, shift, color in bars:
+            if mode in modes:
+                ys = [modes[mode].get(h, {}).get("accuracy", math.nan) for h in heads]
+                ax.bar(x + shift, ys, width, label=label, color=color, alpha=0.85)
+        full = run.analysis.get("full", {}).get("accuracy")
+        if full is not None and math.isfinite(full):
+            ax.axhline(full, color="black", ls="--", lw=1.2, label="full model")
+        ax.axhline(run.analysis["chance"], color="grey", ls="--", lw=1.0, label="chance")
+        ax.set_xticks(x, heads)
+        ax.set_ylim(0, 1.05)
+        number = layer[1:] if layer[1:].isdigit() else layer
+        ax.set_xlabel(f"layer-{number} head")
+        ax.set_ylabel("accuracy (fraction correct)")
+        ax.set_title(f"{run.label}: {layer} heads", fontsize=10)
+    legend: dict = {}
+    for ax in axes.ravel():
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=len(legend), fontsize=8)
+    fig.suptitle("Accuracy with one head ablated vs with only that head on")
+    return fig
+
+
+def _annotated_heatmap(ax, matrix: np.ndarray, vmin: float, vmax: float, fmt: str = "{:.2f}"):
+    image = ax.imshow(matrix, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    rows, cols = matrix.shape
+    if rows * cols <= 400:
+        for i in range(rows):
+            for j in range(cols):
+                v = matrix[i, j]
+                if np.isfinite(v):
+                    dark = (v - vmin) / (vmax - vmin) < 0.55
+                    ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                            color="white" if dark else "black")
+    ax.set_xticks(range(cols), [f"H{j}" for j in range(cols)])
+    ax.set_yticks(range(rows), [f"H{i}" for i in range(rows)])
+    return image
+
+
+def paths_figure(runs: list[Run]) -> Figure | None:
+    """Per run: accuracy with only one layer-1 head and one layer-2 head kept on, values in cells (Figure 11b)."""
+    analysed = _analysed(runs, "paths")
+    if not analysed:
+        return None
+    cols = min(2, len(analysed))
+    rows = math.ceil(len(analysed) / cols)
+    fig = _figure(6.0 * cols, 5.0 * rows + 0.4)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, run in zip(axes, analysed):
+        matrix = np.asarray(run.analysis["paths"]["accuracy"], dtype=float)
+        image = _annotated_heatmap(ax, matrix, 0.0, 1.0)
+        fig.colorbar(image, ax=ax, label="accuracy (fraction correct)", shrink=0.85)
+        ax.set_xlabel("layer-2 head kept on")
+        ax.set_ylabel("layer-1 head kept on")
+        ax.set_title(run.label, fontsize=10)
+    for ax in axes[len(analysed):]:
+        ax.set_visible(False)
+    fig.suptitle("Accuracy through one path:\none layer-1 head and one layer-2 head kept on")
+    return fig
+
+
+def composition_figure(runs: list[Run]) -> Figure | None:
+    """Per run: Q-, K- and V-composition between layer-1 writers (rows) and layer-2 readers (columns) (Figure 11c)."""
+    analysed = _analysed(runs, "composition")
+    if not analysed:
+        return None
+    kinds = [k for k in ("Q", "K", "V") if any(k in r.analysis["composition"] for r in analysed)]
+    fig = _figure(5.2 * len(kinds), 4.4 * len(analysed) + 0.4)
+    axes = fig.subplots(len(analysed), len(kinds), squeeze=False)
+    for row, run in zip(axes, analysed):
+        comp = run.analysis["composition"]
+        values = np.concatenate([np.asarray(m, dtype=float).ravel() for m in comp.values()])
+        values = values[np.isfinite(values)]
+        lo, hi = (min(0.0, float(values.min())), float(values.max())) if values.size else (0.0, 1.0)
+        hi = hi if hi > lo else lo + 1.0
+        image = None
+        for ax, kind in zip(row, kinds):
+            if kind not in comp:
+                ax.set_visible(False)
+                continue
+            image = _annotated_heatmap(ax, np.asarray(comp[kind], dtype=float), lo, hi)
+            ax.set_xlabel("layer-2 head (reader)")
+            ax.set_ylabel("layer-1 head (writer)")
+            ax.set_title(f"{run.label}: {kind}-composition", fontsize=10)
+        fig.colorbar(image, ax=list(row), label="composition score", shrink=0.85)
+    fig.suptitle("Composition of layer-1 heads' outputs into layer-2 heads' queries, keys and values")
+    return fig
+
+
+FIGURES = {
+    "loss.png": lambda runs: curves_figure(runs, "loss"),
+    "accuracy.png": lambda runs: curves_figure(runs, "accuracy"),
+    "induction.png": lambda runs: measure_figure(runs, "induction"),
+    "prev_token.png": lambda runs: measure_figure(runs, "prev_token"),
+    "ablation.png": ablation_figure,
+    "paths.png": paths_figure,
+    "composition.png": composition_figure,
+}
+
+
+def write_figures(runs: list[Run], out: Path) -> dict[str, Path]:
+    """Draw every figure the runs have data for into `out`; returns file name -> path, in report order."""
+    written = {}
+    for name, build in FIGURES.items():
+        fig = build(runs)
+        if fig is not None:
+            written[name] = save_figure(fig, Path(out) / name)
+    return written

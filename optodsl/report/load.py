@@ -1,0 +1,349 @@
+"""Reading run directories for a report: which folders are runs, their metrics, spec, status and analysis.
+
+Loading is kept apart from drawing so that figures and tables are pure functions of `Run` values,
+and so that every malformed input is reported once, as a `DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+
+SETS = ("train", "heldout_labels", "heldout_exemplars", "test_classes")
+MEASURES = ("induction", "prev_token")
+LN2 = math.log(2)
+RUN_FILES = ("config.json", "metrics.jsonl")
+
+_HEAD = re.compile(r"^L(\d+)\.H(\d+)$")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory as the report sees it; `analysis` is the validated analysis.json or None."""
+
+    path: Path
+    label: str
+    spec: str | None
+    member: str | None
+    bindings: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    metrics: list[dict] = field(default_factory=list)
+    summary: dict | None = None
+    analysis: dict | None = None
+    status: str = "not started"
+
+    @property
+    def sequences(self) -> int:
+        """Training sequences seen: the summary's count, else the last evaluation's."""
+        if self.summary and isinstance(self.summary.get("sequences"), int):
+            return self.summary["sequences"]
+        return int(self.metrics[-1]["sequences"]) if self.metrics else 0
+
+    def sets(self) -> list[str]:
+        """Evaluation sets with an accuracy in any record, the paper's four first."""
+        found = {k[: -len("/accuracy")] for r in self.metrics for k in r if k.endswith("/accuracy") and k.count("/") == 1}
+        return [s for s in SETS if s in found] + sorted(found - set(SETS))
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """Sequences and values of `key` over the evaluations that have a finite number for it."""
+        xs, ys = [], []
+        for r in self.metrics:
+            v = r.get(key)
+            if _is_number(v) and math.isfinite(v):
+                xs.append(int(r["sequences"]))
+                ys.append(float(v))
+        return xs, ys
+
+    def final(self, key: str) -> float | None:
+        """The last evaluation's value of `key`, or None if it has none."""
+        v = self.metrics[-1].get(key) if self.metrics else None
+        return float(v) if _is_number(v) else None
+
+    def heads(self, measure: str, set_name: str = "train") -> list[str]:
+        """Heads (`L<l>.H<h>`, in layer then head order) with a `measure` value on `set_name`."""
+        prefix = f"{set_name}/{measure}/"
+        names = {k[len(prefix):] for r in self.metrics for k in r if k.startswith(prefix)}
+        return sorted((n for n in names if _HEAD.match(n)), key=head_order)
+
+
+def head_order(name: str) -> tuple[int, int]:
+    """Sort key of `L<l>.H<h>` so that H10 follows H9."""
+    m = _HEAD.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m else (math.inf, math.inf)
+
+
+def index_order(name: str) -> tuple[int, str]:
+    """Sort key of `H3` or `L2` by its number, so that H10 follows H9."""
+    digits = name[1:]
+    return (int(digits), name) if digits.isdigit() else (1 << 30, name)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_run_dir(path: Path) -> bool:
+    """A run directory holds config.json or metrics.jsonl (the trainer writes both)."""
+    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Run directories named by `paths`: each a run, or a folder whose run subfolders (at any depth) are
+    taken in natural order (h2 before h10); a run named twice is kept once.
+
+    Raises DataError for a path that does not exist or holds no run directory.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise DataError(path, "no such run directory", expected="a run directory or a folder of run directories")
+        if not path.is_dir():
+            raise DataError(path, "not a run directory", expected="a folder holding config.json and metrics.jsonl",
+                            found="a file")
+        if is_run_dir(path):
+            found.append(path)
+            continue
+        inner = _runs_below(path)
+        if not inner:
+            entries = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+            shown = ", ".join(entries[:8]) + (f", ... ({len(entries)} entries)" if len(entries) > 8 else "")
+            raise DataError(path, "not a run directory, and no run directories inside it",
+                            expected="a folder holding config.json and metrics.jsonl, or a sweep's folder of such folders",
+                            found=shown or "an empty folder")
+        found.extend(inner)
+    unique, seen = [], set()
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def natural_order(path: Path) -> list:
+    """Sort key that orders names by their numbers, so that run-h10 follows run-h9."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
+
+
+def _runs_below(folder: Path) -> list[Path]:
+    runs = []
+    for child in sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_order):
+        runs.extend([child] if is_run_dir(child) else _runs_below(child))
+    return runs
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse one JSON file, or raise DataError naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"unreadable {what}", expected="a JSON file", found=str(exc)) from exc
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The evaluations in metrics.jsonl; a torn last line (a run killed mid-write) is ignored.
+
+    Raises DataError for any other line that is not a JSON object with an integer `sequences`.
+    """
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(path, "unreadable metrics file", found=str(exc)) from exc
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    records = []
+    for k, (number, line) in enumerate(numbered):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if k == len(numbered) - 1:
+                break
+            raise DataError(path, f"malformed metrics line {number}", expected="one JSON object per line",
+                            found=f"{line[:60]!r} ({exc.msg})") from exc
+        if not isinstance(rec, dict) or not isinstance(rec.get("sequences"), int) or isinstance(rec.get("sequences"), bool):
+            raise DataError(path, f"malformed metrics line {number}",
+                            expected="a JSON object with an integer 'sequences'", found=line[:60])
+        records.append(rec)
+    return records
+
+
+def load_run(path: Path) -> Run:
+    """Read one run directory: metrics, and config/spec/summary/analysis where present."""
+    path = Path(path)
+    metrics_path = path / "metrics.jsonl"
+    metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
+    config = read_json(path / "config.json", "run configuration") if (path / "config.json").is_file() else {}
+    info = read_json(path / "spec.json", "spec record") if (path / "spec.json").is_file() else {}
+    summary = read_json(path / "summary.json", "run summary") if (path / "summary.json").is_file() else None
+    for name, value in (("config.json", config), ("spec.json", info), ("summary.json", summary)):
+        if value is not None and not isinstance(value, dict):
+            raise DataError(path / name, "malformed file", expected="a JSON object", found=type(value).__name__)
+    analysis = None
+    if (path / "analysis.json").is_file():
+        analysis = validate_analysis(path / "analysis.json", read_json(path / "analysis.json", "analysis"))
+    spec = info.get("path") if isinstance(info.get("path"), str) else None
+    member = info.get("member") if isinstance(info.get("member"), str) else None
+    bindings = info.get("bindings") if isinstance(info.get("bindings"), dict) else {}
+    if summary is not None and isinstance(summary.get("status"), str):
+        status = summary["status"]
+    elif metrics or (path / "checkpoint.json").is_file():
+        status = "running or interrupted"
+    else:
+        status = "not started"
+    return Run(path, run_label(path, spec, member), spec, member, bindings, config, metrics, summary, analysis, status)
+
+
+def run_label(path: Path, spec: str | None, member: str | None) -> str:
+    """Legend name: the sweep member (which starts with the spec's name), else the spec's name, else the folder."""
+    stem = Path(spec).stem if spec else None
+    if member and stem and not member.startswith(stem):
+        return f"{stem} / {member}"
+    return member or stem or path.name
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    """Expand `paths` to run directories and load each; labels made unique by the folder name."""
+    runs = [load_run(p) for p in expand(paths)]
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.label] = counts.get(r.label, 0) + 1
+    out = []
+    for r in runs:
+        label = r.label if counts[r.label] == 1 else f"{r.label} ({r.path.name})"
+        out.append(replace(r, label=label))
+    labels = [r.label for r in out]
+    if len(set(labels)) < len(labels):
+        out = [replace(r, label=f"{r.label} [{r.path}]") for r in out]
+    return out
+
+
+def phase_change(run: Run, threshold: float = 0.9, key: str = "train/accuracy") -> int | None:
+    """Sequences seen at the first evaluation where `key` reaches `threshold` (None if it never does)."""
+    for x, y in zip(*run.series(key)):
+        if y >= threshold:
+            return x
+    return None
+
+
+def plateau(run: Run, tolerance: float = 0.05, key: str = "train/loss", level: float = LN2) -> tuple[int, int] | None:
+    """The longest stretch of consecutive evaluations (two at least) with `key` within `tolerance` of `level`.
+
+    Returns its first and last sequences counts; the earliest stretch wins a tie; None if there is none.
+    """
+    best: tuple[int, int] | None = None
+    best_len, start, length = 1, None, 0
+    last_x = None
+    for r in run.metrics:
+        v = r.get(key)
+        inside = _is_number(v) and math.isfinite(v) and abs(v - level) <= tolerance
+        if inside:
+            if length == 0:
+                start = r["sequences"]
+            length += 1
+            last_x = r["sequences"]
+            if length > best_len:
+                best_len, best = length, (start, last_x)
+        else:
+            length = 0
+    return best
+
+
+def _number(value: Any, where: str, path: Path) -> float:
+    if value is None:
+        return math.nan
+    if not _is_number(value):
+        raise DataError(path, f"malformed analysis: {where}", expected="a number", found=repr(value)[:60])
+    return float(value)
+
+
+def _scores(value: Any, where: str, path: Path) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise DataError(path, f"malformed analysis: {where}", expected="an object with 'accuracy' and 'loss'",
+                        found=repr(value)[:60])
+    return {k: _number(value.get(k), f"{where}.{k}", path) for k in ("accuracy", "loss")}
+
+
+def _matrix(value: Any, where: str, path: Path) -> list[list[float]]:
+    ok = (isinstance(value, list) and value and all(isinstance(row, list) and row for row in value)
+          and len({len(row) for row in value}) == 1)
+    if not ok:
+        raise DataError(path, f"malformed analysis: {where}", expected="a non-empty rectangular list of rows of numbers",
+                        found=repr(value)[:60])
+    return [[_number(v, f"{where}[{i}][{j}]", path) for j, v in enumerate(row)] for i, row in enumerate(value)]
+
+
+def validate_analysis(path: Path, data: Any) -> dict:
+    """Check analysis.json's sections (each optional) and return them with numbers as floats (NaN for null).
+
+    Raises DataError naming the file and the malformed section, so the report never draws garbage.
+    """
+    if not isinstance(data, dict):
+        raise DataError(path, "malformed analysis", expected="a JSON object", found=type(data).__name__)
+    out: dict[str, Any] = {k: data.get(k) for k in ("run_dir", "spec", "sequences", "eval")}
+    out["chance"] = _number(data.get("chance", 0.5), "chance", path)
+    if "full" in data:
+        out["full"] = _scores(data["full"], "full", path)
+    if "heads" in data:
+        heads = data["heads"]
+        if not isinstance(heads, dict):
+            raise DataError(path, "malformed analysis: heads", expected="an object keyed by layer (L1, L2, ...)",
+                            found=repr(heads)[:60])
+        out["heads"] = {}
+        for layer in sorted(heads, key=index_order):
+            modes = heads[layer]
+            if not isinstance(modes, dict):
+                raise DataError(path, f"malformed analysis: heads.{layer}", expected="an object with ablate_one/only_one",
+                                found=repr(modes)[:60])
+            out["heads"][layer] = {}
+            for mode in ("ablate_one", "only_one"):
+                if mode in modes:
+                    per = modes[mode]
+                    if not isinstance(per, dict):
+                        raise DataError(path, f"malformed analysis: heads.{layer}.{mode}",
+                                        expected="an object keyed by head (H0, ...)", found=repr(per)[:60])
+                    out["heads"][layer][mode] = {h: _scores(per[h], f"heads.{layer}.{mode}.{h}", path)
+                                                 for h in sorted(per, key=index_order)}
+    if "groups" in data:
+        groups = data["groups"]
+        if not isinstance(groups, list):
+            raise DataError(path, "malformed analysis: groups", expected="a list of groups", found=repr(groups)[:60])
+        out["groups"] = []
+        for i, g in enumerate(groups):
+            if not isinstance(g, dict):
+                raise DataError(path, f"malformed analysis: groups[{i}]", expected="an object", found=repr(g)[:60])
+            item = {"name": str(g.get("name", f"group {i}")), "layer": g.get("layer"), "heads": g.get("heads")}
+            for mode in ("ablated", "pattern_preserving", "value_preserving"):
+                if mode in g:
+                    item[mode] = _scores(g[mode], f"groups[{i}].{mode}", path)
+            out["groups"].append(item)
+    if "paths" in data:
+        paths = data["paths"]
+        if not isinstance(paths, dict) or "accuracy" not in paths:
+            raise DataError(path, "malformed analysis: paths", expected="an object with an 'accuracy' matrix",
+                            found=repr(paths)[:60])
+        out["paths"] = {"accuracy": _matrix(paths["accuracy"], "paths.accuracy", path)}
+    if "composition" in data:
+        comp = data["composition"]
+        if not isinstance(comp, dict) or not comp:
+            raise DataError(path, "malformed analysis: composition", expected="an object with Q, K and V matrices",
+                            found=repr(comp)[:60])
+        out["composition"] = {k: _matrix(comp[k], f"composition.{k}", path) for k in ("Q", "K", "V") if k in comp}
+    if "subset" in data:
+        sub = data["subset"]
+        if not isinstance(sub, dict):
+            raise DataError(path, "malformed analysis: subset", expected="an object", found=repr(sub)[:60])
+        item = {k: sub.get(k) for k in ("reference", "sequences", "wrong")}
+        for k in ("accuracy_all", "accuracy_on_wrong"):
+            per = sub.get(k, {})
+            if not isinstance(per, dict):
+                raise DataError(path, f"malformed analysis: subset.{k}", expected="an object keyed by head",
+                                found=repr(per)[:60])
+            item[k] = {h: _number(per[h], f"subset.{k}.{h}", path) for h in sorted(per, key=index_order)}
+        out["subset"] = item
+    return out
