@@ -54,21 +54,41 @@ def _guard(fn):
         _fail(f"error: {err}", 1)
 
 
+def _start_distributed() -> None:
+    """With OPTODSL_DISTRIBUTED=1, join the other processes (docs/distributed.md): JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID when set, else whatever the cluster (SLURM, TPU) tells JAX."""
+    import os
+
+    if os.environ.get("OPTODSL_DISTRIBUTED") != "1":
+        return
+    import jax
+
+    env = {k: os.environ.get(f"JAX_{k.upper()}") for k in ("coordinator_address", "num_processes", "process_id")}
+    try:
+        kwargs = {k: (v if k == "coordinator_address" else int(v)) for k, v in env.items() if v}
+    except ValueError as exc:
+        raise DataError("JAX_NUM_PROCESSES / JAX_PROCESS_ID", "not a whole number", found=str(exc)) from exc
+    jax.distributed.initialize(**kwargs)
+
+
 @app.command()
 def run(
-    spec: Path = typer.Argument(..., help="the .opto spec to train"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<spec name>)"),
+    specs: List[Path] = typer.Argument(..., metavar="SPEC...", help="the .opto specs to train (runs of several specs "
+                                                                   "that share shapes train as one program)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<spec name>); with several "
+                                                          "specs, the folder holding runs/<spec name>"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: only on a terminal)"),
     tensorboard: bool = typer.Option(False, "--tensorboard", help='also log metrics to RUN_DIR/tensorboard (pip install "optodsl[tensorboard]")'),
 ) -> None:
-    """Train a spec (every member of a sweep) and write its run directory; rerun to resume.
+    """Train specs (every member of a sweep) and write their run directories; rerun to resume.
 
     Example: opto run specs/examples/baseline.opto --set train.sequences=200k --out runs/short
     """
-    from .experiment import run_experiment
+    _guard(_start_distributed)
+    from .experiment import run_experiments
 
-    results = _guard(lambda: run_experiment(spec, out, _settings(set_), progress=progress, tensorboard=tensorboard))
+    results = _guard(lambda: run_experiments(specs, out, _settings(set_), progress=progress, tensorboard=tensorboard))
     for res in results:
         final = res.summary["final"]
         accs = "  ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in final.items() if k.endswith("/accuracy"))
@@ -327,7 +347,7 @@ def analyze(
         groups = _parse_groups(group)
         run_ = load_run(run_dir)
         for g in groups:
-            if g.layer > run_.config.model.layers or max(g.heads) >= run_.config.model.heads:
+            if not 1 <= g.layer <= run_.config.model.layers or max(g.heads) >= run_.config.model.heads:
                 bad = Span(path="--group", line=1, column=1, end_line=1, end_column=len(g.name) + 1, line_text=g.name)
                 raise SpecError(bad, f"no {g.name} in this model",
                                 hint=f"layers are L1..L{run_.config.model.layers}, heads H0..H{run_.config.model.heads - 1} "

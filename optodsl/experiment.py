@@ -98,7 +98,7 @@ def plan_for(member: Member) -> CompiledPlan:
 
 
 def run_dirs(exp: Experiment, out: Path | None) -> list[Path]:
-    """Where each member's run goes: `out` (default runs/<spec>), with one subfolder per sweep member."""
+    """Where each member's run goes: `out` (default runs/<spec name>), with one subfolder per sweep member."""
     root = out or Path("runs") / Path(exp.spec.path or "spec").stem
     if len(exp.members) == 1:
         return [root]
@@ -121,35 +121,53 @@ def _claim(run_dir: Path, exp: Experiment, member: Member) -> None:
 
 def run_experiment(spec: Path | str, out: Path | None = None, settings: dict[str, object] | None = None,
                    progress: bool | None = None, tensorboard: bool = False) -> list[RunResult]:
-    """Train every member of a spec into its run directory (resuming any that were interrupted).
+    """Train every member of one spec into its run directory (see `run_experiments`)."""
+    return run_experiments([spec], out, settings, progress=progress, tensorboard=tensorboard)
+
+
+def run_experiments(specs: list[Path | str], out: Path | None = None, settings: dict[str, object] | None = None,
+                    progress: bool | None = None, tensorboard: bool = False) -> list[RunResult]:
+    """Train every member of every spec into its run directory (resuming any that were interrupted).
 
     Members that share shapes and intervention structure (a sweep over heads, strengths,
-    schedules, seeds or learning rates) train together as one vmapped program; the rest in turn.
+    schedules, seeds or learning rates, or several specs that differ only in such values) train
+    together as one vmapped program; the rest in turn. With one spec the run goes to `out`
+    (default runs/<spec name>); with several, to `out/<spec name>` (default runs/<spec name>).
     With `tensorboard`, every metrics record is also logged to `<run dir>/tensorboard`.
+    Launched as several JAX processes (`jax.distributed`), each process trains its share of
+    the programs (see docs/distributed.md).
     """
-    exp = load_experiment(spec, settings)
-    dirs = run_dirs(exp, out)
-    plans = [plan_for(m) for m in exp.members]
-    for member, run_dir in zip(exp.members, dirs):
-        _claim(run_dir, exp, member)
+    members, plans, dirs = [], [], []
+    for spec in specs:
+        exp = load_experiment(spec, settings)
+        root = out if len(specs) == 1 else (out or Path("runs")) / Path(exp.spec.path or "spec").stem
+        spec_dirs = run_dirs(exp, root)
+        for member, run_dir in zip(exp.members, spec_dirs):
+            if run_dir in dirs:
+                raise DataError(run_dir, "two runs would share this run directory", expected="specs with different file names")
+            _claim(run_dir, exp, member)
+            members.append(member)
+            plans.append(plan_for(member))
+            dirs.append(run_dir)
     groups: dict[tuple, list[int]] = {}
-    for i, (member, plan) in enumerate(zip(exp.members, plans)):
+    for i, (member, plan) in enumerate(zip(members, plans)):
         leaves, structure = jax.tree.flatten(plan)
         key = (sweep_key(member.config).model_dump_json(), structure, tuple(jnp.shape(x) for x in leaves))
         groups.setdefault(key, []).append(i)
     results: dict[int, RunResult] = {}
-    for idx in groups.values():
+    for g, idx in enumerate(groups.values()):
+        if g % jax.process_count() != jax.process_index():
+            continue
         logger = None
         if tensorboard:
             from .train.tensorboard import TensorBoardLogger
 
             logger = TensorBoardLogger([dirs[i] / "tensorboard" for i in idx])
         try:
-            trained = train_sweep([exp.members[i].config for i in idx], [plans[i] for i in idx], [dirs[i] for i in idx],
+            trained = train_sweep([members[i].config for i in idx], [plans[i] for i in idx], [dirs[i] for i in idx],
                                   progress=progress, on_record=logger.log if logger else None)
         finally:
             if logger:
                 logger.close()
         results.update(zip(idx, trained))
-    return [results[i] for i in range(len(exp.members))]
-
+    return [results[i] for i in range(len(members)) if i in results]

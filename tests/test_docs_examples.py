@@ -175,7 +175,7 @@ def test_the_docs_show_command_lines():
     texts = {(line.where.split(":")[0], line.text) for line in LINES}
     assert len(LINES) >= 30, f"only {len(LINES)} command lines found"
     assert ("README.md", ".venv/bin/opto run specs/examples/baseline.opto") in texts
-    assert ("README.md", "opto run SPEC [--out DIR] [--set key=value]...") in texts
+    assert ("README.md", "opto analyze RUN_DIR [--only NAME]... [--group L1.H1,H2,H5]... [--sequences N]") in texts
     assert ("docs/getting-started.md", "$ opto check first.opto") in texts
     assert ("docs/performance.md", "time .venv/bin/opto run specs/examples/baseline.opto") in texts
 
@@ -189,7 +189,7 @@ def test_command_line_names_a_real_command_and_real_options(line: Line):
 @pytest.mark.parametrize("text", [
     "opto rn first.opto",
     "opto run first.opto --outt runs/x",
-    "opto run first.opto runs/x",
+    "opto explain first.opto runs/x",
     "opto run first.opto --out",
     "opto toy --steps many",
     "opto features omnigot --root data",

@@ -45,3 +45,64 @@ def test_different_plain_override_functions_cannot_share_a_program():
 
     with pytest.raises(ValueError, match="one shared overrides function"):
         build_program([ExperimentConfig()] * 2, [lambda m, b: None, lambda m, b: None])
+
+
+def _compiles_of(name: str, fn) -> tuple[object, int]:
+    """Run `fn` and count the XLA compilations JAX logs for jitted functions called `name`."""
+    import logging
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler, logger = Collect(level=logging.DEBUG), logging.getLogger("jax")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with jax.log_compiles():
+            out = fn()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    return out, sum(m.startswith(f"Compiling jit({name})") for m in seen)
+
+
+def test_several_specs_with_the_same_shapes_train_as_one_program_compiled_once_per_chunk_length(tmp_path):
+    from optodsl.experiment import run_experiments
+
+    specs = []
+    for h in (2, 6):
+        path = tmp_path / f"only{h}.opto"
+        path.write_text(f"ablate L2.* except H{h}\nclamp L1.H{h}.pattern = prev_token\n")
+        specs.append(path)
+    # 1920 sequences with an evaluation every 640: three chunks of one length -> one compilation
+    results, compiles = _compiles_of("run", lambda: run_experiments(specs, tmp_path / "both", dict(SETTINGS), progress=False))
+    assert [r.run_dir.name for r in results] == ["only2", "only6"]
+    assert all(r.summary["runs_in_program"] == 2 for r in results)
+    assert compiles == 1
+    # an evaluation every 768 sequences: chunks of 24, 24 and 12 steps -> two lengths, two compilations
+    _, compiles = _compiles_of("run", lambda: run_experiments(specs, tmp_path / "uneven", {**SETTINGS, "eval.every": 768},
+                                                              progress=False))
+    assert compiles == 2
+    (alone,) = run_experiment(specs[1], tmp_path / "alone", dict(SETTINGS), progress=False)
+    for a, b in zip(_metrics(tmp_path / "both" / "only6"), _metrics(tmp_path / "alone")):
+        for key, value in b.items():
+            if isinstance(value, float):
+                np.testing.assert_allclose(a[key], value, rtol=2e-4, atol=2e-5, err_msg=key)
+
+
+def test_specs_with_the_same_name_cannot_share_run_directories(tmp_path):
+    import pytest
+
+    from optodsl.errors import DataError
+    from optodsl.experiment import run_experiments
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        (tmp_path / d / "same.opto").write_text("ablate L2.H1\n")
+    with pytest.raises(DataError, match="share this run directory"):
+        run_experiments([tmp_path / "a" / "same.opto", tmp_path / "b" / "same.opto"], tmp_path / "out", dict(SETTINGS))

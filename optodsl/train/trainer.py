@@ -364,8 +364,9 @@ def train_sweep(
                 on_record(i, record)
 
     def save(at_state, at_step: int) -> None:
+        host = jax.device_get(at_state)  # one transfer, then per-member slices on the host
         for i, path in enumerate(paths):
-            member = jax.tree.map(lambda x: x[i], at_state)
+            member = jax.tree.map(lambda x: x[i], host)
             checkpoint.save(path, member, {"step": at_step, "sequences": at_step * batch, "seeds": configs[i].seed.model_dump()})
 
     if not metrics[0]:

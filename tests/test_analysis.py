@@ -1,0 +1,348 @@
+"""Checkpoint analyses (`optodsl.analysis`) against their definitions, computed again by hand.
+
+One small model is trained once for the module; `analyze` is run on it once, and each of its
+numbers is recomputed here with hand-built `Overrides` on the very same sequences (accuracies
+must agree exactly, losses to 1e-5). The paper's enumerated training set needs no model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from optodsl.analysis.evaluate import evaluation_set, training_sequences
+from optodsl.analysis.heads import composition_scores, analyze
+from optodsl.analysis.runs import load_run
+from optodsl.cli import app
+from optodsl.config import DataConfig, EvalConfig, ExperimentConfig, TrainConfig
+from optodsl.data.task import make_task
+from optodsl.errors import DataError
+from optodsl.experiment import load_experiment
+from optodsl.model import Overrides
+from optodsl.train.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 500  # evaluation sequences (sampled with seed 0, as `analyze(run, n=N)` samples them)
+CONFIG = ExperimentConfig(
+    data=DataConfig(total_classes=200),
+    train=TrainConfig(sequences=3200, lr=1e-3, checkpoint_every=3200),
+    eval=EvalConfig(every=3200, sequences=64),
+)
+
+
+# --------------------------------------------------------------------------- the enumerated set
+
+
+def test_the_paper_training_set_is_78400_distinct_valid_sequences():
+    config = load_experiment(ROOT / "specs/paper/common.opto").members[0].config
+    d = config.data
+    assert (d.classes, d.labels, d.heldout_label_fraction, d.pairs, d.train_exemplars) == (50, 5, 0.2, 2, 1)
+    task = make_task(d)
+    seqs = training_sequences(task)
+    assert seqs is not None and seqs.enumerated
+    train_sets = {tuple(map(int, s)) for s in np.asarray(task.train_label_sets)}
+    assert len(train_sets) == 8  # 10 unordered label pairs, 20% (2) held out
+    assert len(seqs) == 78_400 == math.perm(50, 2) * 2 * 2 * len(train_sets)
+
+    cls, ex, lab = (np.asarray(a) for a in (seqs.classes, seqs.exemplars, seqs.labels))
+    assert cls.shape == ex.shape == lab.shape == (78_400, 3)
+    # all distinct (exemplar ids are all 0, so classes and labels identify a sequence)
+    assert len(np.unique(np.concatenate([cls, lab], axis=1), axis=0)) == 78_400
+    # two distinct training classes, in any order
+    assert ((cls[:, :2] >= 0) & (cls[:, :2] < 50)).all()
+    assert (cls[:, 0] != cls[:, 1]).all()
+    # the query is one of them, and carries that class's label
+    first, second = cls[:, 2] == cls[:, 0], cls[:, 2] == cls[:, 1]
+    assert (first ^ second).all()
+    assert (lab[:, 2] == np.where(first, lab[:, 0], lab[:, 1])).all()
+    # the label pair is an ordering of a training label set; both orders occur
+    assert (lab[:, 0] != lab[:, 1]).all()
+    assert {tuple(sorted(p)) for p in map(tuple, lab[:, :2].tolist())} == train_sets
+    assert len({tuple(p) for p in lab[:, :2].tolist()}) == 16
+    assert (ex == 0).all()
+    # both query positions occur equally often
+    assert first.sum() == second.sum() == 39_200
+
+    # analyses with no `n` use exactly this set
+    _, every = evaluation_set(config)
+    assert every.enumerated and np.array_equal(every.classes, cls) and np.array_equal(every.labels, lab)
+
+
+def test_no_enumeration_with_several_training_exemplars():
+    task = make_task(DataConfig(total_classes=200, train_exemplars=2))
+    assert training_sequences(task) is None
+
+
+# --------------------------------------------------------------------------- a trained run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("analysis") / "run"
+    train(CONFIG, None, path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(run_dir):
+    return load_run(run_dir)
+
+
+@pytest.fixture(scope="module")
+def result(run):
+    return analyze(run, n=N)
+
+
+_forward = eqx.filter_jit(lambda model, batch, ov: model(batch, ov))
+
+
+class Hand:
+    """The same N sequences `analyze` sees, evaluated with hand-built overrides."""
+
+    def __init__(self, run):
+        self.model = run.model
+        self.heads = run.config.model.heads
+        task, seqs = evaluation_set(run.config, "train", N, 0)
+        assert len(seqs) == N and not seqs.enumerated
+        self.batch = task.gather(jnp.asarray(seqs.classes), jnp.asarray(seqs.exemplars), jnp.asarray(seqs.labels))
+        self.target = np.asarray(seqs.labels[:, -1])
+        logits, acts = _forward(self.model, self.batch, Overrides.empty())
+        self.plain_logits = logits
+        self.acts = acts
+
+    def heads_mask(self, heads) -> jax.Array:
+        """A (H, 1, 1) mask of the given heads, broadcasting against `L<l>.v` (B, H, T, Dh)."""
+        return jnp.asarray(np.isin(np.arange(self.heads), list(heads)))[:, None, None]
+
+    def zero_v(self, **layers) -> Overrides:
+        """Zero `L<l>.v` of the listed heads, e.g. zero_v(L1=[0, 3], L2=[5])."""
+        return Overrides({f"{k}.v": jnp.zeros(()) for k in layers},
+                         {f"{k}.v": self.heads_mask(h) for k, h in layers.items()})
+
+    def outcome(self, logits) -> tuple[np.ndarray, float]:
+        logits = np.asarray(logits, np.float64)
+        correct = logits.argmax(-1) == self.target
+        logp = logits - logits.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        return correct, float(-logp[np.arange(len(self.target)), self.target].mean())
+
+    def run(self, ov: Overrides) -> tuple[np.ndarray, float]:
+        return self.outcome(_forward(self.model, self.batch, ov)[0])
+
+    def others(self, h) -> list[int]:
+        return [g for g in range(self.heads) if g != h]
+
+
+@pytest.fixture(scope="module")
+def hand(run):
+    return Hand(run)
+
+
+def assert_same(entry: dict, outcome: tuple[np.ndarray, float], what: str):
+    correct, loss = outcome
+    assert entry["accuracy"] == round(float(correct.mean()), 6), what
+    assert abs(entry["loss"] - loss) < 1e-5, what
+
+
+def test_the_run_loads_with_its_settings_and_length(run, run_dir):
+    assert run.run_dir == run_dir
+    assert run.config == CONFIG
+    assert run.sequences == 3200
+    assert len(run.model.blocks) == 2 and run.model.blocks[0].wq.shape == (8, 64, 8)
+
+
+def test_load_run_refuses_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(DataError, match="not a run directory"):
+        load_run(tmp_path)
+
+
+def test_the_result_describes_its_evaluation(result, run):
+    assert result["eval"] == {"set": "train", "sequences": N, "enumerated": False}
+    assert result["sequences"] == 3200 and result["chance"] == 0.5
+    assert set(result) >= {"full", "heads", "groups", "paths", "composition", "subset"}
+    # the model must be trained enough that heads differ, or the comparisons below prove little
+    alone = [v["accuracy"] for v in result["heads"]["L2"]["only_one"].values()]
+    assert len(set(alone)) > 2
+
+
+def test_full_is_the_plain_model(result, hand):
+    plain_logits, _ = hand.model(hand.batch)  # the model called directly, no overrides, no jit
+    assert_same(result["full"], hand.outcome(plain_logits), "full")
+    assert np.allclose(np.asarray(plain_logits), np.asarray(hand.plain_logits), atol=1e-5)
+
+
+def test_each_head_ablated_and_each_head_alone(result, hand):
+    for layer in ("L1", "L2"):
+        for h in range(hand.heads):
+            assert_same(result["heads"][layer]["only_one"][f"H{h}"], hand.run(hand.zero_v(**{layer: hand.others(h)})),
+                        f"{layer}.H{h} only one")
+            assert_same(result["heads"][layer]["ablate_one"][f"H{h}"], hand.run(hand.zero_v(**{layer: [h]})),
+                        f"{layer}.H{h} ablate one")
+
+
+def test_groups_ablated_pattern_and_value_preserving(result, hand):
+    groups = result["groups"]
+    # default groups: layer 1's previous-token heads (attention to i-1 >= 0.5, else the top three), the rest, all
+    pattern = np.asarray(hand.acts["L1.pattern"])
+    scores = np.stack([pattern[:, :, i, i - 1] for i in range(1, pattern.shape[-1])], -1).mean((0, 2))
+    pt = [h for h in range(hand.heads) if scores[h] >= 0.5] or sorted(np.argsort(-scores)[:3].tolist())
+    expected = [pt] + ([[h for h in range(hand.heads) if h not in pt]] if len(pt) < hand.heads else []) + [list(range(hand.heads))]
+    assert [g["heads"] for g in groups] == expected
+    assert all(g["layer"] == 1 and g["name"] == "L1." + ",".join(f"H{h}" for h in g["heads"]) for g in groups)
+
+    recorded_pattern, recorded_v = hand.acts["L2.pattern"], hand.acts["L2.v"]  # pass 1: the plain model
+    everywhere = jnp.ones((), bool)
+    for g in groups:
+        zero = hand.heads_mask(g["heads"])
+        assert_same(g["ablated"], hand.run(hand.zero_v(L1=g["heads"])), f"{g['name']} ablated")
+        held_pattern = Overrides({"L1.v": jnp.zeros(()), "L2.pattern": recorded_pattern}, {"L1.v": zero, "L2.pattern": everywhere})
+        assert_same(g["pattern_preserving"], hand.run(held_pattern), f"{g['name']} pattern-preserving")
+        held_v = Overrides({"L1.v": jnp.zeros(()), "L2.v": recorded_v}, {"L1.v": zero, "L2.v": everywhere})
+        assert_same(g["value_preserving"], hand.run(held_v), f"{g['name']} value-preserving")
+    # holding L2's values undoes any layer-1 ablation's effect on the values layer 2 moves, so the
+    # three kinds differ for the group of every head (else the test could not tell them apart)
+    every = groups[-1]
+    assert len({every[k]["loss"] for k in ("ablated", "pattern_preserving", "value_preserving")}) == 3
+
+
+def test_the_path_map(result, hand):
+    acc = result["paths"]["accuracy"]
+    assert len(acc) == hand.heads and all(len(row) == hand.heads for row in acc)
+    for a, b in [(0, 0), (2, 5), (5, 2), (7, 3)]:
+        correct, _ = hand.run(hand.zero_v(L1=hand.others(a), L2=hand.others(b)))
+        assert acc[a][b] == round(float(correct.mean()), 6), (a, b)
+    assert len({v for row in acc for v in row}) > 1
+
+
+def _composition(model, writer=0, reader=1) -> dict[str, np.ndarray]:
+    w, r = model.blocks[writer], model.blocks[reader]
+    wv, wo = np.asarray(w.wv, np.float64), np.asarray(w.wo, np.float64)
+    gain = np.asarray(r.ln.weight, np.float64)
+    out = {}
+    for name, m in (("Q", r.wq), ("K", r.wk), ("V", r.wv)):
+        m = np.asarray(m, np.float64)
+        scores = np.zeros((wv.shape[0], m.shape[0]))
+        for a in range(wv.shape[0]):
+            A = wv[a] @ wo[a]  # (D, D): the writer head's output map
+            for b in range(m.shape[0]):
+                B = np.diag(gain) @ m[b]  # (D, Dh): the reader head's input map
+                scores[a, b] = np.linalg.norm(A @ B) / (np.linalg.norm(A) * np.linalg.norm(B))
+        out[name] = scores
+    return out
+
+
+def test_composition_scores_are_the_normalised_frobenius_norm(result, run):
+    expected = _composition(run.model)
+    assert set(result["composition"]) == {"Q", "K", "V"}
+    for name, scores in expected.items():
+        got = np.asarray(result["composition"][name])
+        assert got.shape == (8, 8)
+        np.testing.assert_allclose(got, scores, atol=1e-5, err_msg=name)  # rows writer heads, columns reader heads
+        assert (scores > 0).all() and (scores <= 1).all()
+
+
+def test_composition_is_zero_when_the_writer_and_reader_spaces_are_orthogonal(run):
+    model = run.model
+    half = model.blocks[0].wo.shape[-1] // 2
+    # layer 1 writes only the first half of the residual dimensions ...
+    model = eqx.tree_at(lambda m: m.blocks[0].wo, model, model.blocks[0].wo.at[:, :, half:].set(0.0))
+    # ... and layer 2 reads only the second half
+    reads_second = eqx.tree_at(lambda m: (m.blocks[1].wq, m.blocks[1].wk, m.blocks[1].wv), model,
+                               tuple(w.at[:, :half, :].set(0.0) for w in (model.blocks[1].wq, model.blocks[1].wk, model.blocks[1].wv)))
+    # ... or reads everything, but its LayerNorm gain removes the first half
+    gain_off = eqx.tree_at(lambda m: m.blocks[1].ln.weight, model, model.blocks[1].ln.weight.at[:half].set(0.0))
+    for case in (reads_second, gain_off):
+        scores = composition_scores(dataclasses.replace(run, model=case))
+        for name in ("Q", "K", "V"):
+            assert np.asarray(scores[name]).shape == (8, 8)
+            assert np.all(np.asarray(scores[name]) == 0.0), name
+    # while the writer alone restricted still composes with an unrestricted reader
+    assert np.all(np.asarray(composition_scores(dataclasses.replace(run, model=model))["V"]) > 0)
+
+
+def test_table2_subset(result, hand):
+    s = result["subset"]
+    alone = {h: hand.run(hand.zero_v(L2=hand.others(h)))[0] for h in range(hand.heads)}
+    accuracy = {h: float(c.mean()) for h, c in alone.items()}
+    ref = max(range(hand.heads), key=lambda h: accuracy[h])
+    assert s["reference"] == f"L2.H{ref}"
+    assert s["sequences"] == N
+    misses = ~alone[ref]
+    assert s["wrong"] == int(misses.sum()) > 0
+    assert s["accuracy_all"] == {f"H{h}": round(accuracy[h], 6) for h in range(hand.heads)}
+    assert s["accuracy_all"] == {h: v["accuracy"] for h, v in result["heads"]["L2"]["only_one"].items()}
+    assert s["accuracy_all"][f"H{ref}"] == max(s["accuracy_all"].values())
+    assert s["wrong"] == round((1 - s["accuracy_all"][f"H{ref}"]) * N)
+    assert s["accuracy_on_wrong"][f"H{ref}"] == 0.0
+    assert s["accuracy_on_wrong"] == {f"H{h}": round(float(alone[h][misses].mean()), 6) for h in range(hand.heads)}
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def _no_traceback(res):
+    assert "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+
+
+def test_cli_analyze_errors_exit_2_without_a_traceback(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    runner = CliRunner()
+    cases = [
+        (["--group", "L3.H1"], ["no L3.H1", "layers count from 1, heads from 0", "L1..L2", "H0..H7"]),
+        (["--group", "L1.H8"], ["no L1.H8", "layers count from 1, heads from 0"]),
+        (["--group", "L0.H1"], ["L0", "layers count from 1, heads from 0"]),
+        (["--only", "nonsense"], ["nonsense", "heads, groups, paths, composition, subset"]),
+        (["--sequences", "zero"], ["zero", "a positive number, or 'all'"]),
+        (["--sequences", "0"], ["cannot read --sequences '0'"]),
+    ]
+    for args, expected in cases:
+        res = runner.invoke(app, ["analyze", str(copy), *args])
+        assert res.exit_code == 2, (args, res.output)
+        for text in expected:
+            assert text in res.output, (args, text, res.output)
+        _no_traceback(res)
+        assert not (copy / "analysis.json").exists(), args
+
+    not_a_run = tmp_path / "not_a_run"
+    not_a_run.mkdir()
+    res = runner.invoke(app, ["analyze", str(not_a_run), "--sequences", "10"])
+    assert res.exit_code == 2
+    assert str(not_a_run) in res.output and "not a run directory" in res.output
+    _no_traceback(res)
+    assert not (not_a_run / "analysis.json").exists()
+
+
+def test_cli_analyze_json_then_report(run_dir, tmp_path, result):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    runner = CliRunner()
+    res = runner.invoke(app, ["analyze", str(copy), "--sequences", str(N), "--only", "heads", "--json"])
+    assert res.exit_code == 0, res.output
+    _no_traceback(res)
+    printed = json.loads(res.stdout)
+    assert json.loads((copy / "analysis.json").read_text()) == printed
+    assert set(printed) == {"run_dir", "spec", "sequences", "eval", "chance", "full", "heads"}
+    assert printed["run_dir"] == str(copy) and printed["eval"]["sequences"] == N
+    # the same sequences (seed 0) as the in-process analysis: the same numbers
+    assert printed["full"] == result["full"] and printed["heads"] == result["heads"]
+
+    out = tmp_path / "report"
+    res = runner.invoke(app, ["report", str(copy), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    _no_traceback(res)
+    text = (out / "report.md").read_text()
+    assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ablation.png" in text
+    assert "One head ablated, or only one on (Figure 4a)" in text  # the tables read from analysis.json
