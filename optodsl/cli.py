@@ -91,7 +91,7 @@ def run(
     results = _guard(lambda: run_experiments(specs, out, _settings(set_), progress=progress, tensorboard=tensorboard))
     for res in results:
         final = res.summary["final"]
-        accs = "  ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in final.items() if k.endswith("/accuracy"))
+        accs = "  ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in final.items() if k.endswith("/accuracy") and k.count("/") == 1)
         typer.echo(f"run directory: {res.run_dir}")
         typer.echo(f"figure: {res.run_dir / 'curves.png'}")
         typer.echo(f"final accuracy: {accs}  ({res.summary['sequences']:,} sequences, "
@@ -272,7 +272,8 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder to search for ru
             if summary.exists():
                 data = json.loads(summary.read_text())
                 status, seqs = data["status"], data["sequences"]
-                accs = "  ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in data["final"].items() if k.endswith("/accuracy"))
+                accs = "  ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in data["final"].items()
+                                 if k.endswith("/accuracy") and k.count("/") == 1)
             elif pointer.exists():
                 status, seqs = "interrupted (rerun to resume)", json.loads(pointer.read_text())["sequences"]
         except (ValueError, KeyError) as exc:

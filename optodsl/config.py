@@ -107,6 +107,9 @@ class EvalConfig(_Frozen):
     )
     measures: tuple[Literal["induction", "prev_token"], ...] = Field(
         (), description="progress measures per head at each evaluation: induction strength, previous-token attention")
+    perfected: tuple[str, ...] = Field(
+        (), description="interventions (lines of .opto) added at evaluation only: each evaluation set is also scored "
+                        "with them, as `<set>/perfected[<line>]/loss` and `/accuracy` (the progress measure of a clamp)")
 
 
 class SeedConfig(_Frozen):

@@ -39,7 +39,8 @@ class Group:
 
 
 def compile_text(text: str, config: ExperimentConfig) -> CompiledPlan:
-    """The single run of spec `text` resolved against `config`, compiled."""
+    """The single run of spec `text` resolved against `config` (without its evaluation-only probes), compiled."""
+    config = config.model_copy(update={"eval": config.eval.model_copy(update={"perfected": ()})})
     exp = load_experiment(text + "\n", base=config)
     return compile_member(exp.members[0])
 

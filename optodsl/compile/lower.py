@@ -137,9 +137,27 @@ def _held_logits(post, last, acts, records, ctx: Context) -> dict[str, jax.Array
     return reads
 
 
-def compile_member(member: Member, grafts: dict | None = None) -> CompiledPlan:
-    """A member's actions as a CompiledPlan; `grafts` maps each graft source to its trained model."""
+class Probed(eqx.Module):
+    """A plan that trains and evaluates as `plan`, plus evaluation-only variants (`eval.perfected`):
+    the trainer also scores each evaluation set under every probe."""
+
+    plan: CompiledPlan
+    probes: dict[str, CompiledPlan]
+    is_forward: bool = eqx.field(static=True, default=True)
+
+    def __call__(self, model, batch, ctx: Context):
+        return self.plan(model, batch, ctx)
+
+
+def compile_member(member: Member, grafts: dict | None = None) -> CompiledPlan | Probed:
+    """A member's actions as a CompiledPlan (a Probed one with `eval.perfected` lines); `grafts`
+    maps each graft source to its trained model."""
     missing = set(member.grafts) - set(grafts or {})
     if missing:
         raise DataError(sorted(missing)[0], "graft source not loaded", expected="load it with optodsl.experiment.load_graft")
-    return CompiledPlan(lower_actions(member.actions, member.config.model, member.config.data, grafts))
+    cfg = member.config
+    plan = CompiledPlan(lower_actions(member.actions, cfg.model, cfg.data, grafts))
+    if not member.probes:
+        return plan
+    return Probed(plan, {f"perfected[{text}]": CompiledPlan(lower_actions(member.actions + extra, cfg.model, cfg.data, grafts))
+                         for text, extra in member.probes})

@@ -82,6 +82,7 @@ class Member(BaseModel):
     config: ExperimentConfig
     actions: tuple[Action, ...] = ()
     grafts: tuple[str, ...] = ()  # run directories whose checkpoints the actions read
+    probes: tuple[tuple[str, tuple[Action, ...]], ...] = ()  # eval.perfected lines and their extra actions
 
     @property
     def passes(self) -> int:

@@ -156,9 +156,25 @@ def resolve_spec(spec: ast.Spec, base: ExperimentConfig, cli: dict[str, object] 
             if w not in warnings:
                 warnings.append(w)
         name = stem if len(bindings_list) == 1 else stem + "-" + "-".join(f"{k}{v}" for k, v in bindings.items())
-        grafts = tuple(sorted({str(a.param("run")) for a in actions if a.builder == "graft"}))
-        members.append(Member(name=name, bindings=tuple(bindings.items()), config=config, actions=tuple(actions), grafts=grafts))
+        probes = tuple((text, tuple(_probe(text, i, actions, r, config))) for i, text in enumerate(config.eval.perfected))
+        grafts = tuple(sorted({str(a.param("run")) for a in actions + [a for _, p in probes for a in p] if a.builder == "graft"}))
+        members.append(Member(name=name, bindings=tuple(bindings.items()), config=config, actions=tuple(actions),
+                              grafts=grafts, probes=probes))
     return members, warnings
+
+
+def _probe(text: str, index: int, actions: list[Action], r: Resolver, config: ExperimentConfig) -> list[Action]:
+    """The actions of one `eval.perfected` line; they join the run's own at evaluation, so they must not conflict."""
+    from ..syntax import parse
+
+    spec = parse(text, f"eval.perfected[{index}]")
+    for st in spec.statements:
+        if not isinstance(st, ast.Intervention):
+            raise SpecError(st.span, "eval.perfected holds interventions only",
+                            hint='for example set eval.perfected = ["clamp L1.H2.pattern = prev_token"]')
+    extra = lower(spec, r)
+    check_conflicts(actions + extra, config.data.seq_len)
+    return extra
 
 
 def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | None = None) -> ExperimentConfig:
