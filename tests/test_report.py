@@ -199,3 +199,21 @@ def test_phase_change_plateau_and_tick_labels_from_constructed_curves(tmp_path):
     (flat,) = load_runs([write_run(tmp_path / "b", NEVER, [math.log(2) + 0.04] + [2.0] * 4)])
     assert phase_change(flat) is None and plateau(flat) is None  # one evaluation is not a plateau
     assert [format_sequences(v) for v in (0, 500, 40_000, 1_000_000, 1_500_000)] == ["0", "500", "40k", "1M", "1.5M"]
+
+
+def test_perfected_losses_get_their_figure_and_do_not_count_as_evaluation_sets(tmp_path):
+    from optodsl.report import load_runs
+
+    run = write_run(tmp_path / "probed", CROSSING, CROSSING_LOSS)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    key = "train/perfected[clamp L1.H2.pattern = prev_token]"
+    records = [{**json.loads(line), f"{key}/loss": 0.5, f"{key}/accuracy": 0.8} for line in lines]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = write_report([run], tmp_path / "out")
+    assert png_size(tmp_path / "out" / "perfected.png")[0] > 300
+    assert "perfected.png" in report.read_text()
+    (loaded,) = load_runs([run])
+    assert loaded.sets() == list(SETS)
+    plain = write_run(tmp_path / "plain", CROSSING, CROSSING_LOSS)
+    write_report([plain], tmp_path / "out2")
+    assert not (tmp_path / "out2" / "perfected.png").exists()

@@ -288,11 +288,41 @@ def composition_figure(runs: list[Run]) -> Figure | None:
     return fig
 
 
+def perfected_figure(runs: list[Run]) -> Figure | None:
+    """Training loss beside the loss with each `eval.perfected` line added, per run (Appendix Figure 10):
+    a progress measure against the plain curve."""
+    probed = []
+    for run in runs:
+        names = sorted({k[len("train/"):-len("/loss")] for r in run.metrics for k in r
+                        if k.startswith("train/perfected[") and k.endswith("/loss")})
+        if names:
+            probed.append((run, names))
+    if not probed:
+        return None
+    fig = _figure(10, 4.2 * len(probed))
+    for i, (run, names) in enumerate(probed, start=1):
+        ax = fig.add_subplot(len(probed), 1, i)
+        xs, ys = run.series("train/loss")
+        ax.plot(xs, ys, color="black", lw=1.8, label="as trained")
+        for name, color in zip(names, run_colors(len(names))):
+            px, py = run.series(f"train/{name}/loss")
+            ax.plot(px, py, color=color, lw=1.4, label=name[len("perfected["):-1] + " added")
+        ax.axhline(LN2, color="grey", lw=1.0, alpha=0.8, label="chance (ln 2)")
+        ax.set_title(f"{run.label}: loss with a pattern perfected at each evaluation", fontsize=10)
+        ax.set_xlabel(X_LABEL)
+        ax.set_ylabel("loss on the training set (nats)")
+        ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
 FIGURES = {
     "loss.png": lambda runs: curves_figure(runs, "loss"),
     "accuracy.png": lambda runs: curves_figure(runs, "accuracy"),
     "induction.png": lambda runs: measure_figure(runs, "induction"),
     "prev_token.png": lambda runs: measure_figure(runs, "prev_token"),
+    "perfected.png": perfected_figure,
     "ablation.png": ablation_figure,
     "paths.png": paths_figure,
     "composition.png": composition_figure,

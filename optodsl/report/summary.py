@@ -21,6 +21,8 @@ FIGURE_CAPTIONS = {
     "induction.png": ("Induction strength", "Induction strength of every head on the training set over training (Figure 3b)."),
     "prev_token.png": ("Previous-token attention",
                        "Attention of every head to the previous token on the training set over training."),
+    "perfected.png": ("Progress measures of clamps", "Training loss, and the loss of the same checkpoints with each "
+                      "`eval.perfected` line added (Appendix Figure 10)."),
     "ablation.png": ("Ablating one head vs keeping only one", "Accuracy with each head ablated and with only that head on; "
                      "dashed: the full model and chance (Figure 4a)."),
     "paths.png": ("One path", "Accuracy with one layer-1 head and one layer-2 head kept on (Figure 11b)."),
