@@ -5,10 +5,13 @@ conflicts refused and no-effect clauses reported as warnings. Runs no JAX.
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 from pathlib import Path
 
-from pydantic import ValidationError
+from typing import Annotated
+
+from pydantic import TypeAdapter, ValidationError
 
 from ..config import ExperimentConfig, setting_keys, with_settings
 from ..errors import Span, SpecError, SpecWarning
@@ -44,8 +47,12 @@ def sweep_bindings(spec: ast.Spec) -> list[dict[str, object]]:
 
 
 def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> ExperimentConfig:
-    """Apply the spec's `set` statements in order, each validated at its own span."""
+    """Apply the spec's `set` statements together: each value is checked at its own span, and the
+    rules between settings (e.g. classes + test_classes <= total_classes) once all are set, so
+    their order does not matter; such an error points at the last `set` of that section."""
     keys = setting_keys()
+    values: dict[str, object] = {}
+    last_in_section: dict[str, ast.Set] = {}
     for st in spec.statements:
         if not isinstance(st, ast.Set):
             continue
@@ -56,11 +63,26 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
         if isinstance(value, list):
             value = tuple(value)
         try:
-            config = with_settings(config, {key: value})
+            values[key] = _field_adapter(key).validate_python(value)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise SpecError(st.value.span, f"invalid value for {key}: {_message(err)}") from None
-    return config
+            raise SpecError(st.value.span, f"invalid value for {key}: {_message(exc.errors()[0])}") from None
+        last_in_section[st.key[0]] = st
+    if not values:
+        return config
+    try:
+        return with_settings(config, values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        st = last_in_section.get(str(err["loc"][0]) if err["loc"] else "", list(last_in_section.values())[-1])
+        raise SpecError(st.value.span, f"invalid value for {'.'.join(st.key)}: {_message(err)}") from None
+
+
+@functools.cache
+def _field_adapter(key: str) -> TypeAdapter:
+    """A validator of one setting's own type and bounds (without the rules between settings)."""
+    section, name = key.split(".")
+    field = ExperimentConfig.model_fields[section].annotation.model_fields[name]
+    return TypeAdapter(Annotated[field.annotation, *field.metadata]) if field.metadata else TypeAdapter(field.annotation)
 
 
 def lower(spec: ast.Spec, r: Resolver) -> list[Action]:
