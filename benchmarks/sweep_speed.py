@@ -5,6 +5,7 @@ evaluation every 5,000 sequences on 1,000 per set, sharded over the local device
 core by default). Compilation is excluded.
 
     python benchmarks/sweep_speed.py --sizes 1 8 64
+    python benchmarks/sweep_speed.py --plot docs/sweep_throughput.png --from results.jsonl
 """
 
 from __future__ import annotations
@@ -36,9 +37,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--chunks", type=int, default=4, help="timed chunks of 5,000 sequences")
+    parser.add_argument("--plot", help="draw aggregate throughput against sweep size into this PNG")
+    parser.add_argument("--from", dest="source", help="with --plot: read results (JSON lines) instead of measuring")
     args = parser.parse_args()
-    for size in args.sizes:
-        print(json.dumps(measure(size, args.chunks)), flush=True)
+    if args.source:
+        with open(args.source) as f:
+            results = [json.loads(line) for line in f if line.strip()]
+    else:
+        results = []
+        for size in args.sizes:
+            results.append(measure(size, args.chunks))
+            print(json.dumps(results[-1]), flush=True)
+    if args.plot:
+        plot(results, args.plot)
+
+
+def plot(results: list[dict], path: str) -> None:
+    """Aggregate steps/s against runs per program, log x axis, with the ideal linear scaling from one run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = sorted(results, key=lambda r: r["runs"])
+    sizes = [r["runs"] for r in results]
+    rates = [r["aggregate_steps_per_s"] for r in results]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(sizes, rates, "o-", label="measured")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("runs in one program (sweep size)")
+    ax.set_ylabel("aggregate training steps/s (batch 32)")
+    ax.set_title("Sweep throughput, 2-core CPU, evaluation on")
+    for x, y in zip(sizes, rates):
+        ax.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":
