@@ -388,7 +388,8 @@ def report(
 
 
 features_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                            help="Make exemplar feature tables from images (the paper's Omniglot/ResNet18 features).")
+                            help="Make exemplar feature tables from images (the paper's Omniglot/ResNet18 features).\n\n"
+                                 "Example: opto features omniglot --root data/ --weights resnet18.pth --out omniglot.h5")
 app.add_typer(features_app, name="features")
 
 
