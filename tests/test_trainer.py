@@ -134,3 +134,15 @@ def test_opto_runs_lists_runs_with_status_and_final_accuracy(tmp_path):
     result = CliRunner().invoke(app, ["runs", str(tmp_path)])
     assert result.exit_code == 0 and "complete  640 sequences  " in result.output and "train " in result.output
     assert CliRunner().invoke(app, ["runs", str(tmp_path / "none")]).exit_code == 2
+
+
+def test_atomic_writes_give_files_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        checkpoint.atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644

@@ -22,6 +22,13 @@ from ..errors import DataError
 POINTER = "checkpoint.json"
 
 
+def _file_mode() -> int:
+    """The mode a plain `open` would give a new file (0o666 less the umask), not mkstemp's 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
     path = Path(path)
@@ -31,6 +38,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -52,6 +60,7 @@ def save(run_dir: Path, state: Any, meta: dict) -> Path:
             np.savez(f, *leaves)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, run_dir / name)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
