@@ -10,6 +10,7 @@ import math
 import struct
 import sys
 
+import numpy as np
 import pytest
 
 from optodsl.errors import DataError
@@ -109,3 +110,17 @@ def test_without_tensorboardx_the_error_says_what_to_install(tmp_path, monkeypat
         TensorBoardLogger([tmp_path / "tensorboard"])
     assert 'pip install "optodsl[tensorboard]"' in str(err.value)
     assert str(err.value).startswith(str(tmp_path / "tensorboard"))
+
+
+def test_opto_run_with_tensorboard_writes_events_beside_each_run(tmp_path):
+    from optodsl.experiment import run_experiment
+
+    spec = tmp_path / "s.opto"
+    spec.write_text("sweep h in [1, 2]\nablate L2.* except H$h\n")
+    settings = {"train.sequences": 640, "eval.every": 320, "eval.sequences": 64, "data.total_classes": 200}
+    results = run_experiment(spec, tmp_path / "out", settings, progress=False, tensorboard=True)
+    for res in results:
+        scalars = _scalars(res.run_dir / "tensorboard")
+        expected = [(m["sequences"], m["train/accuracy"]) for m in res.metrics]
+        assert [step for step, _ in scalars["train/accuracy"]] == [s for s, _ in expected] == [0, 320, 640]
+        np.testing.assert_allclose([v for _, v in scalars["train/accuracy"]], [v for _, v in expected], rtol=1e-6)
