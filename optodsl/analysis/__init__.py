@@ -1,1 +1,8 @@
-"""Stage 5: analyses that read runs or stand beside them (the toy model of Figure 5a)."""
+"""Stage 5: analyses that read trained runs (Figures 4a and 11, Tables 1 and 2) or stand beside them (the toy model).
+
+    from optodsl.analysis import analyze, load_run
+    result = analyze(load_run("runs/fig3_baseline"), what=("heads", "subset"), n=10_000)
+"""
+
+from .heads import ANALYSES as ANALYSES, Group as Group, analyze as analyze
+from .runs import TrainedRun as TrainedRun, load_run as load_run
