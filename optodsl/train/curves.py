@@ -16,7 +16,7 @@ def plot_curves(metrics: list[dict], path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = [k[: -len("/loss")] for k in (metrics[0] if metrics else {}) if k.endswith("/loss")]
+    sets = [k[: -len("/loss")] for k in (metrics[0] if metrics else {}) if k.endswith("/loss") and k.count("/") == 1]
     xs = [m["sequences"] for m in metrics]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for s in sets:
