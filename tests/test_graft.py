@@ -43,3 +43,14 @@ def test_graft_from_a_missing_run_names_the_directory(tmp_path):
     exp = load_experiment(f'graft L1.resid_out from "{tmp_path / "nowhere"}"\n', SETTINGS)
     with pytest.raises(DataError, match="nowhere.*not a run directory"):
         plan_for(exp.members[0])
+
+
+def test_graft_from_a_run_of_another_architecture_says_what_differs(tmp_path):
+    from optodsl.experiment import load_graft
+
+    other = ExperimentConfig(model=ExperimentConfig().model.model_copy(update={"layers": 1}))
+    (tmp_path / "donor").mkdir()
+    (tmp_path / "donor" / "config.json").write_text(other.model_dump_json())
+    with pytest.raises(DataError, match="different architecture") as info:
+        load_graft(str(tmp_path / "donor"), ExperimentConfig())
+    assert "'layers': 1" in str(info.value) and "'layers': 2" in str(info.value)
