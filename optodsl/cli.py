@@ -54,6 +54,14 @@ def _guard(fn):
         _fail(f"error: {err}", 1)
 
 
+def _accuracies(final: dict) -> str:
+    """`train 1.000  heldout_labels 0.990 ...`: each evaluation set's accuracy, in the paper's order."""
+    order = ("train", "heldout_labels", "heldout_exemplars", "test_classes")
+    found = {k[: -len("/accuracy")]: v for k, v in final.items() if k.endswith("/accuracy") and k.count("/") == 1}
+    names = [n for n in order if n in found] + sorted(set(found) - set(order))
+    return "  ".join(f"{n} {found[n]:.3f}" for n in names)
+
+
 def _start_distributed() -> None:
     """With OPTODSL_DISTRIBUTED=1, join the other processes (docs/distributed.md): JAX_COORDINATOR_ADDRESS,
     JAX_NUM_PROCESSES and JAX_PROCESS_ID when set, else whatever the cluster (SLURM, TPU) tells JAX."""
@@ -91,7 +99,7 @@ def run(
     results = _guard(lambda: run_experiments(specs, out, _settings(set_), progress=progress, tensorboard=tensorboard))
     for res in results:
         final = res.summary["final"]
-        accs = "  ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in final.items() if k.endswith("/accuracy") and k.count("/") == 1)
+        accs = _accuracies(final)
         typer.echo(f"run directory: {res.run_dir}")
         typer.echo(f"figure: {res.run_dir / 'curves.png'}")
         typer.echo(f"final accuracy: {accs}  ({res.summary['sequences']:,} sequences, "
@@ -272,8 +280,7 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder to search for ru
             if summary.exists():
                 data = json.loads(summary.read_text())
                 status, seqs = data["status"], data["sequences"]
-                accs = "  ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in data["final"].items()
-                                 if k.endswith("/accuracy") and k.count("/") == 1)
+                accs = _accuracies(data["final"])
             elif pointer.exists():
                 status, seqs = "interrupted (rerun to resume)", json.loads(pointer.read_text())["sequences"]
         except (ValueError, KeyError) as exc:
