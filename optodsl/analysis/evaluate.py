@@ -10,6 +10,7 @@ seeded sample.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -44,13 +45,11 @@ class Sequences:
 def training_sequences(task: Task) -> Sequences | None:
     """Every distinct training sequence, or None when there are too many (or more than one training exemplar)."""
     cfg = task.config
-    label_orders = [perm for s in np.asarray(task.train_label_sets) for perm in _perms(tuple(s))]
+    label_orders = [perm for s in np.asarray(task.train_label_sets) for perm in itertools.permutations(tuple(s))]
     n_orders = math.perm(cfg.classes, cfg.pairs)
     total = n_orders * cfg.pairs * len(label_orders)
     if cfg.train_exemplars != 1 or total > ENUMERATE_LIMIT:
         return None
-    import itertools
-
     orders = np.array(list(itertools.permutations(range(cfg.classes), cfg.pairs)), dtype=np.int32)
     lab = np.array(label_orders, dtype=np.int32)
     o, q, l = np.meshgrid(np.arange(len(orders)), np.arange(cfg.pairs), np.arange(len(lab)), indexing="ij")
@@ -60,12 +59,6 @@ def training_sequences(task: Task) -> Sequences | None:
     classes = np.concatenate([cls, cls[np.arange(len(o)), q][:, None]], axis=1)
     labels = np.concatenate([labels, labels[np.arange(len(o)), q][:, None]], axis=1)
     return Sequences("train (every sequence)", classes, np.zeros_like(classes), labels, True)
-
-
-def _perms(s: tuple) -> list[tuple]:
-    import itertools
-
-    return list(itertools.permutations(s))
 
 
 def sampled_sequences(task: Task, which: str, n: int, seed: int) -> Sequences:
