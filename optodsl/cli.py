@@ -29,6 +29,11 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _option_span(option: str, text: str) -> Span:
+    """Where a bad command-line value is: the whole value, shown under the option's name."""
+    return Span(path=option, line=1, column=1, end_line=1, end_column=len(text) + 1, line_text=text)
+
+
 def _settings(pairs: list[str]) -> dict[str, object]:
     from .experiment import coerce
 
@@ -36,7 +41,7 @@ def _settings(pairs: list[str]) -> dict[str, object]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            span = Span(path="--set", line=1, column=1, end_line=1, end_column=len(pair) + 1, line_text=pair)
+            span = _option_span("--set", pair)
             raise SpecError(span, f"expected key=value, got '{pair}'", hint="for example --set train.lr=1e-4")
         out[key.strip()] = coerce(value)
     return out
@@ -173,7 +178,7 @@ def _site_names(texts: list[str], config) -> list[tuple[str, str, int | None]]:
     table = site_table(config.model, config.data)
     out = []
     for text in texts:
-        span = Span(path="--site", line=1, column=1, end_line=1, end_column=len(text) + 1, line_text=text)
+        span = _option_span("--site", text)
         m = _SITE.match(text)
         if not m:
             raise SpecError(span, f"cannot read site '{text}'", hint="write e.g. L1.H2.pattern, L1.resid_out or logits")
@@ -317,7 +322,7 @@ def _parse_groups(texts: list[str]):
 
     groups = []
     for text in texts:
-        span = Span(path="--group", line=1, column=1, end_line=1, end_column=len(text) + 1, line_text=text)
+        span = _option_span("--group", text)
         m = re.fullmatch(r"L(\d+)\.(H\d+(?:,H\d+)*)", text.replace(" ", ""))
         if not m:
             raise SpecError(span, f"cannot read head group '{text}'", hint="write a layer and its heads, e.g. L1.H1,H2,H5")
@@ -345,18 +350,18 @@ def analyze(
     from .analysis.runs import load_run
 
     def body():
-        span = Span(path="--sequences", line=1, column=1, end_line=1, end_column=len(sequences) + 1, line_text=sequences)
+        span = _option_span("--sequences", sequences)
         if sequences != "all" and not (sequences.isdigit() and int(sequences) > 0):
             raise SpecError(span, f"cannot read --sequences '{sequences}'", hint="a positive number, or 'all'")
         for name in only:
             if name not in ANALYSES:
-                bad = Span(path="--only", line=1, column=1, end_line=1, end_column=len(name) + 1, line_text=name)
+                bad = _option_span("--only", name)
                 raise SpecError(bad, f"no analysis '{name}'", hint="choose from " + ", ".join(ANALYSES))
         groups = _parse_groups(group)
         run_ = load_run(run_dir)
         for g in groups:
             if not 1 <= g.layer <= run_.config.model.layers or max(g.heads) >= run_.config.model.heads:
-                bad = Span(path="--group", line=1, column=1, end_line=1, end_column=len(g.name) + 1, line_text=g.name)
+                bad = _option_span("--group", g.name)
                 raise SpecError(bad, f"no {g.name} in this model",
                                 hint=f"layers are L1..L{run_.config.model.layers}, heads H0..H{run_.config.model.heads - 1} "
                                      "(layers count from 1, heads from 0)")

@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -22,7 +21,7 @@ from .semantics.plan import Member
 from .semantics.spec import resolve_spec
 from .syntax import ast, format_spec, load_spec, load_text
 from .train import checkpoint
-from .train.trainer import RunResult, make_optimizer, sweep_key, train_sweep
+from .train.trainer import RunResult, load_trained, sweep_key, train_sweep
 
 DEFAULT = ExperimentConfig()
 """Settings a spec starts from: the paper's (lr 1e-5, 1,000,000 sequences, evaluation every 5,000
@@ -75,8 +74,6 @@ def load_experiment(source: str | Path, settings: dict[str, object] | None = Non
 
 def load_graft(run_dir: str, config: ExperimentConfig):
     """The trained model of another run (for `graft`), checked against this experiment's architecture."""
-    from .model.transformer import init_model
-
     path = Path(run_dir)
     cfg_path = path / "config.json"
     if not cfg_path.exists():
@@ -86,10 +83,7 @@ def load_graft(run_dir: str, config: ExperimentConfig):
     if other.model != config.model or other.data.labels != config.data.labels or other.data.feature_dim != config.data.feature_dim:
         raise DataError(cfg_path, "graft source has a different architecture",
                         expected=f"model {config.model.model_dump()}", found=f"model {other.model.model_dump()}")
-    template = init_model(other.model, other.data, jax.random.PRNGKey(0))
-    opt_state = make_optimizer(other).init(eqx.filter(template, eqx.is_array))
-    (model, _, _), _ = checkpoint.load(path, (template, opt_state, jnp.zeros((), jnp.int32)))
-    return model
+    return load_trained(path, other)[0]
 
 
 def plan_for(member: Member) -> CompiledPlan:

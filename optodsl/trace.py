@@ -14,8 +14,7 @@ from .experiment import plan_for
 from .model.overrides import Context
 from .model.transformer import init_model
 from .semantics.plan import Member
-from .train import checkpoint
-from .train.trainer import make_optimizer
+from .train.trainer import load_trained
 
 
 def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir: Path | None, seed: int) -> dict:
@@ -24,9 +23,7 @@ def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir
     model = init_model(config.model, config.data, jax.random.PRNGKey(config.seed.init))
     sequences = 0
     if run_dir is not None:
-        opt_state = make_optimizer(config).init(eqx.filter(model, eqx.is_array))
-        (model, _, step), meta = checkpoint.load(run_dir, (model, opt_state, jnp.zeros((), jnp.int32)))
-        sequences = int(meta.get("sequences", int(step) * config.train.batch))
+        model, sequences = load_trained(run_dir, config)
     task = make_task(config.data)
     batch = task.sample(jax.random.PRNGKey(seed), "train", 1)
     plan = plan_for(member)

@@ -35,3 +35,17 @@ def test_two_processes_each_train_one_of_two_programs(tmp_path):
     for name in ("a", "b"):
         summary = json.loads((tmp_path / "out" / name / "summary.json").read_text())
         assert summary["status"] == "complete" and summary["sequences"] == 640
+
+
+def test_a_malformed_process_count_is_an_input_error_not_a_traceback(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from optodsl.cli import app
+
+    (tmp_path / "a.opto").write_text("ablate L2.H1\n")
+    monkeypatch.setenv("OPTODSL_DISTRIBUTED", "1")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "a.opto"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "JAX_NUM_PROCESSES" in result.output and "not a whole number" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()

@@ -6,16 +6,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 from pydantic import ValidationError
 
 from ..config import ExperimentConfig
 from ..errors import DataError
-from ..model.transformer import Transformer, init_model
+from ..model.transformer import Transformer
 from ..train import checkpoint
-from ..train.trainer import make_optimizer
+from ..train.trainer import load_trained
 
 
 @dataclass
@@ -42,9 +39,7 @@ def load_run(run_dir: str | Path, step: int | None = None) -> TrainedRun:
         raise DataError(cfg_path, "unreadable run settings", expected="the config.json `opto run` writes", found=str(exc).splitlines()[0]) from exc
     if checkpoint.read_meta(path) is None:
         raise DataError(path, "the run has no checkpoint yet", expected="checkpoint.json and ckpt-*.npz (train it with `opto run`)")
-    template = init_model(config.model, config.data, jax.random.PRNGKey(0))
-    opt_state = make_optimizer(config).init(eqx.filter(template, eqx.is_array))
-    (model, _, at_step), meta = checkpoint.load(path, (template, opt_state, jnp.zeros((), jnp.int32)), step=step)
+    model, sequences = load_trained(path, config, step)
     spec = None
     info = path / "spec.json"
     if info.exists():
@@ -52,4 +47,4 @@ def load_run(run_dir: str | Path, step: int | None = None) -> TrainedRun:
             spec = json.loads(info.read_text()).get("path")
         except ValueError:
             spec = None
-    return TrainedRun(path, config, model, int(meta.get("sequences", int(at_step) * config.train.batch)), spec)
+    return TrainedRun(path, config, model, sequences, spec)

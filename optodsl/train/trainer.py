@@ -233,6 +233,15 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
     return program
 
 
+def load_trained(run_dir: str | Path, config: ExperimentConfig, step: int | None = None) -> tuple[Transformer, int]:
+    """The model a run directory checkpointed (its latest, or the kept one at `step`) and the
+    training sequences it had seen; `config` is the run's resolved settings."""
+    template = init_model(config.model, config.data, jax.random.PRNGKey(0))
+    opt_state = make_optimizer(config).init(eqx.filter(template, eqx.is_array))
+    (model, _, at_step), meta = checkpoint.load(Path(run_dir), (template, opt_state, jnp.zeros((), jnp.int32)), step=step)
+    return model, int(meta.get("sequences", int(at_step) * config.train.batch))
+
+
 @dataclass
 class RunResult:
     """What `train` returns: the final model, every metrics record and where they were written."""
