@@ -15,7 +15,9 @@ from typing import List, Optional
 
 import typer
 
-from .errors import DataError, OptoError, Span, SpecError, TrainingError, render
+from . import rundir
+from .errors import DataError, Interrupted, OptoError, Span, SpecError, TrainingError, render
+from .train.signals import EXIT_CODES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="optodsl: clamp and ablate transformer activations throughout training.\n\n"
@@ -101,14 +103,36 @@ def run(
     _guard(_start_distributed)
     from .experiment import run_experiments
 
-    results = _guard(lambda: run_experiments(specs, out, _settings(set_), progress=progress, tensorboard=tensorboard))
-    for res in results:
+    def body():
+        try:
+            return run_experiments(specs, out, _settings(set_), progress=progress, tensorboard=tensorboard)
+        except Interrupted as stop:
+            _interrupted(stop.sequences, EXIT_CODES.get(stop.signum, 130))
+        except KeyboardInterrupt:
+            _interrupted({}, 130)
+
+    for res in _guard(body):
         final = res.summary["final"]
         accs = _accuracies(final)
         typer.echo(f"run directory: {res.run_dir}")
         typer.echo(f"figure: {res.run_dir / 'curves.png'}")
-        typer.echo(f"final accuracy: {accs}  ({res.summary['sequences']:,} sequences, "
-                   f"{res.summary['wall_seconds']:.0f} s, {res.summary['steps_per_second'] or 0:,.0f} steps/s)")
+        if res.summary.get("already_complete"):
+            typer.echo(f"already complete at {res.summary['sequences']:,} sequences: nothing to train "
+                       f"(to continue it, raise train.sequences, e.g. --set train.sequences=...)")
+            typer.echo(f"final accuracy: {accs}")
+        else:
+            typer.echo(f"final accuracy: {accs}  ({res.summary['sequences']:,} sequences, "
+                       f"{res.summary['wall_seconds']:.0f} s, {res.summary['steps_per_second'] or 0:,.0f} steps/s)")
+
+
+def _interrupted(sequences: dict[str, int], code: int) -> None:
+    """Say where an interrupted `opto run` stopped and how to resume it, then exit non-zero."""
+    import shlex
+
+    where = "".join(f"\n  {path}: checkpoint at {seqs:,} sequences" for path, seqs in sequences.items())
+    again = "opto " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "the same opto run command"
+    _fail(f"interrupted: the run stopped and is marked `interrupted`{where or ' at its last checkpoint'}\n"
+          f"to resume, run the same command again: {again}", code)
 
 
 @app.command()
@@ -278,16 +302,13 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder to search for ru
         _fail(f"{root}: no run directories (folders with config.json) found", 2)
     for run_dir in found:
         spec, status, seqs, accs = "-", "not started", 0, ""
-        info, summary, pointer = run_dir / "spec.json", run_dir / "summary.json", run_dir / "checkpoint.json"
+        info, summary = run_dir / "spec.json", run_dir / "summary.json"
         try:
             if info.exists():
                 spec = json.loads(info.read_text()).get("path") or "-"
-            if summary.exists():
-                data = json.loads(summary.read_text())
-                status, seqs = data["status"], data["sequences"]
-                accs = _accuracies(data["final"])
-            elif pointer.exists():
-                status, seqs = "interrupted (rerun to resume)", json.loads(pointer.read_text())["sequences"]
+            data = json.loads(summary.read_text()) if summary.exists() else None
+            status, seqs = rundir.status(run_dir, data)
+            accs = _accuracies(data["final"]) if data else ""
         except (ValueError, KeyError) as exc:
             status = f"unreadable: {exc}"
         typer.echo(f"{run_dir}  [{spec}]  {status}  {seqs:,} sequences  {accs}")

@@ -75,6 +75,14 @@ class TrainingError(OptoError):
     """Training stopped for a reason the user must see (a non-finite loss, say)."""
 
 
+class Interrupted(OptoError):
+    """Training stopped on a signal after checkpointing; rerunning the same command resumes it."""
+
+    def __init__(self, signum: int, sequences: dict[str, int]):
+        self.signum, self.sequences = signum, sequences
+        super().__init__(f"interrupted by signal {signum}")
+
+
 def render(error: SpecError | SpecWarning, kind: str = "error") -> str:
     """Render a spec error or warning as `path:line:col: kind: message`, the line, a caret, a hint."""
     span = error.span

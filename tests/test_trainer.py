@@ -87,10 +87,14 @@ def test_a_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_ch
     assert all(np.isfinite(r["train/loss"]) for r in _metrics(tmp_path / "run"))
 
 
-def test_a_run_directory_of_another_experiment_is_refused(tmp_path):
+def test_a_run_directory_of_another_experiment_is_refused_naming_what_differs(tmp_path):
     train(SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 640})}), None, tmp_path / "run", progress=False)
-    with pytest.raises(DataError, match="different experiment"):
-        train(SMALL, None, tmp_path / "run", progress=False)
+    other = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 640, "lr": 1e-4}),
+                                     "seed": SMALL.seed.model_copy(update={"init": 7})})
+    with pytest.raises(DataError, match=r"different experiment") as err:
+        train(other, None, tmp_path / "run", progress=False)
+    assert "seed.init: 5 in the run, 7 now" in str(err.value) and "train.lr: 0.001 in the run, 0.0001 now" in str(err.value)
+    assert "train.sequences" not in str(err.value).split("found")[-1]
 
 
 def test_broken_checkpoints_name_the_file_and_the_problem(tmp_path):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .. import rundir
 from ..errors import DataError
 
 SETS = ("train", "heldout_labels", "heldout_exemplars", "test_classes")
@@ -190,12 +191,7 @@ def load_run(path: Path) -> Run:
     spec = info.get("path") if isinstance(info.get("path"), str) else None
     member = info.get("member") if isinstance(info.get("member"), str) else None
     bindings = info.get("bindings") if isinstance(info.get("bindings"), dict) else {}
-    if summary is not None and isinstance(summary.get("status"), str):
-        status = summary["status"]
-    elif metrics or (path / "checkpoint.json").is_file():
-        status = "running or interrupted"
-    else:
-        status = "not started"
+    status = rundir.status(path, summary)[0]
     return Run(path, run_label(path, spec, member), spec, member, bindings, config, metrics, summary, analysis, status)
 
 

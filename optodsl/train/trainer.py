@@ -24,12 +24,14 @@ import optax
 
 from ..config import ExperimentConfig, SeedConfig
 from ..data.task import Task, make_task
-from ..errors import DataError, TrainingError
+from ..errors import DataError, Interrupted, TrainingError
 from ..measures import measures_fn
 from ..model.overrides import Context, Forward, as_forward
 from ..model.transformer import Transformer, init_model
 from . import checkpoint
 from .curves import plot_curves
+from .progress import Progress
+from .signals import StopRequests
 
 Measures = Callable[[dict[str, jax.Array], dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
 """`(activations, batch, query logits) -> {name: scalar}`, evaluated on each evaluation set."""
@@ -263,30 +265,6 @@ def _records(metrics: dict[str, jax.Array], step: int, batch: int, members: int)
     return out
 
 
-class _Progress:
-    """A rich progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, total: int, enabled: bool | None, label: str = "sequences"):
-        enabled = sys.stdout.isatty() if enabled is None else enabled
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
-            self.task = self.bar.add_task("train", total=total, info="")
-            self.bar.start()
-
-    def update(self, seqs: int, record: dict, rate: float) -> None:
-        if self.bar is not None:
-            info = f"loss {record.get('train/loss', float('nan')):.4f}  acc {record.get('train/accuracy', float('nan')):.3f}  {rate:,.0f} seq/s"
-            self.bar.update(self.task, completed=seqs, info=info)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def _read_metrics(path: Path, upto_step: int) -> list[dict]:
     records = []
     if path.exists():
@@ -300,13 +278,52 @@ def _read_metrics(path: Path, upto_step: int) -> list[dict]:
     return records
 
 
+def _differences(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
+    """The dotted settings whose values differ between two config dicts: {name: (old, new)}."""
+    out: dict[str, tuple] = {}
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = (a, b)
+    return out
+
+
+GROWABLE = "train.sequences"
+"""The one setting a finished or interrupted run may change: it continues to the new length."""
+
+
 def _prepare_dir(run_path: Path, config: ExperimentConfig) -> None:
+    """Create or reopen a run directory; refuse settings that differ from the run's, naming them.
+
+    Only `train.sequences` may change, and only to at least what the run has checkpointed
+    (a schedule whose shape depends on the length, cosine, may not change at all)."""
     run_path.mkdir(parents=True, exist_ok=True)
     config_json = config.model_dump_json(indent=2)
     existing = run_path / "config.json"
-    if existing.exists() and json.loads(existing.read_text()) != json.loads(config_json):
-        raise DataError(existing, "this run directory holds a different experiment",
-                        expected="the same resolved configuration to resume, or a new --out directory")
+    if existing.exists():
+        try:
+            old = json.loads(existing.read_text())
+        except ValueError as exc:
+            raise DataError(existing, "unreadable run settings", expected="the config.json `opto run` writes",
+                            found=str(exc)) from exc
+        diffs = _differences(old, json.loads(config_json))
+        others = {k: v for k, v in diffs.items() if k != GROWABLE}
+        if others:
+            shown = "; ".join(f"{k}: {json.dumps(a)} in the run, {json.dumps(b)} now" for k, (a, b) in others.items())
+            raise DataError(existing, "this run directory holds a different experiment",
+                            expected=f"the same settings to resume (only {GROWABLE} may change, to continue the run), "
+                                     "or a new --out directory", found=shown)
+        if diffs:
+            meta = checkpoint.read_meta(run_path)
+            done = int(meta.get("sequences", meta["step"] * config.train.batch)) if meta else 0
+            if config.train.sequences < done:
+                raise DataError(existing, f"this run has already trained {done:,} sequences",
+                                expected=f"{GROWABLE} of at least {done:,} to continue it", found=f"{config.train.sequences:,}")
+            if config.train.schedule == "cosine":
+                raise DataError(existing, f"a cosine schedule's shape depends on {GROWABLE}, so this run cannot be continued",
+                                expected=f"the run's own {GROWABLE} ({old['train']['sequences']:,}), or a new --out directory")
     checkpoint.atomic_write_text(existing, config_json)
 
 
@@ -349,20 +366,25 @@ def train_sweep(
     paths = [Path(d) for d in run_dirs] if run_dirs is not None else None
     metrics: list[list[dict]] = [[] for _ in range(n)]
     saved_step = None
+    step = 0
     if paths is not None:
         for path, cfg in zip(paths, configs):
             _prepare_dir(path, cfg)
         metas = [checkpoint.read_meta(p) for p in paths]
-        if any(m is not None for m in metas):
-            step = min(m["step"] if m is not None else 0 for m in metas)
-            if step > 0:
-                template = jax.tree.map(lambda x: x[0], state)
-                loaded = [checkpoint.load(p, template, step=step)[0] for p in paths]
-                state = program.place(jax.tree.map(lambda *xs: jnp.stack(xs), *loaded))
-                saved_step = step
-            for i, path in enumerate(paths):
-                metrics[i] = _read_metrics(path / "metrics.jsonl", step) if step > 0 else []
-                checkpoint.atomic_write_text(path / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics[i]))
+        step = min(m["step"] if m is not None else 0 for m in metas)
+        if step > 0:
+            template = jax.tree.map(lambda x: x[0], state)
+            loaded = [checkpoint.load(p, template, step=step)[0] for p in paths]
+            state = program.place(jax.tree.map(lambda *xs: jnp.stack(xs), *loaded))
+            saved_step = step
+        for i, path in enumerate(paths):
+            # rows written after the checkpoint resumed from would be written again: drop them
+            metrics[i] = _read_metrics(path / "metrics.jsonl", step) if step > 0 else []
+            checkpoint.atomic_write_text(path / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics[i]))
+    if paths is not None and step >= total_steps and all(_complete(p) for p in paths):
+        return [_finished(path, metrics[i], jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, state[0]))
+                for i, path in enumerate(paths)]
+    if paths is not None:
         for path in paths:
             (path / "summary.json").unlink(missing_ok=True)
 
@@ -381,51 +403,70 @@ def train_sweep(
             member = jax.tree.map(lambda x: x[i], host)
             checkpoint.save(path, member, {"step": at_step, "sequences": at_step * batch, "seeds": configs[i].seed.model_dump()})
 
-    if not metrics[0]:
-        first = program.evaluate_all()(state, program.forward_arrays, program.task, program.eval_batches)
-        emit([{**r, "train_loss": None, "train_accuracy": None} for r in _records(first, 0, batch, n)])
-    step = int(jax.device_get(state[2])[0])
-    last_ckpt_seq = step * batch
-    bar = _Progress(total_steps * batch, progress, "sequences" if n == 1 else f"sequences ({n} runs)")
+    stops = StopRequests()
+    # until the loop reaches the end, whatever stops the run (a signal, a kill, an error) leaves it unfinished
+    status = "interrupted"
+    bar = None
     t0, steps0, chunks = time.perf_counter(), step, 0
-    status = "complete"
-    keys = program.data_keys()
     try:
-        while step < total_steps:
-            k = min(program.steps_per_eval, total_steps - step)
-            new_state, out = program.chunk(k)(state, program.forward_arrays, keys, program.task, program.eval_batches)
-            records = _records(out, step + k, batch, n)
-            bad = [i for i, r in enumerate(records) if not r.pop("finite") or not math.isfinite(r["train_loss"])]
-            if bad:
-                status = "failed: non-finite loss"
-                if paths is not None and saved_step != step:
+        with stops:
+            if not metrics[0]:
+                first = program.evaluate_all()(state, program.forward_arrays, program.task, program.eval_batches)
+                emit([{**r, "train_loss": None, "train_accuracy": None} for r in _records(first, 0, batch, n)])
+            last_ckpt_seq = step * batch
+            mode = {True: "bar", False: "off", None: None}[progress]
+            bar = Progress(total_steps * batch, mode, "sequences" if n == 1 else f"sequences ({n} runs)", start=step * batch)
+            t0 = time.perf_counter()
+            keys = program.data_keys()
+            while step < total_steps:
+                k = min(program.steps_per_eval, total_steps - step)
+                new_state, out = program.chunk(k)(state, program.forward_arrays, keys, program.task, program.eval_batches)
+                records = _records(out, step + k, batch, n)
+                bad = [i for i, r in enumerate(records) if not r.pop("finite") or not math.isfinite(r["train_loss"])]
+                if bad:
+                    status = "failed: non-finite loss"
+                    if paths is not None and saved_step != step:
+                        save(state, step)
+                        saved_step = step
+                    names = ", ".join(str(paths[i]) if paths else f"run {i}" for i in bad)
+                    where = f"; the last good checkpoint (sequences {step * batch}) is in {names}" if paths else ""
+                    raise TrainingError(
+                        f"the training loss became NaN or inf between sequences {step * batch} and {(step + k) * batch}{where}. "
+                        f"Try a lower train.lr (now {configs[bad[0]].train.lr:g}) or check the interventions' values.")
+                state, step = new_state, step + k
+                emit(records)
+                chunks += 1
+                bar.update(step * batch, records[0])
+                stopping = stops.received is not None
+                due = step * batch - last_ckpt_seq >= config.train.checkpoint_every or step >= total_steps or stopping
+                if paths is not None and due:
                     save(state, step)
-                names = ", ".join(str(paths[i]) if paths else f"run {i}" for i in bad)
-                where = f"; the last good checkpoint (sequences {step * batch}) is in {names}" if paths else ""
-                raise TrainingError(
-                    f"the training loss became NaN or inf between sequences {step * batch} and {(step + k) * batch}{where}. "
-                    f"Try a lower train.lr (now {configs[bad[0]].train.lr:g}) or check the interventions' values.")
-            state, step = new_state, step + k
-            emit(records)
-            chunks += 1
-            bar.update(step * batch, records[0], (step - steps0) * batch * n / max(time.perf_counter() - t0, 1e-9))
-            if paths is not None and (step * batch - last_ckpt_seq >= config.train.checkpoint_every or step >= total_steps):
-                save(state, step)
-                saved_step, last_ckpt_seq = step, step * batch
-                for i, path in enumerate(paths):
-                    plot_curves(metrics[i], path / "curves.png", title=path.name)
-            if stop_after_chunks is not None and chunks >= stop_after_chunks and step < total_steps:
-                status = "stopped"
-                break
+                    saved_step, last_ckpt_seq = step, step * batch
+                    for i, path in enumerate(paths):
+                        plot_curves(metrics[i], path / "curves.png", title=path.name)
+                if stopping:
+                    break
+                if stop_after_chunks is not None and chunks >= stop_after_chunks and step < total_steps:
+                    status = "stopped"
+                    break
+            if step >= total_steps:
+                status = "complete"
+    except Exception as exc:
+        if status == "interrupted":
+            status = f"failed: {type(exc).__name__}"
+        raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         elapsed = time.perf_counter() - t0
         results = []
         for i in range(n):
+            # what is safely on disk: the checkpoint a rerun resumes from
+            done = step if paths is None else (saved_step or 0)
             summary = {
                 "status": status,
-                "sequences": step * batch,
-                "step": step,
+                "sequences": done * batch,
+                "step": done,
                 "runs_in_program": n,
                 "wall_seconds": round(elapsed, 3),
                 "steps_per_second": round((step - steps0) / elapsed, 1) if elapsed > 0 and step > steps0 else None,
@@ -437,4 +478,20 @@ def train_sweep(
                     plot_curves(metrics[i], paths[i] / "curves.png", title=paths[i].name)
             model = jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, state[0])
             results.append(RunResult(model, metrics[i], paths[i] if paths else None, summary))
+    if status == "interrupted" and stops.received is not None:
+        raise Interrupted(stops.received, {str(r.run_dir): r.summary["sequences"] for r in results})
     return results
+
+
+def _complete(path: Path) -> bool:
+    """Whether a run directory's summary says the run trained to its end."""
+    try:
+        return json.loads((path / "summary.json").read_text()).get("status") == "complete"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _finished(path: Path, records: list[dict], model) -> RunResult:
+    """A run that had already trained to its length: its summary as written, marked so for the caller."""
+    summary = json.loads((path / "summary.json").read_text())
+    return RunResult(model, records, path, {**summary, "already_complete": True})
