@@ -170,6 +170,11 @@ def explain(
 _SITE = re.compile(r"^(?:L(\d+)\.)?(?:H(\d+)\.)?([a-z_]+)$")
 
 
+def _site_text(layer: str | None, head: str | None, name: str) -> str:
+    """A site as written on the command line: `L1.H2.pattern`, `L1.resid_out` or `embed`."""
+    return ".".join(part for part in (layer and f"L{layer}", head and f"H{head}", name) if part)
+
+
 def _site_names(texts: list[str], config) -> list[tuple[str, str, int | None]]:
     """Parse `--site` names (`L1.H2.pattern`, `L1.pattern`, `embed`) to (label, key, head)."""
     from .semantics.resolve import NUMBERING, close
@@ -183,10 +188,19 @@ def _site_names(texts: list[str], config) -> list[tuple[str, str, int | None]]:
         if not m:
             raise SpecError(span, f"cannot read site '{text}'", hint="write e.g. L1.H2.pattern, L1.resid_out or logits")
         layer, head, name = m.groups()
+        if layer is not None and not 1 <= int(layer) <= config.model.layers:
+            raise SpecError(span, f"no layer L{layer} in this model",
+                            hint=f"valid layers are L1..L{config.model.layers}; {NUMBERING}")
         key = f"L{layer}.{name}" if layer else name
         if key not in table:
-            raise SpecError(span, f"no site '{text}' in this model",
-                            hint=close(key, table, "sites") + f"; {NUMBERING}")
+            names = {k.split(".")[-1]: info.per_head for k, info in table.items() if ("." in k) == (layer is not None)}
+            near = close(name, names, "site names")
+            if near.startswith("did you mean"):
+                spelled = near.split("'")[1]
+                near = f"did you mean '{_site_text(layer, head if names[spelled] else None, spelled)}'?"
+            else:
+                near += " (opto sites lists every site with its shape)"
+            raise SpecError(span, f"no site '{text}' in this model", hint=near)
         if head is not None:
             if not table[key].per_head:
                 raise SpecError(span, f"'{name}' is a layer site, not a head site", hint=f"write L{layer}.{name}")
@@ -257,11 +271,13 @@ def fmt(spec: Path = typer.Argument(..., help="the spec to format")) -> None:
 
     Example: opto fmt specs/examples/tour.opto
     """
+    from .experiment import load_experiment
     from .syntax import format_spec, parse
 
     def body():
         if not spec.exists():
             raise DataError(spec, "spec file not found")
+        load_experiment(spec)  # a spec `opto check` refuses is not printed as if it were fine
         return format_spec(parse(spec.read_text(), str(spec)))
 
     typer.echo(_guard(body), nl=False)

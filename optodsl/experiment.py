@@ -69,7 +69,24 @@ def load_experiment(source: str | Path, settings: dict[str, object] | None = Non
         spec = load_text(source)
     canonical = format_spec(spec)
     members, warnings = resolve_spec(spec, base, settings or {})
-    return Experiment(spec, canonical, hashlib.sha256(canonical.encode()).hexdigest(), members, warnings)
+    return Experiment(spec, canonical, hashlib.sha256(canonical.encode()).hexdigest(), members,
+                      warnings + graft_warnings(members))
+
+
+def graft_warnings(members: list[Member]) -> list[SpecWarning]:
+    """A warning at each `graft` whose source run directory holds no run (yet): `opto run` would refuse it."""
+    seen, out = set(), []
+    for member in members:
+        for action in [*member.actions, *(a for _, probe in member.probes for a in probe)]:
+            run = action.param("run")
+            if action.builder != "graft" or (run, action.span) in seen or (Path(run) / "config.json").exists():
+                continue
+            seen.add((run, action.span))
+            out.append(SpecWarning(span=action.span, message=f"graft source run '{run}' does not exist "
+                                                           f"(no {Path(run) / 'config.json'})",
+                                   hint="train it first with opto run, or fix the path (it is relative to the "
+                                        "folder opto run is started in)"))
+    return out
 
 
 def load_graft(run_dir: str, config: ExperimentConfig):
