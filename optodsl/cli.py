@@ -47,6 +47,11 @@ def _settings(pairs: list[str]) -> dict[str, object]:
     return out
 
 
+def _os_message(err: OSError) -> str:
+    """An OSError no module turned into a DataError itself (each names its own files): its file and cause."""
+    return str(DataError(err.filename or "output", err.strerror or str(err)))
+
+
 def _guard(fn):
     """Run a command body, turning optodsl's errors into their rendering and exit code."""
     try:
@@ -57,6 +62,8 @@ def _guard(fn):
         _fail(str(err), 2)
     except TrainingError as err:
         _fail(f"error: {err}", 1)
+    except OSError as err:
+        _fail(_os_message(err), 2)
 
 
 def _accuracies(final: dict) -> str:
@@ -322,10 +329,16 @@ def toy(
     """
     from .analysis.toy import plot_toy, train_toy
 
+    from .train.checkpoint import atomic_write_text, make_dir
+
     curves = {clamp: train_toy(clamp, steps, lr, seed=seed) for clamp in ("none", "c", "bc")}
-    out.mkdir(parents=True, exist_ok=True)
-    plot_toy(curves, out / "toy.png")
-    (out / "toy.json").write_text(json.dumps({k: {m: v.tolist() for m, v in c.items()} for k, c in curves.items()}))
+
+    def write():
+        make_dir(out)
+        plot_toy(curves, out / "toy.png")
+        atomic_write_text(out / "toy.json", json.dumps({k: {m: v.tolist() for m, v in c.items()} for k, c in curves.items()}))
+
+    _guard(write)
     for clamp, curve in curves.items():
         loss = curve["loss"]
         typer.echo(f"{clamp:>4}: loss {loss[0]:.3g} -> {loss[len(loss) // 2]:.3g} (step {len(loss) // 2}) -> {loss[-1]:.3g}")
@@ -449,5 +462,9 @@ def main() -> None:
     try:
         app()
     except OptoError as err:
-        typer.echo(render(err) if isinstance(err, SpecError) else f"error: {err}", err=True)
+        typer.echo(render(err) if isinstance(err, SpecError) else str(err) if isinstance(err, DataError) else f"error: {err}",
+                   err=True)
+        sys.exit(2)
+    except OSError as err:
+        typer.echo(_os_message(err), err=True)
         sys.exit(2)

@@ -71,6 +71,11 @@ class DataError(OptoError):
         return text
 
 
+def write_error(path, exc: OSError) -> DataError:
+    """The DataError for a failed write or folder creation (read-only, full, no permission): path and cause."""
+    return DataError(path, f"cannot write: {exc.strerror or exc}")
+
+
 class TrainingError(OptoError):
     """Training stopped for a reason the user must see (a non-finite loss, say)."""
 

@@ -118,7 +118,7 @@ def run_dirs(exp: Experiment, out: Path | None) -> list[Path]:
 
 def _claim(run_dir: Path, exp: Experiment, member: Member) -> None:
     """Write the spec beside the run, refusing a directory that holds another spec's run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.make_dir(run_dir)
     info = run_dir / "spec.json"
     record = {"sha256": exp.sha256, "path": exp.spec.path, "bindings": dict(member.bindings), "member": member.name}
     if info.exists():
@@ -148,6 +148,10 @@ def run_experiments(specs: list[Path | str], out: Path | None = None, settings: 
     Launched as several JAX processes (`jax.distributed`), each process trains its share of
     the programs (see docs/distributed.md).
     """
+    if tensorboard:
+        from .train.tensorboard import writer_class
+
+        writer_class()
     members, plans, dirs = [], [], []
     for spec in specs:
         exp = load_experiment(spec, settings)

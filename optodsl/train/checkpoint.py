@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, write_error
 
 POINTER = "checkpoint.json"
 
@@ -29,24 +29,46 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
+def _atomic_write(path: Path, write) -> None:
+    """Call `write(file)` on a temporary file beside `path`, then fsync and rename it to `path`.
+
+    Any OSError (read-only file system, disk full, no permission) becomes a DataError naming
+    `path` and the cause, and leaves no temporary file and no partial `path` behind.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from exc
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def make_dir(path: Path) -> Path:
+    """Create a folder (and its parents) for output, or raise a DataError naming it and the cause."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    return Path(path)
 
 
 def save(run_dir: Path, state: Any, meta: dict) -> Path:
@@ -54,17 +76,7 @@ def save(run_dir: Path, state: Any, meta: dict) -> Path:
     run_dir = Path(run_dir)
     leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
     name = f"ckpt-{int(meta['step']):09d}.npz"
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, *leaves)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, run_dir / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(run_dir / name, lambda f: np.savez(f, *leaves))
     previous = read_meta(run_dir)
     # keep the previous checkpoint too: runs of a sweep resume from the step all of them reached
     kept = {"file": previous["file"], "step": previous["step"]} if previous and previous.get("file") != name else None
