@@ -302,18 +302,35 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder to search for ru
     for run_dir in found:
         spec, status, seqs, accs = "-", "not started", 0, ""
         info, summary, pointer = run_dir / "spec.json", run_dir / "summary.json", run_dir / "checkpoint.json"
+        bad = info
         try:
             if info.exists():
                 spec = json.loads(info.read_text()).get("path") or "-"
+            bad = summary
             if summary.exists():
                 data = json.loads(summary.read_text())
                 status, seqs = data["status"], data["sequences"]
                 accs = _accuracies(data["final"])
             elif pointer.exists():
+                bad = pointer
                 status, seqs = "interrupted (rerun to resume)", json.loads(pointer.read_text())["sequences"]
-        except (ValueError, KeyError) as exc:
-            status = f"unreadable: {exc}"
+        except (ValueError, KeyError, TypeError) as exc:
+            status = f"unreadable {bad}: {exc}"
         typer.echo(f"{run_dir}  [{spec}]  {status}  {seqs:,} sequences  {accs}")
+
+
+@app.command()
+def rollback(run_dir: Path = typer.Argument(..., help="a run directory whose latest checkpoint is damaged")) -> None:
+    """Make a run's previous checkpoint (kept beside the latest) its latest, so that rerunning
+    `opto run` resumes from it; for a latest checkpoint that is truncated, corrupted or missing.
+
+    Example: opto rollback runs/baseline
+    """
+    from .train.checkpoint import rollback as roll_back
+
+    meta = _guard(lambda: roll_back(run_dir))
+    typer.echo(f"{run_dir}: latest checkpoint is now {meta['file']} (step {meta['step']:,}); "
+               "rerun the same `opto run` command to train on from it")
 
 
 @app.command()
