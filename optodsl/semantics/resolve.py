@@ -129,7 +129,7 @@ class Resolver:
         site = sel.site
         if site is not None and site not in HEAD_SITES and site not in self.layer_sites:
             raise SpecError(_site_span(sel.span, site), f"unknown site '{site}'",
-                            hint=capitals_hint(_text(sel.span)) or close(site, list(HEAD_SITES) + self.layer_sites, "sites"))
+                            hint=capitals_hint(span_text(sel.span)) or close(site, list(HEAD_SITES) + self.layer_sites, "sites"))
         if site in self.layer_sites:
             if sel.heads is not None or sel.except_heads:
                 raise SpecError(sel.span, f"'{site}' is a layer site, not a head site",
@@ -192,7 +192,7 @@ class Resolver:
         return start, stop, "both"
 
 
-def _text(span: Span) -> str:
+def span_text(span: Span) -> str:
     """The text a one-line span covers."""
     return span.line_text[span.column - 1:span.end_column - 1] if span.end_line == span.line else ""
 
@@ -201,7 +201,7 @@ def _site_span(span: Span, site: str) -> Span:
     """The span of the site name at the end of a selector (`patern` in `L1.H0.patern`), else the selector's."""
     if span.end_line != span.line:
         return span
-    text = _text(span)
+    text = span_text(span)
     at = text.split(" except", 1)[0].rfind("." + site)
     if at < 0:
         return span

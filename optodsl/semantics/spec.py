@@ -18,7 +18,7 @@ from ..errors import Span, SpecError, SpecWarning
 from ..interventions import VERBS
 from ..syntax import ast
 from .plan import Action, Member
-from .resolve import Resolver, close
+from .resolve import Resolver, close, span_text
 
 
 def sweep_bindings(spec: ast.Spec) -> list[dict[str, object]]:
@@ -65,8 +65,9 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
         try:
             values[key] = _field_adapter(key).validate_python(value)
         except ValidationError as exc:
+            written = f"set {key} = [{span_text(st.value.span)}]"
             raise SpecError(st.value.span, f"invalid value for {key}: {_message(exc.errors()[0])}",
-                            hint=_list_hint(exc.errors()[0], f"set {key} = [{st.value.span.line_text[st.value.span.column - 1:st.value.span.end_column - 1]}]")) from None
+                            hint=_list_hint(exc.errors()[0], written)) from None
         last_in_section[st.key[0]] = st
     if not values:
         return config
