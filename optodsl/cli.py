@@ -49,6 +49,11 @@ def _settings(pairs: list[str]) -> dict[str, object]:
     return out
 
 
+def _os_message(err: OSError) -> str:
+    """An OSError no module turned into a DataError itself (each names its own files): its file and cause."""
+    return str(DataError(err.filename or "output", err.strerror or str(err)))
+
+
 def _guard(fn):
     """Run a command body, turning optodsl's errors into their rendering and exit code."""
     try:
@@ -59,6 +64,8 @@ def _guard(fn):
         _fail(str(err), 2)
     except TrainingError as err:
         _fail(f"error: {err}", 1)
+    except OSError as err:
+        _fail(_os_message(err), 2)
 
 
 def _accuracies(final: dict) -> str:
@@ -194,6 +201,11 @@ def explain(
 _SITE = re.compile(r"^(?:L(\d+)\.)?(?:H(\d+)\.)?([a-z_]+)$")
 
 
+def _site_text(layer: str | None, head: str | None, name: str) -> str:
+    """A site as written on the command line: `L1.H2.pattern`, `L1.resid_out` or `embed`."""
+    return ".".join(part for part in (layer and f"L{layer}", head and f"H{head}", name) if part)
+
+
 def _site_names(texts: list[str], config) -> list[tuple[str, str, int | None]]:
     """Parse `--site` names (`L1.H2.pattern`, `L1.pattern`, `embed`) to (label, key, head)."""
     from .semantics.resolve import NUMBERING, close
@@ -207,10 +219,19 @@ def _site_names(texts: list[str], config) -> list[tuple[str, str, int | None]]:
         if not m:
             raise SpecError(span, f"cannot read site '{text}'", hint="write e.g. L1.H2.pattern, L1.resid_out or logits")
         layer, head, name = m.groups()
+        if layer is not None and not 1 <= int(layer) <= config.model.layers:
+            raise SpecError(span, f"no layer L{layer} in this model",
+                            hint=f"valid layers are L1..L{config.model.layers}; {NUMBERING}")
         key = f"L{layer}.{name}" if layer else name
         if key not in table:
-            raise SpecError(span, f"no site '{text}' in this model",
-                            hint=close(key, table, "sites") + f"; {NUMBERING}")
+            names = {k.split(".")[-1]: info.per_head for k, info in table.items() if ("." in k) == (layer is not None)}
+            near = close(name, names, "site names")
+            if near.startswith("did you mean"):
+                spelled = near.split("'")[1]
+                near = f"did you mean '{_site_text(layer, head if names[spelled] else None, spelled)}'?"
+            else:
+                near += " (opto sites lists every site with its shape)"
+            raise SpecError(span, f"no site '{text}' in this model", hint=near)
         if head is not None:
             if not table[key].per_head:
                 raise SpecError(span, f"'{name}' is a layer site, not a head site", hint=f"write L{layer}.{name}")
@@ -281,11 +302,13 @@ def fmt(spec: Path = typer.Argument(..., help="the spec to format")) -> None:
 
     Example: opto fmt specs/examples/tour.opto
     """
+    from .experiment import load_experiment
     from .syntax import format_spec, parse
 
     def body():
         if not spec.exists():
             raise DataError(spec, "spec file not found")
+        load_experiment(spec)  # a spec `opto check` refuses is not printed as if it were fine
         return format_spec(parse(spec.read_text(), str(spec)))
 
     typer.echo(_guard(body), nl=False)
@@ -303,15 +326,32 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder to search for ru
     for run_dir in found:
         spec, status, seqs, accs = "-", "not started", 0, ""
         info, summary = run_dir / "spec.json", run_dir / "summary.json"
+        bad = info
         try:
             if info.exists():
                 spec = json.loads(info.read_text()).get("path") or "-"
+            bad = summary
             data = json.loads(summary.read_text()) if summary.exists() else None
+            bad = run_dir / "checkpoint.json"
             status, seqs = rundir.status(run_dir, data)
             accs = _accuracies(data["final"]) if data else ""
-        except (ValueError, KeyError) as exc:
-            status = f"unreadable: {exc}"
+        except (ValueError, KeyError, TypeError) as exc:
+            status = f"unreadable {bad}: {exc}"
         typer.echo(f"{run_dir}  [{spec}]  {status}  {seqs:,} sequences  {accs}")
+
+
+@app.command()
+def rollback(run_dir: Path = typer.Argument(..., help="a run directory whose latest checkpoint is damaged")) -> None:
+    """Make a run's previous checkpoint (kept beside the latest) its latest, so that rerunning
+    `opto run` resumes from it; for a latest checkpoint that is truncated, corrupted or missing.
+
+    Example: opto rollback runs/baseline
+    """
+    from .train.checkpoint import rollback as roll_back
+
+    meta = _guard(lambda: roll_back(run_dir))
+    typer.echo(f"{run_dir}: latest checkpoint is now {meta['file']} (step {meta['step']:,}); "
+               "rerun the same `opto run` command to train on from it")
 
 
 @app.command()
@@ -327,10 +367,16 @@ def toy(
     """
     from .analysis.toy import plot_toy, train_toy
 
+    from .train.checkpoint import atomic_write_text, make_dir
+
     curves = {clamp: train_toy(clamp, steps, lr, seed=seed) for clamp in ("none", "c", "bc")}
-    out.mkdir(parents=True, exist_ok=True)
-    plot_toy(curves, out / "toy.png")
-    (out / "toy.json").write_text(json.dumps({k: {m: v.tolist() for m, v in c.items()} for k, c in curves.items()}))
+
+    def write():
+        make_dir(out)
+        plot_toy(curves, out / "toy.png")
+        atomic_write_text(out / "toy.json", json.dumps({k: {m: v.tolist() for m, v in c.items()} for k, c in curves.items()}))
+
+    _guard(write)
     for clamp, curve in curves.items():
         loss = curve["loss"]
         typer.echo(f"{clamp:>4}: loss {loss[0]:.3g} -> {loss[len(loss) // 2]:.3g} (step {len(loss) // 2}) -> {loss[-1]:.3g}")
@@ -454,5 +500,9 @@ def main() -> None:
     try:
         app()
     except OptoError as err:
-        typer.echo(render(err) if isinstance(err, SpecError) else f"error: {err}", err=True)
+        typer.echo(render(err) if isinstance(err, SpecError) else str(err) if isinstance(err, DataError) else f"error: {err}",
+                   err=True)
+        sys.exit(2)
+    except OSError as err:
+        typer.echo(_os_message(err), err=True)
         sys.exit(2)

@@ -55,11 +55,13 @@ class SpecWarning(BaseModel):
 class DataError(OptoError):
     """A missing or malformed data file or checkpoint: names the file, what was expected and found."""
 
-    def __init__(self, path: str, problem: str, expected: str | None = None, found: str | None = None):
+    def __init__(self, path: str, problem: str, expected: str | None = None, found: str | None = None,
+                 hint: str | None = None):
         self.path = str(path)
         self.problem = problem
         self.expected = expected
         self.found = found
+        self.hint = hint
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -68,7 +70,14 @@ class DataError(OptoError):
             text += f"\n  expected: {self.expected}"
         if self.found:
             text += f"\n  found: {self.found}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
         return text
+
+
+def write_error(path, exc: OSError) -> DataError:
+    """The DataError for a failed write or folder creation (read-only, full, no permission): path and cause."""
+    return DataError(path, f"cannot write: {exc.strerror or exc}")
 
 
 class TrainingError(OptoError):

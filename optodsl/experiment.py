@@ -69,7 +69,24 @@ def load_experiment(source: str | Path, settings: dict[str, object] | None = Non
         spec = load_text(source)
     canonical = format_spec(spec)
     members, warnings = resolve_spec(spec, base, settings or {})
-    return Experiment(spec, canonical, hashlib.sha256(canonical.encode()).hexdigest(), members, warnings)
+    return Experiment(spec, canonical, hashlib.sha256(canonical.encode()).hexdigest(), members,
+                      warnings + graft_warnings(members))
+
+
+def graft_warnings(members: list[Member]) -> list[SpecWarning]:
+    """A warning at each `graft` whose source run directory holds no run (yet): `opto run` would refuse it."""
+    seen, out = set(), []
+    for member in members:
+        for action in [*member.actions, *(a for _, probe in member.probes for a in probe)]:
+            run = action.param("run")
+            if action.builder != "graft" or (run, action.span) in seen or (Path(run) / "config.json").exists():
+                continue
+            seen.add((run, action.span))
+            out.append(SpecWarning(span=action.span, message=f"graft source run '{run}' does not exist "
+                                                           f"(no {Path(run) / 'config.json'})",
+                                   hint="train it first with opto run, or fix the path (it is relative to the "
+                                        "folder opto run is started in)"))
+    return out
 
 
 def load_graft(run_dir: str, config: ExperimentConfig):
@@ -79,7 +96,7 @@ def load_graft(run_dir: str, config: ExperimentConfig):
     if not cfg_path.exists():
         raise DataError(path, "graft source is not a run directory",
                         expected="a directory written by `opto run` (config.json, checkpoint.json)")
-    other = ExperimentConfig.model_validate(json.loads(cfg_path.read_text()))
+    other = _read_json(cfg_path, "run settings", ExperimentConfig.model_validate)
     if other.model != config.model or other.data.labels != config.data.labels or other.data.feature_dim != config.data.feature_dim:
         raise DataError(cfg_path, "graft source has a different architecture",
                         expected=f"model {config.model.model_dump()}", found=f"model {other.model.model_dump()}")
@@ -99,13 +116,25 @@ def run_dirs(exp: Experiment, out: Path | None) -> list[Path]:
     return [root / m.name for m in exp.members]
 
 
+def _read_json(path: Path, what: str, check=lambda data: data):
+    """One JSON file of a run directory passed through `check`, or a DataError naming it (truncated or edited by hand)."""
+    try:
+        return check(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(path, f"unreadable {what} (truncated or edited?)", expected=f"the {path.name} `opto run` writes",
+                        found=str(exc).splitlines()[0], hint="restore the file, or train into another --out") from exc
+
+
 def _claim(run_dir: Path, exp: Experiment, member: Member) -> None:
     """Write the spec beside the run, refusing a directory that holds another spec's run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.make_dir(run_dir)
     info = run_dir / "spec.json"
     record = {"sha256": exp.sha256, "path": exp.spec.path, "bindings": dict(member.bindings), "member": member.name}
+    settings = run_dir / "config.json"
+    if settings.exists():
+        _read_json(settings, "run settings", ExperimentConfig.model_validate)
     if info.exists():
-        old = json.loads(info.read_text())
+        old = _read_json(info, "spec record")
         if old.get("sha256") != exp.sha256 or old.get("bindings") != record["bindings"]:
             raise DataError(run_dir, "this run directory holds a run of a different spec",
                             expected=f"spec sha256 {exp.sha256[:12]}", found=f"spec sha256 {str(old.get('sha256'))[:12]}; use another --out")
@@ -131,6 +160,10 @@ def run_experiments(specs: list[Path | str], out: Path | None = None, settings: 
     Launched as several JAX processes (`jax.distributed`), each process trains its share of
     the programs (see docs/distributed.md).
     """
+    if tensorboard:
+        from .train.tensorboard import writer_class
+
+        writer_class()
     members, plans, dirs = [], [], []
     for spec in specs:
         exp = load_experiment(spec, settings)

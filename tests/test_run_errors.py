@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax.numpy as jnp
 import pytest
 from typer.testing import CliRunner
@@ -55,3 +57,43 @@ def test_a_sweep_resumes_from_the_kept_previous_checkpoint(tmp_path):
     assert float(loaded["w"][0]) == 2.0 and meta["step"] == 20
     with pytest.raises(DataError, match="no checkpoint at step 10"):
         checkpoint.load(tmp_path, state, step=10)
+
+
+CLI_GOLDEN = Path(__file__).resolve().parent / "golden" / "cli"
+SEMANTIC_GOLDEN = CLI_GOLDEN.parent / "semantics"
+
+
+@pytest.mark.parametrize(("name", "args"), [
+    ("set_list_without_brackets", ["check", "plain.opto", "--set", "eval.sets=train"]),
+    ("site_misspelled", ["trace", "plain.opto", "--site", "L1.H2.patern"]),
+    ("site_layer_out_of_range", ["trace", "plain.opto", "--site", "L3.pattern"]),
+])
+def test_command_line_golden_errors(name, args, monkeypatch):
+    monkeypatch.chdir(CLI_GOLDEN)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr == (CLI_GOLDEN / f"{name}.err").read_text()
+
+
+def test_a_list_setting_in_a_spec_hints_the_brackets(tmp_path):
+    spec = tmp_path / "s.opto"
+    spec.write_text("set eval.sets = train\nablate L2.H1\n")
+    result = CliRunner().invoke(app, ["check", str(spec)])
+    assert result.exit_code == 2
+    assert "hint: this setting takes a list in brackets: set eval.sets = [train]" in result.stderr
+
+
+def test_fmt_refuses_a_spec_that_check_refuses(monkeypatch):
+    monkeypatch.chdir(SEMANTIC_GOLDEN)
+    result = CliRunner().invoke(app, ["fmt", "unknown_verb.opto"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == (SEMANTIC_GOLDEN / "unknown_verb.err").read_text()
+
+
+def test_check_warns_of_a_graft_source_that_does_not_exist(monkeypatch):
+    monkeypatch.chdir(CLI_GOLDEN)
+    result = CliRunner().invoke(app, ["check", "graft_missing_source.opto"])
+    assert result.exit_code == 0
+    assert result.stderr == (CLI_GOLDEN / "graft_missing_source.err").read_text()
+    assert result.stdout == "graft_missing_source.opto: ok (1 run, 1 warning)\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..train.checkpoint import atomic_write_text
+from ..train.checkpoint import atomic_write_text, make_dir
 from .figures import write_figures
 from .load import Run, load_runs
 from .summary import render_report
@@ -23,8 +23,7 @@ def write_report(paths: list[Path], out: Path) -> Path:
     for a malformed run file.
     """
     runs = load_runs([Path(p) for p in paths])
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(Path(out))
     figures = write_figures(runs, out)
     atomic_write_text(out / REPORT, render_report(runs, figures, out))
     return out / REPORT

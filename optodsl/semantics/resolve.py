@@ -13,6 +13,7 @@ from ..config import ExperimentConfig
 from ..errors import Span, SpecError
 from ..sites import GLOBAL_SITES, HEAD_SITES, LAYER_SITES
 from ..syntax import ast
+from ..syntax.hints import capitals_hint
 from .plan import MAX_SEQUENCES
 
 NUMBERING = "layers count from 1, heads from 0, as in the paper"
@@ -121,13 +122,14 @@ class Resolver:
         if isinstance(sel, ast.GlobalSite):
             if sel.name not in GLOBAL_SITES:
                 every = list(GLOBAL_SITES) + ["L<layer>.<site>", "L<layer>.H<head>.<site>"]
-                raise SpecError(sel.span, f"unknown site '{sel.name}'", hint=close(sel.name, every, "sites"))
+                raise SpecError(sel.span, f"unknown site '{sel.name}'",
+                                hint=capitals_hint(sel.name) or close(sel.name, every, "sites"))
             return [SiteSel(sel.name, None, None, sel.span)]
         layers = self.indices(sel.layers, "layer", self.layers, 1)
         site = sel.site
         if site is not None and site not in HEAD_SITES and site not in self.layer_sites:
             raise SpecError(_site_span(sel.span, site), f"unknown site '{site}'",
-                            hint=close(site, list(HEAD_SITES) + self.layer_sites, "sites"))
+                            hint=capitals_hint(span_text(sel.span)) or close(site, list(HEAD_SITES) + self.layer_sites, "sites"))
         if site in self.layer_sites:
             if sel.heads is not None or sel.except_heads:
                 raise SpecError(sel.span, f"'{site}' is a layer site, not a head site",
@@ -190,11 +192,16 @@ class Resolver:
         return start, stop, "both"
 
 
+def span_text(span: Span) -> str:
+    """The text a one-line span covers."""
+    return span.line_text[span.column - 1:span.end_column - 1] if span.end_line == span.line else ""
+
+
 def _site_span(span: Span, site: str) -> Span:
     """The span of the site name at the end of a selector (`patern` in `L1.H0.patern`), else the selector's."""
     if span.end_line != span.line:
         return span
-    text = span.line_text[span.column - 1:span.end_column - 1]
+    text = span_text(span)
     at = text.split(" except", 1)[0].rfind("." + site)
     if at < 0:
         return span

@@ -18,7 +18,7 @@ from ..errors import Span, SpecError, SpecWarning
 from ..interventions import VERBS
 from ..syntax import ast
 from .plan import Action, Member
-from .resolve import Resolver, close
+from .resolve import Resolver, close, span_text
 
 
 def sweep_bindings(spec: ast.Spec) -> list[dict[str, object]]:
@@ -65,7 +65,9 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
         try:
             values[key] = _field_adapter(key).validate_python(value)
         except ValidationError as exc:
-            raise SpecError(st.value.span, f"invalid value for {key}: {_message(exc.errors()[0])}") from None
+            written = f"set {key} = [{span_text(st.value.span)}]"
+            raise SpecError(st.value.span, f"invalid value for {key}: {_message(exc.errors()[0])}",
+                            hint=_list_hint(exc.errors()[0], written)) from None
         last_in_section[st.key[0]] = st
     if not values:
         return config
@@ -212,8 +214,14 @@ def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | Non
         try:
             config = with_settings(config, {key: tuple(value) if isinstance(value, list) else value})
         except ValidationError as exc:
-            raise SpecError(where, f"invalid value for {key}: {_message(exc.errors()[0])}") from None
+            raise SpecError(where, f"invalid value for {key}: {_message(exc.errors()[0])}",
+                            hint=_list_hint(exc.errors()[0], f"--set '{key}=[{value}]'")) from None
     return config
+
+
+def _list_hint(error: dict, written: str) -> str | None:
+    """For a setting that takes a list given a single value, how to write it as one."""
+    return f"this setting takes a list in brackets: {written}" if error["type"] in ("tuple_type", "list_type") else None
 
 
 def _message(error: dict) -> str:

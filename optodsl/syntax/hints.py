@@ -8,6 +8,7 @@ message and hint. Other states fall back to listing the expected tokens in words
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable
 
 from lark import Token
@@ -109,6 +110,27 @@ def expected_words(names: Iterable[str], patterns: dict[str, str]) -> str:
     if len(words) == 1:
         return words[0]
     return "one of " + ", ".join(words[:-1]) + " or " + words[-1]
+
+
+_LOWER_INDEX = re.compile(r"(?<![\w$])([lh])(?=(?:\d+|\*|\[[\d,\s]*\])(?:\.|,|$))")
+_SELECTOR_TEXT = re.compile(r"[\w.*\[\],$]+")
+
+
+def capitals_hint(text: str) -> str | None:
+    """For a selector written with a lowercase layer or head (`l1.h2.pattern`), the hint naming
+    the capitalised spelling; None when `text` has no lowercase index."""
+    if not _LOWER_INDEX.search(text):
+        return None
+    fixed = _LOWER_INDEX.sub(lambda m: m[1].upper(), text)
+    return f"layers and heads are written with capitals: {fixed} (layers count from 1, heads from 0)"
+
+
+def selector_at(line: str, column: int) -> str:
+    """The selector-like word of `line` that covers 1-based `column` (used to quote it in hints)."""
+    for match in _SELECTOR_TEXT.finditer(line):
+        if match.start() < column <= match.end() + 1:
+            return match[0]
+    return ""
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:

@@ -148,6 +148,9 @@ def _syntax_error(source: Source, error: UnexpectedInput) -> SpecError:
             span = source.span(token.line, token.column)
         else:
             span = source.of(token)
+    capitals = hints.capitals_hint(hints.selector_at(source.lines[span.line - 1], span.column))
+    if capitals is not None:
+        return SpecError(span, f"unexpected {found}", capitals)
     label = _labels().label(hints.state_key(error))
     if label is not None:
         message, hint = label

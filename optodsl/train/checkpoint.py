@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, write_error
 
 POINTER = "checkpoint.json"
 
@@ -29,24 +31,46 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
+def _atomic_write(path: Path, write) -> None:
+    """Call `write(file)` on a temporary file beside `path`, then fsync and rename it to `path`.
+
+    Any OSError (read-only file system, disk full, no permission) becomes a DataError naming
+    `path` and the cause, and leaves no temporary file and no partial `path` behind.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from exc
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def make_dir(path: Path) -> Path:
+    """Create a folder (and its parents) for output, or raise a DataError naming it and the cause."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    return Path(path)
 
 
 def save(run_dir: Path, state: Any, meta: dict) -> Path:
@@ -54,17 +78,7 @@ def save(run_dir: Path, state: Any, meta: dict) -> Path:
     run_dir = Path(run_dir)
     leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
     name = f"ckpt-{int(meta['step']):09d}.npz"
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, *leaves)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, run_dir / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(run_dir / name, lambda f: np.savez(f, *leaves))
     previous = read_meta(run_dir)
     # keep the previous checkpoint too: runs of a sweep resume from the step all of them reached
     kept = {"file": previous["file"], "step": previous["step"]} if previous and previous.get("file") != name else None
@@ -99,13 +113,29 @@ def load(run_dir: Path, template: Any, step: int | None = None) -> tuple[Any, di
             raise DataError(Path(run_dir) / POINTER, f"no checkpoint at step {step} to resume this sweep from",
                             found=f"steps {meta['step']} and {kept.get('step')}")
         meta = {**meta, **kept, "previous": None}
-    path = Path(run_dir) / meta["file"]
+    try:
+        return _load_file(Path(run_dir), meta["file"], template), meta
+    except DataError as err:
+        kept = meta.get("previous") or {}
+        if kept.get("file") and kept.get("step") != meta["step"] and _intact(Path(run_dir), kept["file"], template):
+            err.hint = (f"the previous checkpoint, {kept['file']} (step {kept['step']}), is intact: "
+                        f"`opto rollback {run_dir}` makes it the latest, then rerun `opto run` to train on from it")
+        raise
+
+
+def _load_file(run_dir: Path, name: str, template: Any) -> Any:
+    """The arrays of one checkpoint file in the structure of `template`, every leaf checked."""
+    path = run_dir / name
     leaves, treedef = jax.tree.flatten(template)
+    if not path.is_file():
+        raise DataError(path, "checkpoint file missing", expected=f"the file {POINTER} names",
+                        found="no such file (deleted or moved?)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = [z[f"arr_{i}"] for i in range(len(z.files))]
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(path, "unreadable checkpoint", expected="an .npz of arrays written by optodsl", found=str(exc)) from exc
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(path, "unreadable checkpoint (truncated or corrupted)", expected="an .npz of arrays written by optodsl",
+                        found=str(exc) or type(exc).__name__) from exc
     if len(arrays) != len(leaves):
         raise DataError(path, "checkpoint does not match this model and optimiser",
                         expected=f"{len(leaves)} arrays", found=f"{len(arrays)} arrays")
@@ -113,4 +143,35 @@ def load(run_dir: Path, template: Any, step: int | None = None) -> tuple[Any, di
         if a.shape != np.shape(t) or a.dtype != np.asarray(t).dtype:
             raise DataError(path, "checkpoint does not match this model and optimiser",
                             expected=f"array {i} of shape {np.shape(t)} {np.asarray(t).dtype}", found=f"shape {a.shape} {a.dtype}")
-    return jax.tree.unflatten(treedef, [jax.numpy.asarray(a) for a in arrays]), meta
+    return jax.tree.unflatten(treedef, [jax.numpy.asarray(a) for a in arrays])
+
+
+def _intact(run_dir: Path, name: str, template: Any) -> bool:
+    try:
+        _load_file(run_dir, name, template)
+    except DataError:
+        return False
+    return True
+
+
+def rollback(run_dir: Path) -> dict:
+    """Make the kept previous checkpoint the latest (atomically, by rewriting checkpoint.json), so
+    that rerunning `opto run` resumes from it; the newer, damaged file is removed. Returns the new
+    metadata. Raises DataError when the run has no previous checkpoint to go back to."""
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    if meta is None:
+        raise DataError(run_dir / POINTER, "no checkpoint in this run directory", expected="a run directory written by `opto run`")
+    kept = meta.get("previous") or {}
+    if not kept.get("file") or not (run_dir / kept["file"]).is_file():
+        raise DataError(run_dir / POINTER, "no previous checkpoint to roll back to",
+                        found=f"only {meta['file']}" + (f" ({kept['file']} is missing)" if kept.get("file") else ""),
+                        hint=f"delete {run_dir} and rerun `opto run` to train from the start")
+    step = int(kept["step"])
+    back = {**meta, "file": kept["file"], "step": step, "previous": None}
+    if "sequences" in meta and meta.get("step"):
+        back["sequences"] = meta["sequences"] // int(meta["step"]) * step
+    atomic_write_text(run_dir / POINTER, json.dumps(back, indent=2))
+    if meta["file"] != kept["file"]:
+        (run_dir / meta["file"]).unlink(missing_ok=True)
+    return back

@@ -12,9 +12,21 @@ import os
 from pathlib import Path
 
 from ..errors import DataError
+from .checkpoint import make_dir
 
 SKIPPED = frozenset({"sequences", "step"})
 _FILES = itertools.count()
+
+
+def writer_class(where: str | Path = "--tensorboard"):
+    """tensorboardX's SummaryWriter, or a DataError at `where` saying how to install it; `opto run
+    --tensorboard` asks this before it creates any run directory, so a missing extra leaves nothing behind."""
+    try:
+        import tensorboardX
+    except ImportError:
+        raise DataError(where, "TensorBoard logging needs tensorboardX",
+                        expected='pip install "optodsl[tensorboard]"') from None
+    return tensorboardX.SummaryWriter
 
 
 class TensorBoardLogger:
@@ -26,20 +38,14 @@ class TensorBoardLogger:
     """
 
     def __init__(self, log_dirs: list[Path]):
-        try:
-            import tensorboardX
-        except ImportError:
-            raise DataError(log_dirs[0] if log_dirs else "tensorboard", "TensorBoard logging needs tensorboardX",
-                            expected='pip install "optodsl[tensorboard]"') from None
-        self._writer_class = tensorboardX.SummaryWriter
+        self._writer_class = writer_class(log_dirs[0] if log_dirs else "--tensorboard")
         self.log_dirs = [Path(d) for d in log_dirs]
         self._writers: dict[int, object] = {}
 
     def _writer(self, member: int, step: int):
         writer = self._writers.get(member)
         if writer is None:
-            path = self.log_dirs[member]
-            path.mkdir(parents=True, exist_ok=True)
+            path = make_dir(self.log_dirs[member])
             # tensorboardX names files by the second and opens them with "wb": a suffix keeps a
             # writer reopened within the same second from truncating the previous file.
             suffix = f".{os.getpid()}.{next(_FILES)}"
