@@ -128,3 +128,22 @@ def test_the_report_refuses_a_malformed_interventions_field(tmp_path):
     assert validate_analysis(tmp_path, {})["interventions"] is None  # an analysis.json written before the field
     with pytest.raises(DataError, match="interventions"):
         validate_analysis(tmp_path, {"interventions": 3})
+
+
+def test_cli_analyze_a_sweep_member_under_its_own_values(runs, tmp_path):
+    """A member of a sweep is analysed with its own sweep values, and with the run's settings even
+    where a `--set` overrode the spec's `set` (here train.sequences)."""
+    run_dir = _variant(runs, tmp_path, "sweep h in [1, 3]\nset train.sequences = 99000\nclamp L1.H$h.pattern = prev_token\n")
+    record = json.loads((run_dir / "spec.json").read_text())
+    (run_dir / "spec.json").write_text(json.dumps({**record, "bindings": {"h": 3}}))
+    res = _analyze(run_dir, "--only", "composition")
+    assert res.exit_code == 0, res.output
+    assert "scored under the run's own interventions ($h=3), every ablation added to them: clamp L1.H$h.pattern = prev_token" in res.output
+    result = json.loads((run_dir / "analysis.json").read_text())
+    assert result["bindings"] == {"h": 3} and result["interventions"] == ["clamp L1.H$h.pattern = prev_token"]
+    assert load_run(run_dir).member.actions[0].head == 3
+
+    (run_dir / "spec.json").write_text(json.dumps({**record, "bindings": {"h": 5}}))
+    res = _analyze(run_dir, "--only", "composition")
+    assert res.exit_code == 2, res.output
+    assert "spec.json records $h=5" in res.output and "($h=1)" in res.output and "($h=3)" in res.output

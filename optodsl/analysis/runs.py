@@ -63,7 +63,8 @@ def member_of(exp: Experiment, run_dir: Path) -> Member:
             if dict(m.bindings) == record.get("bindings"):
                 return m
     root = run_dir.parent if (run_dir / "config.json").exists() else run_dir
-    listing = "\n    ".join(f"{d}  ({_bindings_text(m.bindings)})" for m, d in zip(exp.members, run_dirs(exp, root)))
+    listing = "\n    ".join(f"{d}  ({_bindings_text(m.bindings)})" + ("" if (d / "config.json").exists() else "  [no run there]")
+                               for m, d in zip(exp.members, run_dirs(exp, root)))
     found = ("no spec.json: not one run's directory (a sweep's folder?)" if record is None
              else f"spec.json records {_bindings_text(record.get('bindings') or {}) or 'no sweep values'}, "
                   f"which is no run of {exp.spec.path or 'this spec'}")
