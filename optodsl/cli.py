@@ -244,25 +244,29 @@ def _site_names(texts: list[str], config) -> list[tuple[str, str, int | None]]:
 @app.command()
 def trace(
     spec: Path = typer.Argument(..., help="the spec whose interventions to apply"),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="a run directory to load the model from"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="a run directory to load the model from (of a "
+                                                                          "sweep: one member's, whose interventions apply)"),
     site: List[str] = typer.Option([], "--site", help="a site to print, e.g. L1.H2.pattern (repeatable; default: every pattern)"),
     seed: int = typer.Option(0, "--seed", help="which sampled training sequence"),
     as_json: bool = typer.Option(False, "--json", help="print JSON: tokens and each site's values"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Run one forward pass with the spec's interventions on one sequence and print activations.
+    With --checkpoint, a sweep's interventions are those of the member the run directory holds.
 
     Example: opto trace specs/examples/clamp_prev_token.opto --site L1.H2.pattern
     """
     from .trace import trace_spec
 
     def body():
+        from .analysis.runs import member_of
         from .experiment import load_experiment
 
         exp = load_experiment(spec, _settings(set_))
-        config = exp.members[0].config
+        member = member_of(exp, checkpoint) if checkpoint is not None else exp.members[0]
+        config = member.config
         default = [f"L{layer}.pattern" for layer in range(1, config.model.layers + 1)]
-        return trace_spec(exp.members[0], _site_names(site or default, config), checkpoint, seed)
+        return trace_spec(member, _site_names(site or default, config), checkpoint, seed)
 
     result = _guard(body)
     if as_json:
@@ -407,9 +411,12 @@ def analyze(
                                                                "(every distinct training sequence: 78,400 for the paper's task)"),
     seed: int = typer.Option(0, "--seed", help="seed of the sampled sequences"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON instead of tables"),
+    bare: bool = typer.Option(False, "--bare", help="score the network without the run's own training interventions "
+                                                    "(default: with them, as its evaluations ran)"),
 ) -> None:
     """Analyse a checkpoint: each head ablated / alone (Fig. 4a), Table 1's pattern- vs value-preserving
     ablations, the 8x8 path map (Fig. 11b), composition scores (Fig. 11c), Table 2. Writes RUN_DIR/analysis.json.
+    Every ablation is added to the run's own interventions (refused where both set one site), unless --bare.
 
     Example: opto analyze runs/fig3_baseline --sequences all --group L1.H1,H2,H5
     """
@@ -433,7 +440,7 @@ def analyze(
                                 hint=f"layers are L1..L{run_.config.model.layers}, heads H0..H{run_.config.model.heads - 1} "
                                      "(layers count from 1, heads from 0)")
         n = None if sequences == "all" else int(sequences)
-        return run_analyses(run_, tuple(only) or ANALYSES, groups or None, n=n, seed=seed)
+        return run_analyses(run_, tuple(only) or ANALYSES, groups or None, n=n, seed=seed, bare=bare)
 
     result = _guard(body)
     from .train.checkpoint import atomic_write_text

@@ -32,7 +32,7 @@ from optodsl.model import Overrides
 from optodsl.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
-N = 500  # evaluation sequences (sampled with seed 0, as `analyze(run, n=N)` samples them)
+N = 500  # evaluation sequences (sampled with seed 0, as `analyze(run, n=N, bare=True)` samples them)
 CONFIG = ExperimentConfig(
     data=DataConfig(total_classes=200),
     train=TrainConfig(sequences=3200, lr=1e-3, checkpoint_every=3200),
@@ -100,7 +100,7 @@ def run(run_dir):
 
 @pytest.fixture(scope="module")
 def result(run):
-    return analyze(run, n=N)
+    return analyze(run, n=N, bare=True)  # trained from Python, without interventions (and without a spec.opto)
 
 
 _forward = eqx.filter_jit(lambda model, batch, ov: model(batch, ov))
@@ -328,12 +328,13 @@ def test_cli_analyze_json_then_report(run_dir, tmp_path, result):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     runner = CliRunner()
-    res = runner.invoke(app, ["analyze", str(copy), "--sequences", str(N), "--only", "heads", "--json"])
+    res = runner.invoke(app, ["analyze", str(copy), "--sequences", str(N), "--only", "heads", "--json", "--bare"])
     assert res.exit_code == 0, res.output
     _no_traceback(res)
     printed = json.loads(res.stdout)
     assert json.loads((copy / "analysis.json").read_text()) == printed
-    assert set(printed) == {"run_dir", "spec", "sequences", "eval", "chance", "full", "heads"}
+    assert set(printed) == {"run_dir", "spec", "sequences", "bare", "interventions", "bindings", "eval", "chance", "full", "heads"}
+    assert printed["bare"] is True and printed["interventions"] == "none"
     assert printed["run_dir"] == str(copy) and printed["eval"]["sequences"] == N
     # the same sequences (seed 0) as the in-process analysis: the same numbers
     assert printed["full"] == result["full"] and printed["heads"] == result["heads"]

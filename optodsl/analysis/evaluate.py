@@ -135,9 +135,14 @@ def _run_group(model, stacked, static, task, idx, sequences_seen):
     return jax.lax.map(per_plan, stacked)
 
 
-def activations(model, task: Task, seqs: Sequences, limit: int = CHUNK) -> dict[str, jax.Array]:
-    """The plain model's activations on the first `limit` sequences (for pattern statistics)."""
+def activations(model, task: Task, seqs: Sequences, limit: int = CHUNK, plan: CompiledPlan | None = None,
+                sequences_seen: int = 0) -> dict[str, jax.Array]:
+    """The activations on the first `limit` sequences (for pattern statistics): the plain model's,
+    or under `plan` as an evaluation after `sequences_seen` training sequences runs it."""
     k = min(limit, len(seqs))
     cls, ex, labels = (jnp.asarray(getattr(seqs, a)[:k]) for a in ("classes", "exemplars", "labels"))
-    _, acts = eqx.filter_jit(lambda m, b: m(b))(model, task.gather(cls, ex, labels))
-    return acts
+    batch = task.gather(cls, ex, labels)
+    if plan is None:
+        return eqx.filter_jit(lambda m, b: m(b))(model, batch)[1]
+    ctx = Context(sequences=jnp.asarray(sequences_seen), training=False)
+    return eqx.filter_jit(lambda p, m, b, c: p(m, b, c))(plan, model, batch, ctx)[1]

@@ -1,8 +1,11 @@
 """Checkpoint analyses of the paper (Figures 4a and 11, Tables 1 and 2), each written as `.opto` text.
 
 Every ablation here is a small spec ("ablate L2.* except H3") compiled against the run's own
-settings, so an analysis means exactly what the same line means in a training spec. The result
-is one JSON-ready dict (the layout `opto report` reads).
+settings, so an analysis means exactly what the same line means in a training spec. By default
+each one is added to the run's own interventions (the forward its evaluations used), so the full
+model scores what the run's final evaluation scored; `bare` scores the network without them. An
+analysis line that conflicts with one of the run's (another value at the same site) is refused.
+The result is one JSON-ready dict (the layout `opto report` reads).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import numpy as np
 
 from ..compile.lower import CompiledPlan, compile_member
 from ..config import ExperimentConfig
-from ..errors import DataError
-from ..experiment import load_experiment
+from ..errors import DataError, SpecError
+from ..experiment import load_experiment, load_graft
+from ..semantics.plan import Member
+from ..semantics.spec import check_conflicts
 from .evaluate import Outcome, Sequences, activations, evaluate_plans, evaluation_set
 from .runs import TrainedRun
 
@@ -38,16 +43,59 @@ class Group:
         return f"L{self.layer}.H[{','.join(map(str, self.heads))}]"
 
 
+def _text_member(text: str, config: ExperimentConfig) -> Member:
+    """The single run of spec `text` resolved against `config`, without its evaluation-only probes."""
+    config = config.model_copy(update={"eval": config.eval.model_copy(update={"perfected": ()})})
+    return load_experiment(text + "\n", base=config).members[0]
+
+
 def compile_text(text: str, config: ExperimentConfig) -> CompiledPlan:
     """The single run of spec `text` resolved against `config` (without its evaluation-only probes), compiled."""
-    config = config.model_copy(update={"eval": config.eval.model_copy(update={"perfected": ()})})
-    exp = load_experiment(text + "\n", base=config)
-    return compile_member(exp.members[0])
+    return compile_member(_text_member(text, config))
 
 
-def prev_token_scores(run: TrainedRun, task, seqs: Sequences, layer: int = 1) -> np.ndarray:
-    """Mean attention from each position to the one before it, per head of `layer`."""
-    pattern = activations(run.model, task, seqs)[f"L{layer}.pattern"]
+def intervention_lines(member: Member | None) -> list[str]:
+    """The spec lines of a member's interventions, in order (canonical text, as in its spec.opto)."""
+    seen: dict[tuple, str] = {}
+    for a in member.actions if member else ():
+        seen.setdefault((a.span.path, a.span.line), a.span.line_text.strip())
+    return list(seen.values())
+
+
+class Planner:
+    """Analysis texts compiled on top of a run's own interventions (none when `bare`)."""
+
+    def __init__(self, run: TrainedRun, bare: bool):
+        if run.member is None and not bare:
+            raise DataError(run.run_dir, "the run's training interventions are unknown, so its analysis would be a guess",
+                            expected="a spec.opto beside config.json (as `opto run` writes), or --bare to analyse the network "
+                                     "without interventions", found="no spec.opto (a run trained from Python?)")
+        self.run = run
+        self.base = () if bare else run.member.actions
+        sources = () if bare else run.member.grafts
+        self.grafts = {src: load_graft(src, run.config) for src in sources}
+
+    def plan(self, text: str) -> CompiledPlan:
+        """`text`'s interventions added to the run's; a site both would set differently is refused."""
+        cfg = self.run.config
+        extra = _text_member(text, cfg)
+        actions = self.base + extra.actions
+        try:
+            check_conflicts(list(actions), cfg.data.seq_len)
+        except SpecError as err:
+            shown = "; ".join(text.splitlines())
+            raise DataError(self.run.run_dir / "spec.opto", f"the analysis '{shown}' conflicts with "
+                            "the run's own interventions", expected="analyses of sites the run leaves alone: analyse the bare "
+                            "network with --bare, or leave this analysis out with --only", found=err.message) from None
+        grafts = tuple(sorted(set(self.grafts) | set(extra.grafts)))
+        for src in extra.grafts:
+            self.grafts.setdefault(src, load_graft(src, cfg))
+        return compile_member(extra.model_copy(update={"actions": actions, "grafts": grafts}), self.grafts)
+
+
+def prev_token_scores(run: TrainedRun, task, seqs: Sequences, layer: int = 1, plan: CompiledPlan | None = None) -> np.ndarray:
+    """Mean attention from each position to the one before it, per head of `layer` (under `plan`, if given)."""
+    pattern = activations(run.model, task, seqs, plan=plan, sequences_seen=run.sequences)[f"L{layer}.pattern"]
     t = pattern.shape[-1]
     return np.asarray(pattern[:, :, jnp.arange(1, t), jnp.arange(t - 1)].mean((0, 2)))
 
@@ -83,8 +131,9 @@ def composition_scores(run: TrainedRun, writer: int = 1, reader: int = 2) -> dic
 
 
 def analyze(run: TrainedRun, what: tuple[str, ...] = ANALYSES, groups: list[Group] | None = None,
-            which: str = "train", n: int | None = None, seed: int = 0) -> dict:
-    """Run the chosen analyses on a trained run; returns the `analysis.json` dict."""
+            which: str = "train", n: int | None = None, seed: int = 0, bare: bool = False) -> dict:
+    """Run the chosen analyses on a trained run, under its own training interventions (or none, with
+    `bare`); returns the `analysis.json` dict."""
     cfg = run.config
     unknown = set(what) - set(ANALYSES)
     if unknown:
@@ -92,6 +141,8 @@ def analyze(run: TrainedRun, what: tuple[str, ...] = ANALYSES, groups: list[Grou
     if cfg.model.layers < 2 and ({"paths", "composition", "subset"} & set(what)):
         raise DataError(run.run_dir, "paths, composition and subset need a model with two layers or more",
                         found=f"model.layers = {cfg.model.layers}")
+    planner = Planner(run, bare)
+    full = planner.plan("")
     task, seqs = evaluation_set(cfg, which, n, seed)
     heads, last = range(cfg.model.heads), cfg.model.layers
     texts: dict[str, str] = {"full": ""}
@@ -101,7 +152,7 @@ def analyze(run: TrainedRun, what: tuple[str, ...] = ANALYSES, groups: list[Grou
                 texts[f"L{layer}.H{h}/ablate_one"] = f"ablate L{layer}.H{h}"
                 texts[f"L{layer}.H{h}/only_one"] = f"ablate L{layer}.* except H{h}"
     if "groups" in what:
-        groups = groups or default_groups(prev_token_scores(run, task, seqs))
+        groups = groups or default_groups(prev_token_scores(run, task, seqs, plan=full))
         for g in groups:
             later = f"L{g.layer + 1}" if g.layer < last else None
             texts[f"{g.name}/ablated"] = f"ablate {g.selector}"
@@ -113,9 +164,12 @@ def analyze(run: TrainedRun, what: tuple[str, ...] = ANALYSES, groups: list[Grou
             for b in heads:
                 texts[f"path/{a}/{b}"] = f"ablate L1.* except H{a}\nablate L2.* except H{b}"
     names = list(texts)
-    outcomes = dict(zip(names, evaluate_plans(run.model, [compile_text(texts[k], cfg) for k in names], task, seqs, run.sequences)))
+    plans = [full if k == "full" else planner.plan(texts[k]) for k in names]
+    outcomes = dict(zip(names, evaluate_plans(run.model, plans, task, seqs, run.sequences)))
+    member = None if bare else run.member
     result: dict = {
         "run_dir": str(run.run_dir), "spec": run.spec, "sequences": run.sequences,
+        "bare": bare, "interventions": intervention_lines(member) or "none", "bindings": dict(member.bindings) if member else {},
         "eval": {"set": seqs.name, "sequences": len(seqs), "enumerated": seqs.enumerated},
         "chance": 1.0 / cfg.data.pairs,
         "full": outcomes["full"].summary(),

@@ -1,4 +1,5 @@
-"""A trained run read back from its directory: settings, model and how far it trained."""
+"""A trained run read back from its directory: settings, model, how far it trained, and the
+member of its spec it trained (its own interventions)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,86 @@ from pydantic import ValidationError
 
 from ..config import ExperimentConfig
 from ..errors import DataError
+from ..experiment import Experiment, load_experiment, run_dirs
 from ..model.transformer import Transformer
+from ..semantics.plan import Member
 from ..train import checkpoint
 from ..train.trainer import load_trained
 
 
 @dataclass
 class TrainedRun:
-    """A run directory's resolved settings, its latest (or chosen) checkpointed model and spec."""
+    """A run directory's resolved settings, its latest (or chosen) checkpointed model and spec.
+
+    `member` is the run of its spec.opto that trained here (its interventions, as its evaluations
+    applied them), or None for a run written without a spec (from Python), whose interventions
+    are unknown."""
 
     run_dir: Path
     config: ExperimentConfig
     model: Transformer
     sequences: int
     spec: str | None
+    member: Member | None = None
+
+
+def spec_record(run_dir: Path) -> dict | None:
+    """The run directory's spec.json (spec hash, path, sweep bindings, member name), or None without one."""
+    info = run_dir / "spec.json"
+    if not info.is_file():
+        return None
+    try:
+        record = json.loads(info.read_text())
+    except ValueError as exc:
+        raise DataError(info, "unreadable spec record", expected="the spec.json `opto run` writes", found=str(exc)) from exc
+    if not isinstance(record, dict):
+        raise DataError(info, "unreadable spec record", expected="a JSON object", found=type(record).__name__)
+    return record
+
+
+def _bindings_text(bindings) -> str:
+    return ", ".join(f"${k}={v}" for k, v in dict(bindings).items())
+
+
+def member_of(exp: Experiment, run_dir: Path) -> Member:
+    """The member of `exp` whose run `run_dir` holds: the only one, or the one whose sweep values its
+    spec.json records. Refuses (listing every member's directory) when that cannot be told."""
+    if len(exp.members) == 1:
+        return exp.members[0]
+    record = spec_record(run_dir)
+    if record is not None:
+        for m in exp.members:
+            if dict(m.bindings) == record.get("bindings"):
+                return m
+    root = run_dir.parent if (run_dir / "config.json").exists() else run_dir
+    listing = "\n    ".join(f"{d}  ({_bindings_text(m.bindings)})" + ("" if (d / "config.json").exists() else "  [no run there]")
+                               for m, d in zip(exp.members, run_dirs(exp, root)))
+    found = ("no spec.json: not one run's directory (a sweep's folder?)" if record is None
+             else f"spec.json records {_bindings_text(record.get('bindings') or {}) or 'no sweep values'}, "
+                  f"which is no run of {exp.spec.path or 'this spec'}")
+    raise DataError(run_dir, f"which run of the sweep? {exp.spec.path or 'the spec'} has {len(exp.members)} runs",
+                    expected="the directory of one of them:\n    " + listing, found=found)
+
+
+def _settings_between(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, object]:
+    """The `section.field` settings whose values in `b` differ from `a` (a `--set` that overrode a spec's `set`)."""
+    da, db = a.model_dump(), b.model_dump()
+    return {f"{s}.{k}": v for s in db for k, v in db[s].items() if da[s][k] != v}
+
+
+def run_member(run_dir: Path, config: ExperimentConfig) -> Member | None:
+    """The member of the run's own spec.opto that trained in `run_dir`, resolved with the run's
+    settings (config.json, `--set` overrides included); None when the run has no spec.opto."""
+    text = run_dir / "spec.opto"
+    if not text.is_file():
+        return None
+    member = member_of(load_experiment(text, base=config), run_dir)
+    if member.config != config:
+        member = member_of(load_experiment(text, _settings_between(member.config, config), base=config), run_dir)
+    if member.config != config:
+        raise DataError(text, "the spec does not resolve to the run's settings", expected="the config.json beside it",
+                        found="settings " + ", ".join(_settings_between(member.config, config)))
+    return member
 
 
 def load_run(run_dir: str | Path, step: int | None = None) -> TrainedRun:
@@ -40,11 +107,5 @@ def load_run(run_dir: str | Path, step: int | None = None) -> TrainedRun:
     if checkpoint.read_meta(path) is None:
         raise DataError(path, "the run has no checkpoint yet", expected="checkpoint.json and ckpt-*.npz (train it with `opto run`)")
     model, sequences = load_trained(path, config, step)
-    spec = None
-    info = path / "spec.json"
-    if info.exists():
-        try:
-            spec = json.loads(info.read_text()).get("path")
-        except ValueError:
-            spec = None
-    return TrainedRun(path, config, model, sequences, spec)
+    record = spec_record(path)
+    return TrainedRun(path, config, model, sequences, record.get("path") if record else None, run_member(path, config))

@@ -7,11 +7,23 @@ def _acc(entry) -> str:
     return "-" if entry is None else f"{entry['accuracy']:.3f}" if isinstance(entry, dict) else f"{entry:.3f}"
 
 
+def interventions_line(result: dict) -> str:
+    """Which forward every score below comes from: the run's own interventions, or the bare network."""
+    if result["bare"]:
+        return "scored on the bare network (--bare): none of the run's own interventions applied"
+    if result["interventions"] == "none":
+        return "scored as the run trained: it has no interventions"
+    bindings = ", ".join(f"${k}={v}" for k, v in result["bindings"].items())
+    return (f"scored under the run's own interventions{f' ({bindings})' if bindings else ''}, every ablation added to them: "
+            + "; ".join(result["interventions"]))
+
+
 def render_tables(result: dict) -> str:
     """The analysis dict (`opto analyze`'s JSON) as aligned text tables."""
     ev = result["eval"]
     lines = [f"{result['run_dir']}: checkpoint at {result['sequences']:,} sequences; "
              f"{ev['sequences']:,} sequences of {ev['set']}; chance {result['chance']:.2f}",
+             interventions_line(result),
              f"full model: accuracy {result['full']['accuracy']:.4f}, loss {result['full']['loss']:.4f}"]
     for layer, kinds in result.get("heads", {}).items():
         heads = list(kinds["ablate_one"])

@@ -281,7 +281,12 @@ def validate_analysis(path: Path, data: Any) -> dict:
     """
     if not isinstance(data, dict):
         raise DataError(path, "malformed analysis", expected="a JSON object", found=type(data).__name__)
-    out: dict[str, Any] = {k: data.get(k) for k in ("run_dir", "spec", "sequences", "eval")}
+    out: dict[str, Any] = {k: data.get(k) for k in ("run_dir", "spec", "sequences", "eval", "bare", "bindings")}
+    interventions = data.get("interventions")  # absent from analyses written before it was recorded
+    if not (interventions in (None, "none") or (isinstance(interventions, list) and all(isinstance(t, str) for t in interventions))):
+        raise DataError(path, "malformed analysis: interventions", expected="'none' or a list of spec lines",
+                        found=repr(interventions)[:60])
+    out["interventions"] = interventions
     out["chance"] = _number(data.get("chance", 0.5), "chance", path)
     if "full" in data:
         out["full"] = _scores(data["full"], "full", path)

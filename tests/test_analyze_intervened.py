@@ -1,0 +1,149 @@
+"""`opto analyze` scores a run under its own training interventions (the forward its evaluations
+used), says so in the table header and analysis.json, scores the bare network only with --bare,
+and refuses an analysis line that would set one of the run's sites another way."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from optodsl.analysis.evaluate import Sequences, evaluate_plans
+from optodsl.analysis.heads import Planner
+from optodsl.analysis.runs import load_run
+from optodsl.cli import app
+from optodsl.data.task import make_task
+from optodsl.experiment import run_experiment
+
+SETTINGS = {"train.sequences": 640, "eval.every": 640, "eval.sequences": 256, "data.total_classes": 200}
+COPY = "copy logits from L2.H3"
+
+
+def _final(run_dir) -> dict:
+    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def _analyze(run_dir, *args):
+    res = CliRunner().invoke(app, ["analyze", str(run_dir), "--sequences", "512", *args])
+    assert "Traceback" not in res.output, res.output
+    return res
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analyze_intervened")
+    (root / "copied.opto").write_text(f"{COPY}\n")
+    run_experiment(root / "copied.opto", root / "copied", dict(SETTINGS), progress=False)
+    return root
+
+
+def _variant(runs, tmp_path, spec_text: str | None):
+    """A copy of the trained run whose spec.opto reads `spec_text` (None: no spec, as a run trained from Python)."""
+    run_dir = tmp_path / "variant"
+    shutil.copytree(runs / "copied", run_dir)
+    (run_dir / "analysis.json").unlink(missing_ok=True)
+    if spec_text is None:
+        (run_dir / "spec.opto").unlink()
+        (run_dir / "spec.json").unlink()
+    else:
+        (run_dir / "spec.opto").write_text(spec_text)
+    return run_dir
+
+
+def test_the_full_model_is_the_run_as_its_evaluations_scored_it(runs):
+    """On the very sequences of the run's last evaluation, the analysis's full model gives its numbers."""
+    run = load_run(runs / "copied")
+    cfg = run.config
+    task = make_task(cfg.data)
+    idx = jax.device_get(task.sample_indices(jax.random.fold_in(jax.random.PRNGKey(cfg.seed.eval), 0), "train", cfg.eval.sequences))
+    seqs = Sequences("train", idx["classes"], idx["exemplar_ids"], idx["labels"], False)
+    final = _final(runs / "copied")
+    assert final["sequences"] == run.sequences
+    (ours,) = evaluate_plans(run.model, [Planner(run, bare=False).plan("")], task, seqs, run.sequences)
+    assert ours.accuracy == pytest.approx(final["train/accuracy"], abs=1e-6)
+    assert ours.loss == pytest.approx(final["train/loss"], rel=1e-4)
+    (bare,) = evaluate_plans(run.model, [Planner(run, bare=True).plan("")], task, seqs, run.sequences)
+    assert abs(bare.loss - final["train/loss"]) > 0.3  # the bare network is another forward
+
+
+def test_cli_analyze_says_it_scores_under_the_runs_interventions(runs):
+    res = _analyze(runs / "copied", "--only", "heads")
+    assert res.exit_code == 0, res.output
+    assert f"scored under the run's own interventions, every ablation added to them: {COPY}" in res.output
+    result = json.loads((runs / "copied" / "analysis.json").read_text())
+    assert result["interventions"] == [COPY] and result["bare"] is False and result["bindings"] == {}
+    # the copy restricts the prediction to the two in-context labels, so the loss is near the run's
+    # evaluations' (the bare network, whose unembedding the copy never trained, is near ln 5)
+    final = _final(runs / "copied")
+    assert abs(result["full"]["loss"] - final["train/loss"]) < 0.1
+    assert abs(result["full"]["accuracy"] - final["train/accuracy"]) < 0.15
+    # ablating L2.H3's values leaves its attention logits, so the copied answer, as they were
+    assert result["heads"]["L2"]["ablate_one"]["H3"] == result["full"]
+
+
+def test_cli_analyze_bare_is_explicit_and_reported(runs, tmp_path):
+    res = _analyze(runs / "copied", "--only", "heads", "--bare")
+    assert res.exit_code == 0, res.output
+    assert "scored on the bare network (--bare): none of the run's own interventions applied" in res.output
+    result = json.loads((runs / "copied" / "analysis.json").read_text())
+    assert result["bare"] is True and result["interventions"] == "none"
+    assert result["full"]["loss"] > 1.2  # near ln 5: the unembedding never trained
+    res = CliRunner().invoke(app, ["report", str(runs / "copied"), "--out", str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output
+
+
+def test_cli_analyze_refuses_an_ablation_that_conflicts_with_the_runs_own(runs, tmp_path):
+    run_dir = _variant(runs, tmp_path, "ablate L2.H0 = mean\n")
+    res = _analyze(run_dir, "--only", "heads")
+    assert res.exit_code == 2, res.output
+    assert str(run_dir / "spec.opto") in res.output
+    assert "the analysis 'ablate L2.H0' conflicts with the run's own interventions" in res.output
+    assert "--bare" in res.output and "--only" in res.output
+    assert not (run_dir / "analysis.json").exists()
+    res = _analyze(run_dir, "--only", "composition")  # no ablation: nothing to conflict
+    assert res.exit_code == 0, res.output
+    assert "ablate L2.H0 = mean" in res.output
+
+
+def test_cli_analyze_refuses_a_run_whose_interventions_are_unknown(runs, tmp_path):
+    run_dir = _variant(runs, tmp_path, None)
+    res = _analyze(run_dir, "--only", "composition")
+    assert res.exit_code == 2, res.output
+    assert "the run's training interventions are unknown" in res.output and "no spec.opto" in res.output
+    assert not (run_dir / "analysis.json").exists()
+    res = _analyze(run_dir, "--only", "composition", "--bare")
+    assert res.exit_code == 0, res.output
+    assert json.loads((run_dir / "analysis.json").read_text())["bare"] is True
+
+
+def test_the_report_refuses_a_malformed_interventions_field(tmp_path):
+    from optodsl.errors import DataError
+    from optodsl.report.load import validate_analysis
+
+    assert validate_analysis(tmp_path, {"interventions": ["ablate L2.H0"], "bare": False})["interventions"] == ["ablate L2.H0"]
+    assert validate_analysis(tmp_path, {})["interventions"] is None  # an analysis.json written before the field
+    with pytest.raises(DataError, match="interventions"):
+        validate_analysis(tmp_path, {"interventions": 3})
+
+
+def test_cli_analyze_a_sweep_member_under_its_own_values(runs, tmp_path):
+    """A member of a sweep is analysed with its own sweep values, and with the run's settings even
+    where a `--set` overrode the spec's `set` (here train.sequences)."""
+    run_dir = _variant(runs, tmp_path, "sweep h in [1, 3]\nset train.sequences = 99000\nclamp L1.H$h.pattern = prev_token\n")
+    record = json.loads((run_dir / "spec.json").read_text())
+    (run_dir / "spec.json").write_text(json.dumps({**record, "bindings": {"h": 3}}))
+    res = _analyze(run_dir, "--only", "composition")
+    assert res.exit_code == 0, res.output
+    assert "scored under the run's own interventions ($h=3), every ablation added to them: clamp L1.H$h.pattern = prev_token" in res.output
+    result = json.loads((run_dir / "analysis.json").read_text())
+    assert result["bindings"] == {"h": 3} and result["interventions"] == ["clamp L1.H$h.pattern = prev_token"]
+    assert load_run(run_dir).member.actions[0].head == 3
+
+    (run_dir / "spec.json").write_text(json.dumps({**record, "bindings": {"h": 5}}))
+    res = _analyze(run_dir, "--only", "composition")
+    assert res.exit_code == 2, res.output
+    assert "spec.json records $h=5" in res.output and "($h=1)" in res.output and "($h=3)" in res.output
