@@ -103,7 +103,8 @@ def _run_console_line(command: str, printed: str, cwd: Path) -> None:
         assert got == shown, f"{where} printed\n{got}\nbut the page shows\n{shown}"
         return
     first = re.split(r"\d", shown.splitlines()[0])[0]  # progress lines off a terminal may come before it
-    assert any(line.startswith(first) for line in got.splitlines()), f"{where} printed\n{got}\nwithout a line starting {first!r}"
+    assert any(line.startswith(first) for line in got.splitlines()), \
+        f"{where} printed\n{got}\nwithout a line starting {first!r}"
     headers = [line for line in shown.splitlines() if line.endswith(":")]
     assert all(h in got.splitlines() for h in headers), f"{where} printed\n{got}\nwithout the headers {headers}"
 
