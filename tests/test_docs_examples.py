@@ -3,7 +3,8 @@
 tests/test_specs_and_docs.py resolves the ```opto examples; this file checks the shell side:
 each `opto ...` line of a ```bash/```console/```sh block or an inline code span in README.md and
 docs/*.md is parsed against the typer app itself, every `specs/...` path named exists, and the
-documented pandas call runs on a real (tiny) run directory.
+documented pandas call runs on a real (tiny) run directory. tests/test_docs_snippets.py runs the
+```python blocks and the cheap commands as printed.
 """
 
 from __future__ import annotations
@@ -292,17 +293,3 @@ def test_the_documented_pandas_call_loads_a_real_run(tiny_run, monkeypatch):
     for path, call in calls:
         call = re.sub(r"runs/<[^>]+>/", "runs/first/", call)
         _check_metrics(eval(call, {"pandas": pandas}))
-
-
-def test_getting_started_python_examples_run(tiny_run, monkeypatch, capsys):
-    pandas = pytest.importorskip("pandas")
-    monkeypatch.chdir(tiny_run)
-    blocks = _fences(ROOT / "docs" / "getting-started.md", "python")
-    assert blocks
-    for block in blocks:
-        namespace: dict = {}
-        exec(compile(block, "docs/getting-started.md", "exec"), namespace)
-        frames = [v for v in namespace.values() if isinstance(v, pandas.DataFrame)]
-        for frame in frames:
-            _check_metrics(frame)
-    assert "heldout_labels/accuracy" in capsys.readouterr().out
