@@ -20,10 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = [
     "fig3_baseline", "fig4b_single_heads",
-    "fig5b_only_h3", "fig5b_clamp_prev_token", "fig5b_clamp_layer1", "fig5b_clamp_match", "fig5b_clamp_copy",
-    "fig5b_clamp_layer1_and_copy",
-    "fig6_classes_unclamped", "fig6_classes_clamp_layer1", "fig6_classes_clamp_match", "fig6_classes_clamp_layer1_and_copy",
-    "fig6_labels_unclamped", "fig6_labels_clamp_layer1", "fig6_labels_clamp_match", "fig6_labels_clamp_layer1_and_copy",
+    "fig5b", "fig6_unclamped", "fig6_clamped",
 ]
 """Figures 3-6 as trained runs; Figure 4a is an analysis of Figure 3's checkpoint (`opto analyze`)."""
 

@@ -3,10 +3,11 @@
 Evaluation follows the paper's schedule (every 5,000 sequences on 1,000 sequences of each of the
 four sets), inside the fused chunk. Compilation is excluded (one warm-up chunk); the figure is
 steady-state steps/s over `--chunks` chunks. `--spec` times a spec's interventions, e.g. the
-two-pass `specs/paper/fig5b_clamp_layer1.opto`.
+two-pass layer-1 clamp, variant `clamp_layer1` of `specs/paper/fig5b.opto` (`--run` picks a
+run of a spec with several; the default is its first).
 
     python benchmarks/train_speed.py                       # no intervention
-    python benchmarks/train_speed.py --spec specs/paper/fig5b_clamp_layer1.opto
+    python benchmarks/train_speed.py --spec specs/paper/fig5b.opto --run fig5b-clamp_layer1
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ def time_chunks(program, chunks: int) -> tuple[int, float, float]:
     return chunks * program.steps_per_eval, time.perf_counter() - t0, compile_s
 
 
-def measure(spec: str | None, chunks: int, every: int) -> dict:
+def measure(spec: str | None, chunks: int, every: int, run: str | None = None) -> dict:
     config = ExperimentConfig(train=TrainConfig(sequences=10**7), eval=EvalConfig(every=every, sequences=1000))
     forward = None
     if spec:
-        member = load_experiment(spec).members[0]
+        members = load_experiment(spec).members
+        member = next(m for m in members if m.name == run) if run else members[0]
         config = member.config.model_copy(update={"train": config.train, "eval": config.eval})
         forward = plan_for(member.model_copy(update={"config": config}))
     program = build_program(config, forward)
@@ -55,11 +57,12 @@ def measure(spec: str | None, chunks: int, every: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", action="append", default=None, help="a spec to time (repeatable); default: none")
+    parser.add_argument("--run", default=None, help="the run of a spec with several to time, e.g. fig5b-clamp_layer1")
     parser.add_argument("--chunks", type=int, default=10, help="timed chunks of 5,000 sequences")
     parser.add_argument("--every", type=int, default=5000, help="evaluation interval in sequences")
     args = parser.parse_args()
     for spec in args.spec or [None]:
-        print(json.dumps(measure(spec, args.chunks, args.every)))
+        print(json.dumps(measure(spec, args.chunks, args.every, args.run)))
 
 
 if __name__ == "__main__":

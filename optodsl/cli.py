@@ -177,7 +177,7 @@ def explain(
 ) -> None:
     """List the resolved interventions, one per site: verb, site, positions, pass, schedule.
 
-    Example: opto explain specs/paper/fig5b_clamp_layer1.opto --json
+    Example: opto explain specs/paper/fig5b.opto --json
     """
     from .experiment import load_experiment
 
@@ -463,7 +463,7 @@ def report(
     """Draw figures (loss and accuracy overlaid, induction heatmaps, ablation bars, path and
     composition maps) and a markdown summary for runs; includes each run's analysis.json if present.
 
-    Example: opto report runs/fig5b_* --out reports/fig5b
+    Example: opto report runs/fig5b --out reports/fig5b
     """
     from .report import write_report
 

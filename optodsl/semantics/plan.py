@@ -78,6 +78,7 @@ class Member(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
+    variant: str | None = None  # the `variant NAME { ... }` block this run adds, if the spec has variants
     bindings: tuple[tuple[str, float | int | str | bool], ...] = ()
     config: ExperimentConfig
     actions: tuple[Action, ...] = ()

@@ -17,6 +17,8 @@ from ..syntax.hints import capitals_hint
 from .plan import MAX_SEQUENCES
 
 NUMBERING = "layers count from 1, heads from 0, as in the paper"
+POSITIONS_VAR = "sweep positions over indices or names, e.g. sweep p in [labels, query, 2]"
+SCHEDULE_VAR = "sweep schedule bounds over sequence counts, e.g. sweep k in [50k, 100k]"
 
 
 def close(word: str, options, what: str) -> str:
@@ -84,12 +86,14 @@ class Resolver:
             return [self.python(v) for v in node.items]
         raise SpecError(node.span, "a call is not a setting value", hint="use a number, string, true/false or a list")
 
-    def atom(self, atom, span: Span) -> int:
+    def atom(self, atom, span: Span, what: str = "an index",
+             hint: str = "sweep indices over whole numbers, e.g. sweep h in 0..7") -> int:
+        """A whole number written as such or as a sweep variable (`H$h`, `during 0..$k`, `@ $p`)."""
         if isinstance(atom, ast.Var):
             value = self.python(atom)
             if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
-                raise SpecError(atom.span, f"sweep variable '${atom.name}' is {value!r} here; an index needs a whole number",
-                                hint="sweep indices over whole numbers, e.g. sweep h in 0..7")
+                raise SpecError(atom.span, f"sweep variable '${atom.name}' is {value!r} here; {what} needs a whole number",
+                                hint=hint)
             return int(value)
         return atom
 
@@ -159,6 +163,8 @@ class Resolver:
         t = self.seq_len
         if positions is None:
             return None
+        if isinstance(positions, ast.VarPositions):
+            return self.rows(self._bound_positions(positions.var))
         if isinstance(positions, ast.NamedPositions):
             return {
                 "all": tuple(range(t)), "query": (t - 1,),
@@ -170,8 +176,8 @@ class Resolver:
                 raise SpecError(positions.span, f"no position {i} in a sequence of {t} tokens",
                                 hint=f"positions are 0..{t - 1} (e1 l1 e2 l2 q for 2 pairs), or -{t}..-1 from the end")
             return (i % t,)
-        start = 0 if positions.start is None else positions.start
-        stop = t if positions.stop is None else positions.stop
+        start = 0 if positions.start is None else self.atom(positions.start, positions.span, "a slice bound", POSITIONS_VAR)
+        stop = t if positions.stop is None else self.atom(positions.stop, positions.span, "a slice bound", POSITIONS_VAR)
         rows = tuple(range(t))[start:stop]
         if not rows:
             raise SpecError(positions.span, f"the slice {start}:{stop} selects no position of {t}",
@@ -184,12 +190,30 @@ class Resolver:
             return 0, MAX_SEQUENCES, "both"
         if isinstance(schedule, ast.PhaseSchedule):
             return 0, MAX_SEQUENCES, schedule.phase
-        start = schedule.start or 0
-        stop = MAX_SEQUENCES if schedule.stop is None else schedule.stop
+        start = 0 if schedule.start is None else self._sequences(schedule.start, schedule.span)
+        stop = MAX_SEQUENCES if schedule.stop is None else self._sequences(schedule.stop, schedule.span)
         if stop <= start:
             raise SpecError(schedule.span, f"the schedule {start}..{stop} is empty",
                             hint="write start..stop in training sequences with start < stop, e.g. during 0..100k")
         return start, stop, "both"
+
+    def _sequences(self, bound, span: Span) -> int:
+        """A schedule bound in training sequences: a whole number, at least 0."""
+        value = self.atom(bound, span, "a schedule bound", SCHEDULE_VAR)
+        if value < 0:
+            raise SpecError(bound.span, f"sweep variable '${bound.name}' is {value} here; a schedule bound needs at least 0",
+                            hint=SCHEDULE_VAR)
+        return value
+
+    def _bound_positions(self, var: ast.Var):
+        """The positions node a variable in `@ $p` stands for: a named group or one index."""
+        value = self.python(var)
+        if isinstance(value, str) and value in ast.POSITION_NAMES:
+            return ast.NamedPositions(span=var.span, name=value)
+        if not isinstance(value, bool) and (isinstance(value, int) or isinstance(value, float) and value.is_integer()):
+            return ast.IndexPosition(span=var.span, index=int(value))
+        raise SpecError(var.span, f"sweep variable '${var.name}' is {value!r} here; positions need a whole number "
+                        f"or one of {', '.join(ast.POSITION_NAMES)}", hint=POSITIONS_VAR)
 
 
 def span_text(span: Span) -> str:

@@ -17,33 +17,105 @@ from ..config import ExperimentConfig, setting_keys, with_settings
 from ..errors import Span, SpecError, SpecWarning
 from ..interventions import VERBS
 from ..syntax import ast
+from ..syntax.format import format_number
 from .plan import Action, Member
 from .resolve import Resolver, close, span_text
 
 
+PAIRED_HINT = "a paired sweep takes a list of tuples, e.g. sweep (classes, labels) in [(100, 5), (50, 10)]"
+
+
 def sweep_bindings(spec: ast.Spec) -> list[dict[str, object]]:
-    """Every combination of the spec's sweep values (one empty binding without sweeps)."""
-    names: dict[str, list] = {}
+    """Every combination of the spec's sweep values (one empty binding without sweeps); the
+    variables of a paired sweep take their values together, one row at a time."""
+    declared: set[str] = set()
+    groups: list[tuple[tuple[str, ...], list[tuple]]] = []
     for st in spec.statements:
         if not isinstance(st, ast.Sweep):
             continue
-        if st.name in names:
-            raise SpecError(st.span, f"sweep variable '${st.name}' is declared twice", hint="give each sweep its own name")
-        if isinstance(st.values, ast.SweepRange):
-            if st.values.stop < st.values.start:
-                raise SpecError(st.values.span, f"empty sweep range {st.values.start}..{st.values.stop}",
-                                hint="ranges are inclusive and ascending, e.g. 0..7")
-            names[st.name] = list(range(st.values.start, st.values.stop + 1))
-        else:
-            values = []
-            for item in st.values.items:
-                if not isinstance(item, (ast.Number, ast.String, ast.Bool, ast.Name)):
-                    raise SpecError(item.span, "sweep values are numbers, strings, names or true/false")
-                values.append(item.name if isinstance(item, ast.Name) else item.value)
-            if not values:
-                raise SpecError(st.values.span, "a sweep needs at least one value")
-            names[st.name] = values
-    return [dict(zip(names, combo)) for combo in itertools.product(*names.values())]
+        for name in st.names:
+            if name in declared:
+                raise SpecError(st.span, f"sweep variable '${name}' is declared twice", hint="give each sweep its own name")
+            declared.add(name)
+        groups.append((st.names, _sweep_rows(st)))
+    bindings = []
+    for combo in itertools.product(*(rows for _, rows in groups)):
+        bindings.append({name: value for (names, _), row in zip(groups, combo) for name, value in zip(names, row)})
+    return bindings
+
+
+def _sweep_rows(st: ast.Sweep) -> list[tuple]:
+    """The rows of values one sweep statement runs over, a tuple per run."""
+    domain = st.values
+    paired = len(st.names) > 1
+    if isinstance(domain, ast.SweepRange):
+        if paired:
+            raise SpecError(domain.span, f"sweep ({', '.join(st.names)}) needs a value for each variable", hint=PAIRED_HINT)
+        if domain.stop < domain.start:
+            raise SpecError(domain.span, f"empty sweep range {domain.start}..{domain.stop}",
+                            hint="ranges are inclusive and ascending, e.g. 0..7")
+        return [(v,) for v in range(domain.start, domain.stop + 1)]
+    if isinstance(domain, ast.ListValue):
+        if paired and domain.items:
+            raise SpecError(domain.items[0].span, f"sweep ({', '.join(st.names)}) needs a value for each variable",
+                            hint=PAIRED_HINT)
+        rows = [(_sweep_value(item),) for item in domain.items]
+    else:
+        rows = []
+        for row in domain.items:
+            if len(row.items) != len(st.names):
+                raise SpecError(row.span, f"this row has {len(row.items)} value{'s' * (len(row.items) != 1)}; "
+                                f"sweep ({', '.join(st.names)}) takes {len(st.names)}",
+                                hint="give every row one value per variable, in the order of the names")
+            rows.append(tuple(_sweep_value(item) for item in row.items))
+    if not rows:
+        raise SpecError(domain.span, "a sweep needs at least one value")
+    return rows
+
+
+def _sweep_value(item) -> object:
+    """One sweep value as plain Python: a number, string, name (as a string) or boolean."""
+    if not isinstance(item, (ast.Number, ast.String, ast.Bool, ast.Name)):
+        raise SpecError(item.span, "sweep values are numbers, strings, names or true/false")
+    return item.name if isinstance(item, ast.Name) else item.value
+
+
+def variants(spec: ast.Spec) -> list[tuple[str | None, ast.Spec]]:
+    """The spec as each of its variants sees it: the common statements, with the variant's own
+    statements where its block stands and the other variants' blocks left out. A spec without
+    variants is its own single variant, named None."""
+    blocks: dict[str, ast.Variant] = {}
+    for st in spec.statements:
+        if not isinstance(st, ast.Variant):
+            continue
+        if st.name in blocks:
+            raise SpecError(st.span, f"variant '{st.name}' is declared twice (first at line {blocks[st.name].span.line})",
+                            hint="give each variant its own name")
+        for inner in st.statements:
+            if not isinstance(inner, (ast.Set, ast.Intervention)):
+                raise SpecError(inner.span, f"a variant holds set statements and interventions, not {_KINDS[inner.kind]}",
+                                hint=_OUTSIDE[inner.kind])
+        blocks[st.name] = st
+    if not blocks:
+        return [(None, spec)]
+    out = []
+    for name in blocks:
+        statements = []
+        for st in spec.statements:
+            if not isinstance(st, ast.Variant):
+                statements.append(st)
+            elif st.name == name:
+                statements.extend(st.statements)
+        out.append((name, spec.model_copy(update={"statements": tuple(statements)})))
+    return out
+
+
+_KINDS = {"sweep": "a sweep", "import": "an import", "variant": "another variant"}
+_OUTSIDE = {
+    "sweep": "declare sweeps at the top level of the file: every sweep crosses with every variant",
+    "import": "import at the top level of the file; the imported statements are common to every variant",
+    "variant": "variants do not nest; declare each one at the top level of the file",
+}
 
 
 def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> ExperimentConfig:
@@ -168,23 +240,30 @@ def resolve_spec(spec: ast.Spec, base: ExperimentConfig, cli: dict[str, object] 
     warnings: list[SpecWarning] = []
     stem = Path(spec.path).stem if spec.path else "spec"
     bindings_list = sweep_bindings(spec)
-    for bindings in bindings_list:
-        r = Resolver(base, bindings)
-        config = apply_settings(base, spec, r)
-        if cli:
-            config = apply_cli(config, cli, cli_span)
-        r = Resolver(config, bindings)
-        actions = lower(spec, r)
-        check_conflicts(actions, config.data.seq_len)
-        for w in warnings_for(actions, config):
-            if w not in warnings:
-                warnings.append(w)
-        name = stem if len(bindings_list) == 1 else stem + "-" + "-".join(f"{k}{v}" for k, v in bindings.items())
-        probes = tuple((text, tuple(_probe(text, i, actions, r, config))) for i, text in enumerate(config.eval.perfected))
-        grafts = tuple(sorted({str(a.param("run")) for a in actions + [a for _, p in probes for a in p] if a.builder == "graft"}))
-        members.append(Member(name=name, bindings=tuple(bindings.items()), config=config, actions=tuple(actions),
-                              grafts=grafts, probes=probes))
+    for variant, flat in variants(spec):
+        for bindings in bindings_list:
+            r = Resolver(base, bindings)
+            config = apply_settings(base, flat, r)
+            if cli:
+                config = apply_cli(config, cli, cli_span)
+            r = Resolver(config, bindings)
+            actions = lower(flat, r)
+            check_conflicts(actions, config.data.seq_len)
+            for w in warnings_for(actions, config):
+                if w not in warnings:
+                    warnings.append(w)
+            name = "-".join([stem, *([variant] if variant else []), *(_run_part(k, v) for k, v in bindings.items() if len(bindings_list) > 1)])
+            probes = tuple((text, tuple(_probe(text, i, actions, r, config))) for i, text in enumerate(config.eval.perfected))
+            grafts = tuple(sorted({str(a.param("run")) for a in actions + [a for _, p in probes for a in p] if a.builder == "graft"}))
+            members.append(Member(name=name, variant=variant, bindings=tuple(bindings.items()), config=config,
+                                  actions=tuple(actions), grafts=grafts, probes=probes))
     return members, warnings
+
+
+def _run_part(name: str, value: object) -> str:
+    """One sweep value in a run's name: `k50k`, `lr0.001`, `h3`, `pquery`."""
+    shown = format_number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    return f"{name}{shown}"
 
 
 def _probe(text: str, index: int, actions: list[Action], r: Resolver, config: ExperimentConfig) -> list[Action]:

@@ -141,11 +141,14 @@ Selector = Annotated[Union[GlobalSite, LayerSelector], Field(discriminator="kind
 # Positions and schedules -------------------------------------------------------------------------
 
 
+POSITION_NAMES = ("query", "labels", "exemplars", "all")
+
+
 class NamedPositions(Node):
     """A named group of sequence positions: `query`, `labels`, `exemplars` or `all`."""
 
     kind: Literal["named"] = "named"
-    name: Literal["query", "labels", "exemplars", "all"]
+    name: Literal[POSITION_NAMES]
 
 
 class IndexPosition(Node):
@@ -155,23 +158,31 @@ class IndexPosition(Node):
     index: int
 
 
+class VarPositions(Node):
+    """`@ $p`: positions named by a sweep variable, bound to an index or to a name such as `labels`."""
+
+    kind: Literal["var"] = "var"
+    var: Var
+
+
 class SlicePositions(Node):
-    """A half-open slice `start:stop` of positions; either end may be omitted (None)."""
+    """A half-open slice `start:stop` of positions; either end may be omitted (None) or a variable."""
 
     kind: Literal["slice"] = "slice"
-    start: int | None = None
-    stop: int | None = None
+    start: Atom | None = None
+    stop: Atom | None = None
 
 
-Positions = Annotated[Union[NamedPositions, IndexPosition, SlicePositions], Field(discriminator="kind")]
+Positions = Annotated[Union[NamedPositions, IndexPosition, VarPositions, SlicePositions], Field(discriminator="kind")]
 
 
 class RangeSchedule(Node):
-    """Training sequences `start..stop`, start inclusive and stop exclusive; None is an open end."""
+    """Training sequences `start..stop`, start inclusive and stop exclusive; None is an open end.
+    Either bound may be a sweep variable (`during 0..$k`)."""
 
     kind: Literal["range"] = "range"
-    start: int | None = None
-    stop: int | None = None
+    start: Atom | None = None
+    stop: Atom | None = None
 
 
 class PhaseSchedule(Node):
@@ -209,12 +220,27 @@ class SweepRange(Node):
     stop: int
 
 
+class SweepTuple(Node):
+    """One row `(v1, v2, ...)` of a paired sweep: a value for each of its variables."""
+
+    kind: Literal["tuple"] = "tuple"
+    items: tuple[Value, ...]
+
+
+class SweepTuples(Node):
+    """The rows `[(a, b), (c, d), ...]` of a paired sweep."""
+
+    kind: Literal["tuples"] = "tuples"
+    items: tuple[SweepTuple, ...]
+
+
 class Sweep(Node):
-    """`sweep name in a..b` or `sweep name in [v, ...]`: one run per value of `$name`."""
+    """`sweep name in a..b`, `sweep name in [v, ...]`, or the paired `sweep (a, b) in [(1, 2), ...]`:
+    one run per value (per row of a paired sweep). `names` holds the one name, or the paired names."""
 
     kind: Literal["sweep"] = "sweep"
-    name: str
-    values: Annotated[Union[SweepRange, ListValue], Field(discriminator="kind")]
+    names: tuple[str, ...]
+    values: Annotated[Union[SweepRange, ListValue, SweepTuples], Field(discriminator="kind")]
 
 
 class Intervention(Node):
@@ -230,7 +256,17 @@ class Intervention(Node):
     schedule: Schedule | None = None
 
 
-Statement = Annotated[Union[Import, Set, Sweep, Intervention], Field(discriminator="kind")]
+class Variant(Node):
+    """`variant name { statements }`: the named variant's runs add these statements where the block
+    stands; the file's other statements are common to every variant. Its span is the `variant NAME`
+    header (its statements carry their own)."""
+
+    kind: Literal["variant"] = "variant"
+    name: str
+    statements: tuple[Statement, ...] = ()
+
+
+Statement = Annotated[Union[Import, Set, Sweep, Variant, Intervention], Field(discriminator="kind")]
 
 
 class Spec(Node):
@@ -241,7 +277,7 @@ class Spec(Node):
     statements: tuple[Statement, ...] = ()
 
 
-for _model in (Call, ListValue, Set, Sweep, Intervention, Spec):
+for _model in (Call, ListValue, SweepTuple, SweepTuples, Set, Sweep, Variant, Intervention, Spec):
     _model.model_rebuild()
 
 T = TypeVar("T")

@@ -18,17 +18,35 @@ def format_spec(spec: ast.Spec) -> str:
     return "".join(format_statement(statement) + "\n" for statement in spec.statements)
 
 
-def format_statement(statement: ast.Import | ast.Set | ast.Sweep | ast.Intervention) -> str:
-    """Canonical text of one statement, without a line ending."""
+def format_statement(statement: ast.Import | ast.Set | ast.Sweep | ast.Variant | ast.Intervention,
+                     indent: str = "") -> str:
+    """Canonical text of one statement, without a line ending; a variant's block spans several
+    lines, its statements indented by four spaces more than `indent`."""
     if isinstance(statement, ast.Import):
         return f"import {format_string(statement.path)}"
     if isinstance(statement, ast.Set):
         return f"set {'.'.join(statement.key)} = {format_value(statement.value)}"
     if isinstance(statement, ast.Sweep):
-        domain = statement.values
-        text = f"{domain.start}..{domain.stop}" if isinstance(domain, ast.SweepRange) else format_value(domain)
-        return f"sweep {statement.name} in {text}"
+        return _format_sweep(statement)
+    if isinstance(statement, ast.Variant):
+        inner = indent + "    "
+        body = "".join(f"{inner}{format_statement(s, inner)}\n" for s in statement.statements)
+        return f"variant {statement.name} {{\n{body}{indent}}}"
     return _format_intervention(statement)
+
+
+def _format_sweep(sweep: ast.Sweep) -> str:
+    """`sweep h in 0..7`, `sweep s in [0.5, 1.0]` or `sweep (a, b) in [(1, 2), (3, 4)]`."""
+    domain = sweep.values
+    if isinstance(domain, ast.SweepRange):
+        text = f"{domain.start}..{domain.stop}"
+    elif isinstance(domain, ast.SweepTuples):
+        text = "[" + ", ".join("(" + ", ".join(format_value(v) for v in row.items) + ")" for row in domain.items) + "]"
+    else:
+        text = format_value(domain)
+    names = sweep.names[0] if len(sweep.names) == 1 and not isinstance(domain, ast.SweepTuples) else \
+        "(" + ", ".join(sweep.names) + ")"
+    return f"sweep {names} in {text}"
 
 
 def _format_intervention(node: ast.Intervention) -> str:
@@ -83,26 +101,29 @@ def _atom(atom: int | ast.Var) -> str:
     return f"${atom.name}" if isinstance(atom, ast.Var) else str(atom)
 
 
-def format_positions(positions: ast.NamedPositions | ast.IndexPosition | ast.SlicePositions) -> str:
-    """`labels`, `2` or `2:4` (an omitted slice end prints as nothing)."""
+def format_positions(positions: ast.NamedPositions | ast.IndexPosition | ast.VarPositions | ast.SlicePositions) -> str:
+    """`labels`, `2`, `$p` or `2:4` (an omitted slice end prints as nothing)."""
     if isinstance(positions, ast.NamedPositions):
         return positions.name
     if isinstance(positions, ast.IndexPosition):
         return str(positions.index)
-    return f"{_optional(positions.start)}:{_optional(positions.stop)}"
+    if isinstance(positions, ast.VarPositions):
+        return f"${positions.var.name}"
+    return f"{_optional(positions.start, str)}:{_optional(positions.stop, str)}"
 
 
 def format_schedule(schedule: ast.RangeSchedule | ast.PhaseSchedule) -> str:
-    """`train`, `eval`, or `start..stop` with sequence counts like `100k`."""
+    """`train`, `eval`, or `start..stop` with sequence counts like `100k` (or variables, `0..$k`)."""
     if isinstance(schedule, ast.PhaseSchedule):
         return schedule.phase
-    start = "" if schedule.start is None else format_number(schedule.start)
-    stop = "" if schedule.stop is None else format_number(schedule.stop)
-    return f"{start}..{stop}"
+    return f"{_optional(schedule.start, format_number)}..{_optional(schedule.stop, format_number)}"
 
 
-def _optional(value: int | None) -> str:
-    return "" if value is None else str(value)
+def _optional(value: int | ast.Var | None, number) -> str:
+    """A bound: nothing when absent, `$name` for a variable, else the number as `number` prints it."""
+    if value is None:
+        return ""
+    return _atom(value) if isinstance(value, ast.Var) else number(value)
 
 
 def format_value(value) -> str:

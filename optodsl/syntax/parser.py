@@ -111,12 +111,12 @@ def _check_nesting(source: Source) -> None:
             in_string = True
         elif char == "#":
             in_comment = True
-        elif char in "[(":
+        elif char in "[({":
             depth += 1
             if depth > MAX_NESTING:
                 raise SpecError(source.span(line, column), f"brackets nested more than {MAX_NESTING} deep",
                                 "flatten the value; specs never need this much nesting")
-        elif char in "])":
+        elif char in "])}":
             depth = max(depth - 1, 0)
 
 
@@ -225,7 +225,24 @@ class _Builder(Transformer):
         return tuple(str(name) for name in children)
 
     def sweep_stmt(self, meta, children):
-        return ast.Sweep(span=self._span(meta), name=str(children[1]), values=children[3])
+        return ast.Sweep(span=self._span(meta), names=children[1], values=children[3])
+
+    def sweep_names(self, meta, children):
+        return (str(children[0]),)
+
+    def sweep_names_paired(self, meta, children):
+        return tuple(str(name) for name in children)
+
+    def sweep_tuples(self, meta, children):
+        return ast.SweepTuples(span=self._span(meta), items=tuple(children))
+
+    def sweep_tuple(self, meta, children):
+        return ast.SweepTuple(span=self._span(meta), items=tuple(children))
+
+    def variant_stmt(self, meta, children):
+        keyword, name = children[0], children[1]
+        span = self.src.span(keyword.line, keyword.column, name.end_line, name.end_column)
+        return ast.Variant(span=span, name=str(name), statements=tuple(children[2:]))
 
     def sweep_range(self, meta, children):
         start, stop = (_whole(self.src, token, "a sweep bound", hints.SWEEP_HINT, None) for token in children)
@@ -295,7 +312,7 @@ class _Builder(Transformer):
 
     def positions_named(self, meta, children):
         name = str(children[0])
-        options = ("query", "labels", "exemplars", "all")
+        options = ast.POSITION_NAMES
         if name not in options:
             raise self.src.error(children[0], f"unknown positions {name!r}",
                                  hints.did_you_mean(name, options) + hints.POSITIONS_HINT)
@@ -305,10 +322,23 @@ class _Builder(Transformer):
         index = _whole(self.src, children[0], "a position", hints.POSITIONS_HINT, None)
         return ast.IndexPosition(span=self._span(meta), index=index)
 
+    def positions_var(self, meta, children):
+        return ast.VarPositions(span=self._span(meta), var=ast.Var(span=self._span(meta), name=children[0].value[1:]))
+
     def positions_slice(self, meta, children):
-        start, stop = (None if token is None else _whole(self.src, token, "a slice bound", hints.POSITIONS_HINT, None)
-                       for token in children)
+        start, stop = (self._bound(token, "a slice bound", hints.POSITIONS_HINT, None) for token in children)
         return ast.SlicePositions(span=self._span(meta), start=start, stop=stop)
+
+    def bound(self, meta, children):
+        return children[0]
+
+    def _bound(self, token: Token | None, what: str, hint: str, minimum: int | None) -> int | ast.Var | None:
+        """A schedule or slice bound: absent (None), a sweep variable, or a whole number."""
+        if token is None:
+            return None
+        if token.type == "VAR":
+            return ast.Var(span=self.src.of(token), name=token.value[1:])
+        return _whole(self.src, token, what, hint, minimum)
 
     def schedule_phase(self, meta, children):
         name = str(children[0])
@@ -320,8 +350,7 @@ class _Builder(Transformer):
     def schedule_range(self, meta, children):
         if children == [None, None]:
             raise SpecError(self._span(meta), "a schedule range needs a start or a stop", hints.SCHEDULE_HINT)
-        start, stop = (None if token is None else _whole(self.src, token, "a schedule bound", hints.SCHEDULE_HINT)
-                       for token in children)
+        start, stop = (self._bound(token, "a schedule bound", hints.SCHEDULE_HINT, 0) for token in children)
         return ast.RangeSchedule(span=self._span(meta), start=start, stop=stop)
 
     # values

@@ -13,11 +13,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:?usage: bash specs/paper/reproduce.sh OUT [--set key=value]...}"
 shift
 opto="${OPTO:-opto}"
-main=(fig3_baseline fig5b_only_h3 fig5b_clamp_prev_token fig5b_clamp_layer1 fig5b_clamp_match fig5b_clamp_copy
-      fig5b_clamp_layer1_and_copy fig10_progress_measures fig4b_single_heads
-      fig6_classes_clamp_layer1 fig6_classes_clamp_match fig6_classes_clamp_layer1_and_copy
-      fig6_labels_clamp_layer1 fig6_labels_clamp_match fig6_labels_clamp_layer1_and_copy
-      fig6_classes_unclamped fig6_labels_unclamped)
+main=(fig3_baseline fig5b fig10_progress_measures fig4b_single_heads fig6_clamped fig6_unclamped)
 specs=()
 for name in "${main[@]}"; do specs+=("$here/$name.opto"); done
 "$opto" run "${specs[@]}" --out "$out/runs" --no-progress "$@"
@@ -26,9 +22,10 @@ for name in "${main[@]}"; do specs+=("$here/$name.opto"); done
 r="$out/runs"
 "$opto" report "$r/fig3_baseline" --out "$out/fig3_fig4a_table1_fig11"
 "$opto" report "$r/fig4b_single_heads" --out "$out/fig4b"
-"$opto" report "$r"/fig5b_* --out "$out/fig5b"
-"$opto" report "$r/fig10_progress_measures" "$r/fig5b_clamp_prev_token" "$r/fig5b_clamp_match" --out "$out/fig10"
-"$opto" report "$r"/fig6_classes_* --out "$out/fig6_classes"
-"$opto" report "$r"/fig6_labels_* --out "$out/fig6_labels"
+"$opto" report "$r/fig5b" --out "$out/fig5b"
+"$opto" report "$r/fig10_progress_measures" "$r/fig5b/fig5b-clamp_prev_token" "$r/fig5b/fig5b-clamp_match" --out "$out/fig10"
+# Figure 6's rows: 50, 100 and 200 classes at 5 labels; 10 and 15 labels at 50 classes
+"$opto" report "$r"/fig6_*/*-labels5 --out "$out/fig6_classes"
+"$opto" report "$r"/fig6_*/*-labels1[05] --out "$out/fig6_labels"
 "$opto" toy --out "$out/fig5a_toy"
 echo "reports: $out/*/report.md"

@@ -120,9 +120,21 @@ CASES = {
     "set model.layers = 3": ast.Set(span=S, key=("model", "layers"), value=num(3)),
     'set eval.sets = ["train", "test_classes"]': ast.Set(span=S, key=("eval", "sets"), value=ast.ListValue(
         span=S, items=(ast.String(span=S, value="train"), ast.String(span=S, value="test_classes")))),
-    "sweep h in 0..3": ast.Sweep(span=S, name="h", values=ast.SweepRange(span=S, start=0, stop=3)),
-    "sweep lr in [1e-3, $x]": ast.Sweep(span=S, name="lr", values=ast.ListValue(
+    "sweep h in 0..3": ast.Sweep(span=S, names=("h",), values=ast.SweepRange(span=S, start=0, stop=3)),
+    "sweep lr in [1e-3, $x]": ast.Sweep(span=S, names=("lr",), values=ast.ListValue(
         span=S, items=(num(1e-3), ast.Var(span=S, name="x")))),
+    # sweep variables in schedules and positions, paired sweeps, variants
+    "x L1 during 0..$k": act("x", sel(one(1)), schedule=ast.RangeSchedule(span=S, start=0, stop=ast.Var(span=S, name="k"))),
+    "x L1 during $a..": act("x", sel(one(1)), schedule=ast.RangeSchedule(span=S, start=ast.Var(span=S, name="a"))),
+    "x L1 @ $p": act("x", sel(one(1)), positions=ast.VarPositions(span=S, var=ast.Var(span=S, name="p"))),
+    "x L1 @ $a:-1": act("x", sel(one(1)), positions=ast.SlicePositions(span=S, start=ast.Var(span=S, name="a"), stop=-1)),
+    "sweep (c, n) in [(100, 5), (50, x)]": ast.Sweep(span=S, names=("c", "n"), values=ast.SweepTuples(span=S, items=(
+        ast.SweepTuple(span=S, items=(num(100), num(5))), ast.SweepTuple(span=S, items=(num(50), name("x")))))),
+    "sweep (c) in [(1)]": ast.Sweep(span=S, names=("c",), values=ast.SweepTuples(
+        span=S, items=(ast.SweepTuple(span=S, items=(num(1),)),))),
+    "variant v { x L1; set a.b = 1\n}": ast.Variant(span=S, name="v", statements=(
+        act("x", sel(one(1))), ast.Set(span=S, key=("a", "b"), value=num(1)))),
+    "variant empty {\n\n}": ast.Variant(span=S, name="empty"),
 }
 
 
