@@ -1,12 +1,13 @@
-"""Frozen, validated experiment settings: model, data, training, evaluation and seeds.
+"""Frozen, validated experiment settings: task, model, data, training, evaluation and seeds.
 
 Every setting a spec's `set` statement or the command line's `--set key=value` can change is a
 field here, addressed as `section.field` (for example `train.lr`); `setting_keys()` lists them.
+The `task` section is one model per task, chosen by `task.name`; each task has its own keys.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -77,6 +78,26 @@ class DataConfig(_Frozen):
         return 2 * self.pairs + 1
 
 
+class FewShotTaskConfig(_Frozen):
+    """The paper's few-shot task (`e1 l1 e2 l2 q`); its settings are the `data` section."""
+
+    name: Literal["fewshot"] = "fewshot"
+
+
+class MarkovTaskConfig(_Frozen):
+    """In-context Markov chains (Edelman et al. 2024): each sequence from its own transition matrix."""
+
+    name: Literal["markov"] = "markov"
+    states: int = Field(3, ge=2, le=1024, description="number of states (the vocabulary)")
+    length: int = Field(100, ge=2, le=4096, description="tokens per sequence")
+    alpha: float = Field(1.0, gt=0, description="Dirichlet concentration of each transition row")
+
+
+TaskConfig = Annotated[Union[FewShotTaskConfig, MarkovTaskConfig], Field(discriminator="name")]
+TASK_CONFIGS: dict[str, type[_Frozen]] = {"fewshot": FewShotTaskConfig, "markov": MarkovTaskConfig}
+"""Each task's settings model by `task.name`; a new task adds its model here and to `TaskConfig`."""
+
+
 class TrainConfig(_Frozen):
     """Optimisation: Adam by default, lengths counted in training sequences (the paper's axis)."""
 
@@ -99,13 +120,8 @@ class EvalConfig(_Frozen):
 
     every: int = Field(5_000, ge=1)
     sequences: int = Field(1_000, ge=1)
-    sets: tuple[Literal["train", "heldout_labels", "heldout_exemplars", "test_classes"], ...] = (
-        "train",
-        "heldout_labels",
-        "heldout_exemplars",
-        "test_classes",
-    )
-    measures: tuple[Literal["induction", "prev_token"], ...] = Field(
+    sets: tuple[str, ...] = Field((), description="evaluation sets; empty means every set of the task")
+    measures: tuple[str, ...] = Field(
         (), description="progress measures per head at each evaluation: induction strength, previous-token attention")
     perfected: tuple[str, ...] = Field(
         (), description="interventions (lines of .opto) added at evaluation only: each evaluation set is also scored "
@@ -123,28 +139,54 @@ class SeedConfig(_Frozen):
 class ExperimentConfig(_Frozen):
     """Everything one run needs besides the interventions."""
 
+    task: TaskConfig = FewShotTaskConfig()
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     seed: SeedConfig = SeedConfig()
 
+    @model_validator(mode="after")
+    def _task_fits(self) -> "ExperimentConfig":
+        from .tasks import check_config  # the task owns its sets and measures; tasks import this module
+
+        check_config(self)
+        return self
+
+
+def section_models(section: str) -> tuple[type[BaseModel], ...]:
+    """The settings models of one section: one, or one per task for `task`."""
+    if section == "task":
+        return tuple(TASK_CONFIGS.values())
+    return (ExperimentConfig.model_fields[section].annotation,)
+
 
 def setting_keys() -> dict[str, type]:
-    """Every `section.field` key a spec or `--set` may change, mapped to its annotation."""
+    """Every `section.field` key a spec or `--set` may change, mapped to its annotation (the
+    `task` keys of every task; which of them a spec may set depends on its `task.name`)."""
     keys: dict[str, type] = {}
-    for section, info in ExperimentConfig.model_fields.items():
-        for name, field in info.annotation.model_fields.items():
-            keys[f"{section}.{name}"] = field.annotation
+    for section in ExperimentConfig.model_fields:
+        for model in section_models(section):
+            for name, field in model.model_fields.items():
+                keys.setdefault(f"{section}.{name}", field.annotation)
     return keys
 
 
+def task_keys(name: str) -> list[str]:
+    """The `task.*` keys task `name` has."""
+    return [f"task.{field}" for field in TASK_CONFIGS[name].model_fields]
+
+
 def with_settings(config: ExperimentConfig, settings: dict[str, object]) -> ExperimentConfig:
-    """A copy of `config` with `section.field` settings applied and validated together."""
+    """A copy of `config` with `section.field` settings applied and validated together; a new
+    `task.name` starts that task from its defaults before its other keys apply."""
     data = config.model_dump()
+    if "task.name" in settings and settings["task.name"] != data["task"]["name"]:
+        data["task"] = {"name": settings["task.name"]}
     for key, value in settings.items():
         section, _, name = key.partition(".")
-        if section not in data or name not in data[section]:
+        known = data.get(section, {}) if section != "task" else TASK_CONFIGS.get(data["task"]["name"], BaseModel).model_fields
+        if section not in data or name not in known:
             raise KeyError(key)
         data[section][name] = value
     return ExperimentConfig.model_validate(data)

@@ -1,7 +1,7 @@
 """The paper's causal transformer as an Equinox module whose every activation is a site.
 
-`Transformer.__call__(batch, overrides)` returns the query's label logits and a flat dict of
-every activation keyed as in `optodsl.sites`. Each site is computed, passed through
+`Transformer.__call__(batch, overrides)` returns the query's label logits (a token model: the
+logits at every position) and a flat dict of every activation keyed as in `optodsl.sites`. Each site is computed, passed through
 `overrides.apply` (a `where(mask, value, computed)`), recorded, and only then used by later
 sites, so an override propagates forward and gradients flow through whatever it leaves alone.
 The model knows no intervention beyond that.
@@ -56,20 +56,22 @@ class Block(eqx.Module):
 
 
 class Transformer(eqx.Module):
-    """Exemplar/label embeddings, attention blocks, final norm and label unembedding."""
+    """Exemplar/label embeddings (or a token embedding), attention blocks, final norm and unembedding."""
 
-    w_exemplar: jax.Array  # (F, D)
-    b_exemplar: jax.Array  # (D,)
-    w_label: jax.Array  # (L, D)
+    w_exemplar: jax.Array | None  # (F, D); None in a token model
+    b_exemplar: jax.Array | None  # (D,)
+    w_label: jax.Array | None  # (L, D)
     pos: jax.Array | None  # (T, D): learned or sinusoidal positions, None for RoPE/none
     blocks: tuple[Block, ...]
     ln_final: LayerNorm | None
-    w_out: jax.Array  # (D, L)
-    b_out: jax.Array  # (L,)
+    w_out: jax.Array  # (D, L), or (D, V) in a token model
+    b_out: jax.Array  # (L,) or (V,)
     config: ModelConfig = eqx.field(static=True)
+    w_token: jax.Array | None = None  # (V, D): token tasks embed `batch["tokens"]` (B, T)
 
     def __call__(self, batch: dict[str, jax.Array], overrides: Overrides | None = None):
-        """Forward a batch; returns `(logits at the query (B, L), activations by site)`."""
+        """Forward a batch; returns `(logits at the query (B, L), or at every position (B, T, V) in a
+        token model, activations by site)`."""
         ov = overrides if overrides is not None else Overrides.empty()
         cfg = self.config
         acts: dict[str, jax.Array] = {}
@@ -117,7 +119,7 @@ class Transformer(eqx.Module):
             x = site(p + "resid_out", x)
         x = site("final_norm", self.ln_final(x) if self.ln_final is not None else x)
         logits = site("logits", x @ self.w_out + self.b_out)
-        return logits[:, -1], acts
+        return (logits if self.w_token is not None else logits[:, -1]), acts
 
 
 def _qkv(x: jax.Array, blk: Block) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -179,7 +181,10 @@ _softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
 def tokens(model: Transformer, batch: dict[str, jax.Array]) -> jax.Array:
-    """Interleave exemplar and label embeddings as `e1 l1 e2 l2 ... q` (the query's label is hidden)."""
+    """Interleave exemplar and label embeddings as `e1 l1 e2 l2 ... q` (the query's label is hidden);
+    a token model looks its tokens up instead."""
+    if model.w_token is not None:
+        return model.w_token[batch["tokens"]]
     ex = batch["exemplars"] @ model.w_exemplar + model.b_exemplar  # (B, P+1, D)
     n_labels = model.w_label.shape[0]
     lab = jax.nn.one_hot(batch["labels"][:, :-1], n_labels, dtype=ex.dtype) @ model.w_label  # (B, P, D)
@@ -206,11 +211,19 @@ def sinusoidal(t: int, d: int) -> jax.Array:
     return jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1).reshape(t, -1)[:, :d]
 
 
-def init_model(model_cfg: ModelConfig, data_cfg: DataConfig, key: jax.Array) -> Transformer:
-    """Initialise as the paper did: LeCun-normal maps, zero biases, label embedding N(0, 0.02) truncated at 2 std."""
+def init_model(model_cfg: ModelConfig, data_cfg: DataConfig, key: jax.Array, vocab: int | None = None,
+               length: int | None = None) -> Transformer:
+    """Initialise as the paper did: LeCun-normal maps, zero biases, label embedding N(0, 0.02) truncated at 2 std.
+
+    With `vocab` the model reads token ids of `length`-token sequences (a token task) and predicts
+    the next token: a LeCun-normal token embedding (V, D) and unembedding (D, V) replace the
+    exemplar and label maps; the few-shot model's initialisation is untouched.
+    """
     d, h, dh, f, n_labels, t = (
         model_cfg.d_model, model_cfg.heads, model_cfg.head_dim, data_cfg.feature_dim, data_cfg.labels, data_cfg.seq_len,
     )
+    if vocab is not None:
+        n_labels, t = vocab, length
     lecun = jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1)
     keys = iter(jax.random.split(key, 8 + 8 * model_cfg.layers))
 
@@ -239,14 +252,22 @@ def init_model(model_cfg: ModelConfig, data_cfg: DataConfig, key: jax.Array) -> 
         pos = sinusoidal(t, d)
     else:
         pos = None
+    if vocab is not None:
+        w_exemplar = b_exemplar = w_label = None
+        w_token = lecun(next(keys), (vocab, d))
+        next(keys)
+    else:
+        w_exemplar, b_exemplar, w_token = lecun(next(keys), (f, d)), jnp.zeros((d,)), None
+        w_label = 0.02 * jax.random.truncated_normal(next(keys), -2.0, 2.0, (n_labels, d))
     return Transformer(
-        w_exemplar=lecun(next(keys), (f, d)),
-        b_exemplar=jnp.zeros((d,)),
-        w_label=0.02 * jax.random.truncated_normal(next(keys), -2.0, 2.0, (n_labels, d)),
+        w_exemplar=w_exemplar,
+        b_exemplar=b_exemplar,
+        w_label=w_label,
         pos=pos,
         blocks=tuple(blocks),
         ln_final=_layer_norm(d) if model_cfg.final_norm else None,
         w_out=lecun(next(keys), (d, n_labels)),
         b_out=jnp.zeros((n_labels,)),
         config=model_cfg,
+        w_token=w_token,
     )

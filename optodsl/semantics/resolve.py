@@ -14,6 +14,7 @@ from ..errors import Span, SpecError
 from ..sites import GLOBAL_SITES, HEAD_SITES, LAYER_SITES
 from ..syntax import ast
 from ..syntax.hints import capitals_hint
+from ..tasks import layout
 from .plan import MAX_SEQUENCES
 
 NUMBERING = "layers count from 1, heads from 0, as in the paper"
@@ -48,7 +49,8 @@ class Resolver:
         self.bindings = bindings or {}
         self.layers = config.model.layers
         self.heads = config.model.heads
-        self.seq_len = config.data.seq_len
+        self.layout = layout(config)
+        self.seq_len = self.layout.length
         self.layer_sites = [n for n in LAYER_SITES if n != "mlp_out" or config.model.mlp]
 
     # values -------------------------------------------------------------------------------
@@ -159,22 +161,24 @@ class Resolver:
 
     # positions and schedules --------------------------------------------------------------
     def rows(self, positions) -> tuple[int, ...] | None:
-        """Sequence positions (0-based, `e1 l1 e2 l2 q` = 0..4) a positions clause names."""
+        """Sequence positions (0-based, `e1 l1 e2 l2 q` = 0..4) a positions clause names; named
+        positions are the task's roles."""
         t = self.seq_len
         if positions is None:
             return None
         if isinstance(positions, ast.VarPositions):
             return self.rows(self._bound_positions(positions.var))
         if isinstance(positions, ast.NamedPositions):
-            return {
-                "all": tuple(range(t)), "query": (t - 1,),
-                "labels": tuple(range(1, t - 1, 2)), "exemplars": tuple(range(0, t, 2)),
-            }[positions.name]
+            roles = self.layout.roles
+            if positions.name not in roles:
+                raise SpecError(positions.span, f"the {self.config.task.name} task has no positions '{positions.name}'",
+                                hint=f"its positions are {', '.join(roles)}, an index like 2, or a slice like 2:4")
+            return roles[positions.name]
         if isinstance(positions, ast.IndexPosition):
             i = positions.index
             if not -t <= i < t:
                 raise SpecError(positions.span, f"no position {i} in a sequence of {t} tokens",
-                                hint=f"positions are 0..{t - 1} (e1 l1 e2 l2 q for 2 pairs), or -{t}..-1 from the end")
+                                hint=f"positions are 0..{t - 1}{self.layout.note}, or -{t}..-1 from the end")
             return (i % t,)
         start = 0 if positions.start is None else self.atom(positions.start, positions.span, "a slice bound", POSITIONS_VAR)
         stop = t if positions.stop is None else self.atom(positions.stop, positions.span, "a slice bound", POSITIONS_VAR)

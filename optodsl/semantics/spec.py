@@ -13,12 +13,13 @@ from typing import Annotated
 
 from pydantic import TypeAdapter, ValidationError
 
-from ..config import ExperimentConfig, setting_keys, with_settings
+from ..config import ExperimentConfig, TASK_CONFIGS, section_models, setting_keys, task_keys, with_settings
 from ..errors import Span, SpecError, SpecWarning
 from ..interventions import VERBS
 from ..syntax import ast
 from ..syntax.format import format_number
 from .plan import Action, Member
+from ..tasks import layout
 from .resolve import Resolver, close, span_text
 
 
@@ -123,19 +124,20 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
     rules between settings (e.g. classes + test_classes <= total_classes) once all are set, so
     their order does not matter; such an error points at the last `set` of that section."""
     keys = setting_keys()
+    sets = [st for st in spec.statements if isinstance(st, ast.Set)]
+    task = _task_name(config, [("task.name", r.python(st.value), st.value.span) for st in sets if st.key == ("task", "name")])
     values: dict[str, object] = {}
     last_in_section: dict[str, ast.Set] = {}
-    for st in spec.statements:
-        if not isinstance(st, ast.Set):
-            continue
+    for st in sets:
         key = ".".join(st.key)
         if key not in keys:
             raise SpecError(st.span, f"unknown setting '{key}'", hint=close(key, keys, "settings"))
+        _check_task_key(key, task, st.span)
         value = r.python(st.value)
         if isinstance(value, list):
             value = tuple(value)
         try:
-            values[key] = _field_adapter(key).validate_python(value)
+            values[key] = _field_adapter(key, task).validate_python(value)
         except ValidationError as exc:
             written = f"set {key} = [{span_text(st.value.span)}]"
             raise SpecError(st.value.span, f"invalid value for {key}: {_message(exc.errors()[0])}",
@@ -151,11 +153,30 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
         raise SpecError(st.value.span, f"invalid value for {'.'.join(st.key)}: {_message(err)}") from None
 
 
+def _task_name(config: ExperimentConfig, settings: list[tuple[str, object, Span]]) -> str:
+    """The task these settings run: the last `task.name` among them, else the configured one."""
+    name = config.task.name
+    for key, value, span in settings:
+        if key == "task.name":
+            if value not in TASK_CONFIGS:
+                raise SpecError(span, f"unknown task {value!r}", hint=close(str(value), TASK_CONFIGS, "tasks"))
+            name = value
+    return name
+
+
+def _check_task_key(key: str, task: str, span: Span) -> None:
+    """A `task.*` key the chosen task lacks is an error that lists the keys it has."""
+    if key.startswith("task.") and key not in task_keys(task):
+        raise SpecError(span, f"the {task} task has no setting '{key}'",
+                        hint=f"its settings are {', '.join(task_keys(task))}; choose another task with set task.name = ...")
+
+
 @functools.cache
-def _field_adapter(key: str) -> TypeAdapter:
+def _field_adapter(key: str, task: str = "fewshot") -> TypeAdapter:
     """A validator of one setting's own type and bounds (without the rules between settings)."""
     section, name = key.split(".")
-    field = ExperimentConfig.model_fields[section].annotation.model_fields[name]
+    model = TASK_CONFIGS[task] if section == "task" else section_models(section)[0]
+    field = model.model_fields[name]
     return TypeAdapter(Annotated[field.annotation, *field.metadata]) if field.metadata else TypeAdapter(field.annotation)
 
 
@@ -200,7 +221,7 @@ def check_conflicts(actions: list[Action], seq_len: int) -> None:
 def warnings_for(actions: list[Action], config: ExperimentConfig) -> list[SpecWarning]:
     """Clauses that can have no effect: schedules that never start, sites another clause decides."""
     out: list[SpecWarning] = []
-    t = config.data.seq_len
+    t = layout(config).length
     for a in actions:
         if a.phase != "eval" and a.start >= config.train.sequences:
             out.append(SpecWarning(span=a.span, message=f"this schedule starts at {a.start} sequences, after training ends "
@@ -248,7 +269,7 @@ def resolve_spec(spec: ast.Spec, base: ExperimentConfig, cli: dict[str, object] 
                 config = apply_cli(config, cli, cli_span)
             r = Resolver(config, bindings)
             actions = lower(flat, r)
-            check_conflicts(actions, config.data.seq_len)
+            check_conflicts(actions, r.seq_len)
             for w in warnings_for(actions, config):
                 if w not in warnings:
                     warnings.append(w)
@@ -276,20 +297,27 @@ def _probe(text: str, index: int, actions: list[Action], r: Resolver, config: Ex
             raise SpecError(st.span, "eval.perfected holds interventions only",
                             hint='for example set eval.perfected = ["clamp L1.H2.pattern = prev_token"]')
     extra = lower(spec, r)
-    check_conflicts(actions + extra, config.data.seq_len)
+    check_conflicts(actions + extra, r.seq_len)
     return extra
 
 
 def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | None = None) -> ExperimentConfig:
     """Apply `--set key=value` settings; unknown keys and invalid values are spec errors at `--set`."""
     keys = setting_keys()
-    for key, value in cli.items():
-        where = span or Span(path="--set", line=1, column=1, end_line=1, end_column=len(f"{key}={value}") + 1,
-                             line_text=f"{key}={value}")
+    ordered = sorted(cli.items(), key=lambda kv: kv[0] != "task.name")  # a new task first, then its keys
+
+    def where_of(key, value) -> Span:
+        return span or Span(path="--set", line=1, column=1, end_line=1, end_column=len(f"{key}={value}") + 1,
+                            line_text=f"{key}={value}")
+
+    task = _task_name(config, [(k, v, where_of(k, v)) for k, v in ordered])
+    for key, value in ordered:
+        where = where_of(key, value)
         if key not in keys:
             match = difflib.get_close_matches(key, list(keys), n=1)
             raise SpecError(where, f"unknown setting '{key}'",
                             hint=f"did you mean '{match[0]}'?" if match else "settings are section.field, e.g. train.lr")
+        _check_task_key(key, task, where)
         try:
             config = with_settings(config, {key: tuple(value) if isinstance(value, list) else value})
         except ValidationError as exc:

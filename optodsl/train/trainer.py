@@ -23,11 +23,12 @@ import jax.numpy as jnp
 import optax
 
 from ..config import ExperimentConfig, SeedConfig
-from ..data.task import Task, make_task
 from ..errors import DataError, Interrupted, TrainingError
 from ..measures import measures_fn
 from ..model.overrides import Context, Forward, as_forward
 from ..model.transformer import Transformer, init_model
+from ..tasks import Task, build_task, eval_sets, layout
+from ..tasks.base import query_loss_and_accuracy
 from . import checkpoint
 from .curves import plot_curves
 from .progress import Progress
@@ -69,12 +70,14 @@ def make_optimizer(cfg: ExperimentConfig, lr=None) -> optax.GradientTransformati
     return optax.chain(*parts)
 
 
-def loss_and_accuracy(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy and accuracy of query logits (B, L) against target labels (B,)."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    loss = -jnp.take_along_axis(logp, targets[:, None], axis=-1).mean()
-    acc = (jnp.argmax(logits, axis=-1) == targets).mean()
-    return loss, acc
+loss_and_accuracy = query_loss_and_accuracy
+"""Mean cross-entropy and accuracy of query logits (B, L) against labels (B,); each task says where it applies."""
+
+
+def new_model(config: ExperimentConfig, key: jax.Array) -> Transformer:
+    """The built-in model for the configured task: features and labels in, or tokens in for a token task."""
+    lay = layout(config)
+    return init_model(config.model, config.data, key, vocab=lay.vocab, length=lay.length)
 
 
 def sweep_key(config: ExperimentConfig) -> ExperimentConfig:
@@ -112,7 +115,7 @@ class Program:
         lrs = jnp.asarray([c.train.lr for c in self.configs], jnp.float32)
 
         def one(key, lr):
-            model = init_model(cfg.model, cfg.data, key)
+            model = new_model(cfg, key)
             return model, make_optimizer(cfg, lr).init(eqx.filter(model, eqx.is_array)), jnp.zeros((), jnp.int32)
 
         return self.place(eqx.filter_vmap(one)(keys, lrs))
@@ -132,14 +135,16 @@ class Program:
         ctx = Context(sequences=step * self.config.train.batch, training=False)
         for name, batch in eval_batches.items():
             logits, acts = forward(model, batch, ctx)
-            loss, acc = loss_and_accuracy(logits, batch["labels"][:, -1])
+            loss, acc = task.loss_and_accuracy(logits, batch)
             out[f"{name}/loss"], out[f"{name}/accuracy"] = loss, acc
+            for key, value in task.metrics(logits, batch).items():
+                out[f"{name}/{key}"] = value
             if self.measures is not None:
                 for key, value in self.measures(acts, batch, logits).items():
                     out[f"{name}/{key}"] = value
             for probe_name, probe in (getattr(forward, "probes", None) or {}).items():
                 probe_logits, _ = probe(model, batch, ctx)
-                out[f"{name}/{probe_name}/loss"], out[f"{name}/{probe_name}/accuracy"] = loss_and_accuracy(probe_logits, batch["labels"][:, -1])
+                out[f"{name}/{probe_name}/loss"], out[f"{name}/{probe_name}/accuracy"] = task.loss_and_accuracy(probe_logits, batch)
         return out
 
     def evaluate_all(self) -> Callable:
@@ -165,7 +170,7 @@ class Program:
 
             def loss_fn(params, batch, ctx):
                 logits, _ = forward(eqx.combine(params, static), batch, ctx)
-                return loss_and_accuracy(logits, batch["labels"][:, -1])
+                return task.loss_and_accuracy(logits, batch)
 
             def one(carry, _):
                 params, opt_state, step = carry
@@ -211,14 +216,14 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
     if any(jax.tree.structure(f) != jax.tree.structure(forwards[0]) for f in forwards):
         raise ValueError("runs of one program need interventions of the same structure")
     forward_arrays = jax.tree.map(lambda *xs: jnp.stack(xs), *[p[0] for p in parts]) if parts[0][0] is not None else None
-    task = make_task(config.data, features)
+    task = build_task(config, features)
 
-    def eval_sets(cfg):
+    def batches(cfg):
         key = jax.random.PRNGKey(cfg.seed.eval)
-        return {name: task.sample(jax.random.fold_in(key, i), name, cfg.eval.sequences) for i, name in enumerate(cfg.eval.sets)}
+        return {name: task.sample(jax.random.fold_in(key, i), name, cfg.eval.sequences) for i, name in enumerate(eval_sets(cfg))}
 
     shared_eval = len({c.seed.eval for c in configs}) == 1
-    eval_batches = eval_sets(config) if shared_eval else jax.tree.map(lambda *xs: jnp.stack(xs), *[eval_sets(c) for c in configs])
+    eval_batches = batches(config) if shared_eval else jax.tree.map(lambda *xs: jnp.stack(xs), *[batches(c) for c in configs])
     steps_per_eval = max(1, round(config.eval.every / config.train.batch))
     if measures is None:
         measures = measures_fn(config.eval.measures, config.model.layers)
@@ -238,7 +243,7 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
 def load_trained(run_dir: str | Path, config: ExperimentConfig, step: int | None = None) -> tuple[Transformer, int]:
     """The model a run directory checkpointed (its latest, or the kept one at `step`) and the
     training sequences it had seen; `config` is the run's resolved settings."""
-    template = init_model(config.model, config.data, jax.random.PRNGKey(0))
+    template = new_model(config, jax.random.PRNGKey(0))
     opt_state = make_optimizer(config).init(eqx.filter(template, eqx.is_array))
     (model, _, at_step), meta = checkpoint.load(Path(run_dir), (template, opt_state, jnp.zeros((), jnp.int32)), step=step)
     return model, int(meta.get("sequences", int(at_step) * config.train.batch))

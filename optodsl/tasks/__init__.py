@@ -1,0 +1,44 @@
+"""Tasks by name: the registry every stage asks for a task's layout, sets, measures and batches.
+
+A new task is one module with a `Task` subclass, its settings model in `optodsl.config`
+(`TASK_CONFIGS`), and its entry in `TASKS` below.
+"""
+
+from __future__ import annotations
+
+from ..config import ExperimentConfig
+from .base import Layout as Layout, Task as Task
+from .fewshot import FewShot
+from .markov import Markov
+
+TASKS: dict[str, type[Task]] = {"fewshot": FewShot, "markov": Markov}
+
+
+def task_class(config: ExperimentConfig) -> type[Task]:
+    """The task class the settings name (`task.name`)."""
+    return TASKS[config.task.name]
+
+
+def layout(config: ExperimentConfig) -> Layout:
+    """The sequence layout of the configured task."""
+    return task_class(config).layout(config)
+
+
+def build_task(config: ExperimentConfig, features=None) -> Task:
+    """The configured task's device state (`features` overrides the few-shot feature table)."""
+    return task_class(config).build(config, features)
+
+
+def eval_sets(config: ExperimentConfig) -> tuple[str, ...]:
+    """The evaluation sets a run scores: `eval.sets`, or every set of its task."""
+    return config.eval.sets or task_class(config).sets
+
+
+def check_config(config: ExperimentConfig) -> None:
+    """Refuse evaluation sets and measures the configured task does not have, listing those it has."""
+    cls = task_class(config)
+    for what, chosen, valid in (("evaluation set", config.eval.sets, cls.sets), ("measure", config.eval.measures, cls.measures)):
+        for name in chosen:
+            if name not in valid:
+                listed = ", ".join(valid) if valid else "none"
+                raise ValueError(f"task '{cls.name}' has no {what} '{name}' (it has: {listed})")

@@ -1,0 +1,82 @@
+"""The Task protocol: what the trainer, evaluation and resolver ask a task instead of assuming a layout.
+
+A task is an Equinox module (its arrays, e.g. a feature table, travel into jit as arguments)
+that samples batches from a key and a set name, scores logits against a batch (where the loss
+is taken and how accuracy is counted), and may add reference metrics at each evaluation. Its
+layout (sequence length, named position roles, logits width, token vocabulary) is a pure
+function of the settings, so the resolver and the site table can ask for it without building
+the task.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ..config import ExperimentConfig
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A task's sequence as the model and the language see it.
+
+    `roles` maps each position word a spec may write after `@` to its positions (0-based);
+    `outputs` is the width of the logits; `vocab` is the number of token ids the model embeds,
+    or None when the task feeds features (the few-shot task); `note` reads the positions in a hint.
+    """
+
+    length: int
+    roles: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    outputs: int = 0
+    vocab: int | None = None
+    note: str = ""
+
+
+class Task(eqx.Module):
+    """One task: sampling inside jit, its loss and accuracy, its evaluation sets and measures."""
+
+    name: ClassVar[str]
+    sets: ClassVar[tuple[str, ...]]
+    """Evaluation sets, the first being the training distribution; `eval.sets` picks among them."""
+    measures: ClassVar[tuple[str, ...]] = ()
+    """Names from `optodsl.measures` this task gives a meaning to (`eval.measures`)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def layout(config: ExperimentConfig) -> Layout:
+        """The sequence layout for these settings (no JAX work)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def build(cls, config: ExperimentConfig, features=None) -> "Task":
+        """The task's device state for these settings."""
+
+    @abc.abstractmethod
+    def sample(self, key: jax.Array, which: str, batch: int) -> dict[str, jax.Array]:
+        """A batch of `batch` sequences of set `which`, drawn from `key` (traceable)."""
+
+    @abc.abstractmethod
+    def loss_and_accuracy(self, logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        """Mean loss and accuracy of the model's logits on a batch, where this task takes them."""
+
+    def metrics(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Reference metrics the task adds at every evaluation (none by default)."""
+        return {}
+
+
+def query_loss_and_accuracy(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean cross-entropy and accuracy of query logits (B, L) against target labels (B,)."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    loss = -jnp.take_along_axis(logp, targets[:, None], axis=-1).mean()
+    acc = (jnp.argmax(logits, axis=-1) == targets).mean()
+    return loss, acc
+
+
+def next_token_loss_and_accuracy(logits: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean next-token cross-entropy and accuracy: logits (B, T, V) at positions 0..T-2 predict tokens 1..T-1."""
+    return query_loss_and_accuracy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
