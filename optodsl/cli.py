@@ -503,7 +503,10 @@ def features_omniglot(
 
 
 def main() -> None:
-    """Entry point of the `opto` script."""
+    """Entry point of the `opto` script: optodsl's XLA flags first, then the command."""
+    from ._xla import configure
+
+    configure()
     try:
         app()
     except OptoError as err:
