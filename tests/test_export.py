@@ -84,3 +84,10 @@ def test_a_bad_setting_is_a_spec_error(tmp_path):
     result = _export("--out", str(tmp_path / "f.h5"), "--set", "data.sed=3")
     assert result.exit_code == 2
     assert "--set:1:1: error: unknown setting 'data.sed'" in result.output and "Traceback" not in result.output
+
+
+def test_the_synthetic_defaults_are_the_configured_ones():
+    from optodsl.config import DataConfig
+    from optodsl.data.features import synthetic_features
+
+    assert synthetic_features().tobytes() == np.asarray(make_task(DataConfig()).features).tobytes()
