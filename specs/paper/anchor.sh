@@ -22,7 +22,7 @@ BENCH="${BENCH:-../shared/anchor/bench_anchor.sh}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 export ANCHOR_WORK="$OUT/paper" ANCHOR_DATA="$OUT/synthetic.h5"
-LAST=999968  # the paper's main.py checkpoints inside its loop only: the state before the last of 31,250 steps
+LAST=999968  # a checkpoint inside main.py's loop: the state before the last of its 31,250 steps
 RUN="$ANCHOR_WORK/runs/fig3a_paper"
 
 [[ -f "$ANCHOR_DATA" ]] || $OPTO features export --out "$ANCHOR_DATA"
@@ -32,16 +32,18 @@ RUN="$ANCHOR_WORK/runs/fig3a_paper"
   bash "$BENCH" dynamics 0.00001 1000000 10000 fig3a_paper --ckpt_sched "$LAST"
 $OPTO run specs/paper/fig3_baseline.opto --set data.source="$ANCHOR_DATA" --set eval.every=10k --out "$OUT/opto"
 
-# 2. Table 1 with the paper's code: load the checkpoint, train no further (train_iters = its
-#    iteration), one evaluation of 10,000 training sequences under the ablation.
-#    Layers count from 0 there: 0:1 is our L1.H1.
+# 2. Table 1 with the paper's code: load the checkpoint at 999,968 sequences, take the one step left
+#    at lr 0 (main.py's loop must run once, and Adam at lr 0 leaves the weights as they are), then
+#    its final evaluation, on 10,000 training sequences under the ablation. Layers count from 0
+#    there: 0:1 is our L1.H1.
 PT=(0:1 0:2 0:5); REST=(0:0 0:3 0:4 0:6 0:7); ALL=(0:0 0:1 0:2 0:3 0:4 0:5 0:6 0:7)
 table1() {  # NAME FLAGS...
   local name="table1_$1"; shift
-  [[ -f "$ANCHOR_WORK/runs/$name/log.h5" ]] && return 0
-  bash "$BENCH" dynamics 0.00001 "$LAST" "$LAST" "$name" --load_from_ckpt "$RUN/checkpoints/00000$LAST.eqx" \
+  grep -qs "total training time" "$ANCHOR_WORK/logs/$name.log" && return 0
+  rm -rf "$ANCHOR_WORK/runs/$name"
+  bash "$BENCH" dynamics 0 1000000 1000000 "$name" --load_from_ckpt "$RUN/checkpoints/00000$LAST.eqx" \
     --load_from_ckpt_cfg "$RUN/config.json" --eval_iters 10000 --pe_names fsl_train --pe_classes train \
-    --pe_exemplars train --pe_fs_relabel_scheme train --pe_burstiness 1 "$@" > /dev/null || true
+    --pe_exemplars train --pe_fs_relabel_scheme train --pe_burstiness 1 "$@" > /dev/null
 }
 table1 pt_pattern --opto_ablate_heads "${PT[@]}" --opto_preserve_patterns
 table1 pt_value --opto_ablate_heads "${PT[@]}" --opto_preserve_values

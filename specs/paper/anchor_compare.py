@@ -85,19 +85,20 @@ def opto_table1(analysis: Path) -> dict[str, float]:
 
 
 def figure(paper: dict, ours: dict, path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True, dpi=90)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True, dpi=90)
     colours = {"train": "black", "held-out labels": "tab:red", "held-out exemplars": "tab:blue", "test classes": "tab:green"}
     for ax, (title, c) in zip(axes, (("the paper's code (icl-dynamics)", paper), ("optodsl", ours))):
-        ax.plot(c["sequences"], c["loss"], color="grey", lw=1, label="train loss")
+        ax.plot(c["sequences"], c["loss"], color="grey", lw=1, label="train-set loss")
         for name, colour in colours.items():
             ax.plot(c["sequences"], c[name], color=colour, lw=1, label=f"{name} acc")
         ax.axhline(math.log(2), color="grey", ls=":", lw=0.8)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training sequences")
         ax.set_ylim(0, 1.05)
-    axes[0].legend(fontsize=7, loc="center left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, frameon=False)
     fig.suptitle("Figure 3a on one feature file (lr 1e-5, init seed 5)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
 
