@@ -30,7 +30,8 @@ RUN="$ANCHOR_WORK/runs/fig3a_paper"
 # 1. Training, each program in its own process (about 6 and 5 minutes on the idle 2-core CPU).
 [[ -f "$RUN/checkpoints/00000$LAST.eqx" ]] ||
   bash "$BENCH" dynamics 0.00001 1000000 10000 fig3a_paper --ckpt_sched "$LAST"
-$OPTO run specs/paper/fig3_baseline.opto --set data.source="$ANCHOR_DATA" --set eval.every=10k --out "$OUT/opto"
+[[ -f "$OUT/opto/summary.json" ]] ||
+  $OPTO run specs/paper/fig3_baseline.opto --set data.source="$ANCHOR_DATA" --set eval.every=10k --out "$OUT/opto"
 
 # 2. Table 1 with the paper's code: load the checkpoint at 999,968 sequences, take the one step left
 #    at lr 0 (main.py's loop must run once, and Adam at lr 0 leaves the weights as they are), then
