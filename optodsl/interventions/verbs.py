@@ -12,6 +12,7 @@ from ..syntax import ast
 from .patterns import PATTERNS
 from .registry import VERBS, register
 
+
 def _common(stmt: ast.Intervention, r: Resolver) -> dict:
     start, stop, phase = r.schedule(stmt.schedule)
     return {"verb": stmt.verb, "start": start, "stop": stop, "phase": phase, "span": stmt.span}

@@ -87,7 +87,7 @@ class _Function(Plan):
     """A user's overrides function `(model, batch) -> Overrides`, or `(model, batch, ctx)` when
     `with_ctx`, applied in one pass."""
 
-    fn: Callable[..., Overrides] = eqx.field(static=True)
+    fn: Callable[..., Overrides]  # a leaf, so an Equinox-module builder's arrays stay arrays
     with_ctx: bool = eqx.field(static=True)
 
     def __call__(self, model, batch, ctx):
