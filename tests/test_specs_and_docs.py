@@ -12,7 +12,7 @@ import pytest
 
 from optodsl.experiment import load_experiment
 from optodsl.interventions import VERBS
-from optodsl.interventions.verbs import PATTERNS
+from optodsl.interventions.patterns import PATTERNS
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").rglob("*.opto"))
@@ -74,5 +74,5 @@ def test_every_verb_is_documented(verb: str):
 def test_every_builtin_pattern_is_documented(pattern: str):
     doc = _language_doc()
     assert re.search(rf"\|\s*`{re.escape(pattern)}`\s*\|", doc), f"pattern '{pattern}' is missing from the patterns table of docs/language.md"
-    for param in PATTERNS[pattern]:
+    for param in (p.name for p in PATTERNS[pattern].params):
         assert f"`{param}`" in doc, f"parameter '{param}' of '{pattern}' is not documented"

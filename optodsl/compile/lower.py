@@ -15,10 +15,10 @@ import numpy as np
 
 from ..config import DataConfig, ModelConfig
 from ..errors import DataError
-from ..model.overrides import Context, Overrides
+from ..model.overrides import Context, Overrides, Plan
 from ..semantics.plan import Action, Member
 from ..sites import site_table
-from .values import BUILDERS, ENTRIES
+from .values import ENTRIES, value
 
 
 class Term(eqx.Module):
@@ -84,16 +84,15 @@ def overrides(terms, model, batch, ctx: Context, records: dict[str, jax.Array] |
     out = Overrides.empty()
     for term in terms:
         record = records[term.record] if term.record is not None else None
-        value = BUILDERS[term.builder](term, model, batch, record)
-        out = out.then(Overrides({term.site: value}, {term.site: term.mask & term.active(ctx)}))
+        written = value(term, model, batch, record)
+        out = out.then(Overrides({term.site: written}, {term.site: term.mask & term.active(ctx)}))
     return out
 
 
-class CompiledPlan(eqx.Module):
+class CompiledPlan(Plan):
     """A member's interventions as a Forward: one pass, or a recording pass and a final pass."""
 
     terms: tuple[Term, ...]
-    is_forward: bool = eqx.field(static=True, default=True)
 
     @property
     def passes(self) -> int:
@@ -137,13 +136,16 @@ def _held_logits(post, last, acts, records, ctx: Context) -> dict[str, jax.Array
     return reads
 
 
-class Probed(eqx.Module):
+class Probed(Plan):
     """A plan that trains and evaluates as `plan`, plus evaluation-only variants (`eval.perfected`):
     the trainer also scores each evaluation set under every probe."""
 
     plan: CompiledPlan
-    probes: dict[str, CompiledPlan]
-    is_forward: bool = eqx.field(static=True, default=True)
+    variants: dict[str, CompiledPlan]
+
+    @property
+    def probes(self) -> dict[str, CompiledPlan]:
+        return self.variants
 
     def __call__(self, model, batch, ctx: Context):
         return self.plan(model, batch, ctx)

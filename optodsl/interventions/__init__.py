@@ -1,4 +1,6 @@
-"""The verbs of the language: one registry entry per verb, each lowering a statement to actions."""
+"""The verbs of the language: one registry entry per verb, each lowering a statement to actions;
+and the built-in attention patterns, one declaration each (`patterns.PATTERNS`)."""
 
+from .patterns import PATTERNS as PATTERNS, Pattern as Pattern
 from .registry import VERBS as VERBS, Verb as Verb
 from . import verbs as _verbs  # noqa: F401  (registers the built-in verbs)

@@ -1,4 +1,7 @@
-"""The built-in verbs, with the paper's exact meanings (see docs/language.md for the full table)."""
+"""The built-in verbs, with the paper's exact meanings (see docs/language.md for the full table).
+
+Each verb is one `@register` entry: its name, doc and example live there, and every hint
+quotes the example through the registry."""
 
 from __future__ import annotations
 
@@ -6,17 +9,8 @@ from ..errors import SpecError
 from ..semantics.plan import Action
 from ..semantics.resolve import Resolver, close
 from ..syntax import ast
-from .registry import register
-
-PATTERNS = {
-    "prev_token": {"strength": (0.0, 1.0, 1.0)},
-    "induction": {"strength": (0.0, 1.0, 1.0)},
-    "match": {"temperature": (0.0, float("inf"), 0.0)},
-    "uniform": {},
-}
-"""Built-in attention patterns and their parameters: name -> {param: (min, max, default)}."""
-
-QUERY_ONLY = ("induction", "match")
+from .patterns import PATTERNS
+from .registry import VERBS, register
 
 
 def _common(stmt: ast.Intervention, r: Resolver) -> dict:
@@ -40,13 +34,13 @@ def _no_modifiers(stmt: ast.Intervention, *allowed: str) -> None:
         if node:
             span = node[0].span if isinstance(node, tuple) else node.span
             word = {"positions": "@ positions", "preserving": "preserving", "source": "from", "value": "= value"}[name]
-            raise SpecError(span, f"'{stmt.verb}' takes no '{word}'", hint=f"for example: {_EXAMPLES[stmt.verb]}")
+            raise SpecError(span, f"'{stmt.verb}' takes no '{word}'", hint=f"for example: {_example(stmt)}")
 
 
 def _required(stmt: ast.Intervention, message: str):
     """The statement's `= VALUE`, or a spec error saying the verb needs one."""
     if stmt.value is None:
-        raise SpecError(stmt.span, message, hint=f"for example: {_EXAMPLES[stmt.verb]}")
+        raise SpecError(stmt.span, message, hint=f"for example: {_example(stmt)}")
     return stmt.value
 
 
@@ -56,13 +50,13 @@ def _name(r: Resolver, value, stmt: ast.Intervention, options: tuple[str, ...]) 
         return value.name
     shown = value.name if isinstance(value, (ast.Name, ast.Call)) else None
     raise SpecError(value.span, f"'{stmt.verb}' takes {' or '.join(options)} here",
-                    hint=close(shown, options, "values") if shown else f"for example: {_EXAMPLES[stmt.verb]}")
+                    hint=close(shown, options, "values") if shown else f"for example: {_example(stmt)}")
 
 
 def _number(r: Resolver, value, stmt: ast.Intervention, lo: float, hi: float, what: str) -> float:
     value = r.value(value)
     if not isinstance(value, ast.Number) or isinstance(value.value, bool):
-        raise SpecError(value.span, f"'{stmt.verb}' needs a number for the {what}", hint=f"for example: {_EXAMPLES[stmt.verb]}")
+        raise SpecError(value.span, f"'{stmt.verb}' needs a number for the {what}", hint=f"for example: {_example(stmt)}")
     if not lo <= value.value <= hi:
         raise SpecError(value.span, f"{what} {value.value} is out of range", hint=f"the {what} must be in [{lo:g}, {hi:g}]")
     return float(value.value)
@@ -71,22 +65,23 @@ def _number(r: Resolver, value, stmt: ast.Intervention, lo: float, hi: float, wh
 def _pattern_params(r: Resolver, value) -> tuple[str, tuple]:
     value = r.value(value)
     name = value.name
-    spec = PATTERNS[name]
+    pattern = PATTERNS[name]
     args = dict(value.args) if isinstance(value, ast.Call) else {}
     params = {}
     for key, node in args.items():
-        if key not in spec:
+        param = pattern.param(key)
+        if param is None:
+            names = [q.name for q in pattern.params]
             raise SpecError(node.span, f"'{name}' has no parameter '{key}'",
-                            hint=(close(key, spec, "parameters") if spec else f"'{name}' takes no parameters"))
-        lo, hi, _ = spec[key]
+                            hint=(close(key, names, "parameters") if names else f"'{name}' takes no parameters"))
         node = r.value(node)
-        if not isinstance(node, ast.Number) or not lo <= node.value <= hi:
+        if not isinstance(node, ast.Number) or not param.lo <= node.value <= param.hi:
             shown = _shown(node)
-            raise SpecError(node.span, f"{name}({key}=...) must be a number in [{lo:g}, {hi:g}], not {shown}",
-                            hint=f"for example {name}({key}={spec[key][2]:g}), the default")
+            raise SpecError(node.span, f"{name}({key}=...) must be a number in [{param.lo:g}, {param.hi:g}], not {shown}",
+                            hint=f"for example {name}({key}={param.default:g}), the default")
         params[key] = float(node.value)
-    for key, (_, _, default) in spec.items():
-        params.setdefault(key, default)
+    for param in pattern.params:
+        params.setdefault(param.name, param.default)
     return name, tuple(sorted(params.items()))
 
 
@@ -105,19 +100,13 @@ def _shown(node) -> str:
     return str(node.value)
 
 
-_EXAMPLES = {
-    "ablate": "ablate L2.* except H3",
-    "clamp": "clamp L1.H2.pattern = prev_token(strength=0.8)",
-    "forbid": "forbid L1.* = prev_token",
-    "temperature": "temperature L2.H3 = 2.0",
-    "attend": "attend L2.H3 = labels_only",
-    "copy": "copy logits from L2.H3",
-    "graft": 'graft L1.resid_out from "runs/baseline"',
-}
+def _example(stmt: ast.Intervention) -> str:
+    """The statement's verb's declared example, for hints."""
+    return VERBS[stmt.verb].example
 
 
 @register("ablate", "set a site to zero (a head: its values), or to its batch mean with `= mean`; "
-          "`preserving SITES` holds those sites at their values from an unablated first pass", _EXAMPLES["ablate"])
+          "`preserving SITES` holds those sites at their values from an unablated first pass", "ablate L2.* except H3")
 def ablate(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "preserving", "value")
     common = _common(stmt, r)
@@ -135,8 +124,8 @@ def ablate(stmt: ast.Intervention, r: Resolver) -> list[Action]:
 
 
 @register("clamp", "set a site to a constant, an attention pattern to a built-in one "
-          "(prev_token, induction, match, uniform), or a block's output to the perfect previous-token input "
-          "(prev_token_input)", _EXAMPLES["clamp"])
+          f"({', '.join(PATTERNS)}), or a block's output to the perfect previous-token input "
+          "(prev_token_input)", "clamp L1.H2.pattern = prev_token(strength=0.8)")
 def clamp(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "value")
     _required(stmt, "'clamp' needs a value: clamp SITE = VALUE")
@@ -158,9 +147,10 @@ def clamp(stmt: ast.Intervention, r: Resolver) -> list[Action]:
             raise SpecError(stmt.targets[0].span, f"'{name}' is an attention pattern; it cannot clamp {s.site.split('.', 1)[-1]}",
                             hint="patterns clamp a head's pattern site, e.g. clamp L1.H2.pattern = prev_token")
     pattern, params = _pattern_params(r, value)
-    if pattern in QUERY_ONLY and rows not in (None, (r.seq_len - 1,)):
+    query_only = PATTERNS[pattern].rows == "query"
+    if query_only and rows not in (None, (r.seq_len - 1,)):
         raise SpecError(stmt.positions.span, f"'{pattern}' defines only the query's row", hint="drop the positions or write @ query")
-    if pattern in QUERY_ONLY:
+    if query_only:
         rows = (r.seq_len - 1,)
     return [_action(common, s, pattern, rows=rows, params=params) for s in sites]
 
@@ -183,7 +173,7 @@ def _prev_token_input(stmt: ast.Intervention, r: Resolver, common: dict) -> list
 
 
 @register("forbid", "forbid previous-token attention: the logit i -> i-1 becomes -inf (with @ labels, only at label rows)",
-          _EXAMPLES["forbid"])
+          "forbid L1.* = prev_token")
 def forbid(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "value")
     _name(r, _required(stmt, "'forbid' needs what to forbid"), stmt, ("prev_token",))
@@ -196,11 +186,11 @@ def _head_logit_sites(stmt: ast.Intervention, r: Resolver):
     for s in sites:
         if not s.site.endswith(".attn_logits"):
             raise SpecError(stmt.targets[0].span, f"'{stmt.verb}' acts on a head's attention logits, not {s.site.split('.', 1)[-1]}",
-                            hint=f"name heads only, e.g. {_EXAMPLES[stmt.verb]}")
+                            hint=f"name heads only, e.g. {_example(stmt)}")
     return sites
 
 
-@register("temperature", "divide a head's attention logits (from an unmodified first pass) by t", _EXAMPLES["temperature"])
+@register("temperature", "divide a head's attention logits (from an unmodified first pass) by t", "temperature L2.H3 = 2.0")
 def temperature(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "value")
     t = _number(r, _required(stmt, "'temperature' needs a value"), stmt, 1e-6, 1e6, "temperature")
@@ -209,7 +199,7 @@ def temperature(stmt: ast.Intervention, r: Resolver) -> list[Action]:
 
 
 @register("attend", "attend only to labels: logits from the query (or the given rows) to exemplar positions become -inf",
-          _EXAMPLES["attend"])
+          "attend L2.H3 = labels_only")
 def attend(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "value")
     _name(r, _required(stmt, "'attend' needs what to attend to"), stmt, ("labels_only",))
@@ -221,16 +211,16 @@ def attend(stmt: ast.Intervention, r: Resolver) -> list[Action]:
 
 
 @register("copy", "the paper's perfect copy: the query's output logits become a head's attention logits to the "
-          "in-context label tokens (placed at those labels), every other label -inf", _EXAMPLES["copy"])
+          "in-context label tokens (placed at those labels), every other label -inf", "copy logits from L2.H3")
 def copy(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "source")
     if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.GlobalSite) or stmt.targets[0].name != "logits":
-        raise SpecError(stmt.targets[0].span, "'copy' writes the output logits", hint=f"write: {_EXAMPLES['copy']}")
+        raise SpecError(stmt.targets[0].span, "'copy' writes the output logits", hint=f"write: {_example(stmt)}")
     if stmt.source is None or not isinstance(stmt.source, ast.LayerSelector):
-        raise SpecError(stmt.span, "'copy' needs the head to copy from", hint=f"write: {_EXAMPLES['copy']}")
+        raise SpecError(stmt.span, "'copy' needs the head to copy from", hint=f"write: {_example(stmt)}")
     heads = r.select(stmt.source, "attn_logits")
     if len(heads) != 1 or heads[0].head is None:
-        raise SpecError(stmt.source.span, "'copy' reads exactly one head", hint=f"write: {_EXAMPLES['copy']}")
+        raise SpecError(stmt.source.span, "'copy' reads exactly one head", hint=f"write: {_example(stmt)}")
     src = heads[0]
     out = r.select(stmt.targets[0])[0]
     return [_action(_common(stmt, r), out, "copy", rows=(r.seq_len - 1,), stage="post",
@@ -238,11 +228,11 @@ def copy(stmt: ast.Intervention, r: Resolver) -> list[Action]:
 
 
 @register("graft", "take a site's value from another trained run's checkpoint (same architecture), for all inputs",
-          _EXAMPLES["graft"])
+          'graft L1.resid_out from "runs/baseline"')
 def graft(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "source")
     if not isinstance(stmt.source, ast.String):
-        raise SpecError(stmt.span, "'graft' needs the run directory to graft from", hint=f"write: {_EXAMPLES['graft']}")
+        raise SpecError(stmt.span, "'graft' needs the run directory to graft from", hint=f"write: {_example(stmt)}")
     sites = _sites(stmt, r, "out")
     return [_action(_common(stmt, r), s, "graft", rows=r.rows(stmt.positions), params=(("run", stmt.source.value),))
             for s in sites]

@@ -1,4 +1,4 @@
 """The intervenable transformer: every site readable and overridable, nothing more."""
 
-from .overrides import Context as Context, Forward as Forward, Overrides as Overrides, as_forward as as_forward
+from .overrides import Context as Context, Forward as Forward, Overrides as Overrides, Plan as Plan, as_forward as as_forward
 from .transformer import Transformer as Transformer, init_model as init_model, tokens as tokens

@@ -1,4 +1,4 @@
-"""Overrides (values + boolean masks keyed by site) and the forward protocol the trainer calls.
+"""Overrides (values + boolean masks keyed by site), the forward protocol, and `Plan`, the type the trainer runs.
 
 An override replaces a computed activation `a` at a site by `where(mask, value, a)`: entries
 under a true mask are set, every other entry keeps its computed value and its gradient.
@@ -8,6 +8,8 @@ shape `(H, 1, 1)` selects whole heads for every sequence.
 
 from __future__ import annotations
 
+import abc
+import inspect
 from typing import Any, Callable, Protocol
 
 import equinox as eqx
@@ -60,22 +62,48 @@ class Forward(Protocol):
     def __call__(self, model: Any, batch: dict[str, jax.Array], ctx: Context) -> tuple[jax.Array, dict[str, jax.Array]]: ...
 
 
-def as_forward(builder: Callable[..., Overrides] | Forward | None) -> Forward:
-    """Wrap an overrides builder `(model, batch) -> Overrides` (or `(model, batch, ctx)`) as a Forward.
+class Plan(eqx.Module):
+    """A Forward that is an Equinox module and says what it carries: its arrays stack across the
+    runs of one program, and `probes` are evaluation-only variants (`eval.perfected`) that the
+    trainer also scores. The trainer runs every forward as a Plan (`as_forward`)."""
 
-    `None` gives the plain forward; an object already marked as a Forward (`is_forward = True`)
-    is returned unchanged.
-    """
+    @abc.abstractmethod
+    def __call__(self, model: Any, batch: dict[str, jax.Array], ctx: Context) -> tuple[jax.Array, dict[str, jax.Array]]: ...
+
+    @property
+    def probes(self) -> dict[str, "Plan"]:
+        """Evaluation-only variants by name; none unless a subclass carries some."""
+        return {}
+
+
+class _Plain(Plan):
+    """The forward with no interventions."""
+
+    def __call__(self, model, batch, ctx):
+        return model(batch)
+
+
+class _Function(Plan):
+    """A user's overrides function `(model, batch) -> Overrides`, or `(model, batch, ctx)` when
+    `with_ctx`, applied in one pass."""
+
+    fn: Callable[..., Overrides]  # a leaf, so an Equinox-module builder's arrays stay arrays
+    with_ctx: bool = eqx.field(static=True)
+
+    def __call__(self, model, batch, ctx):
+        return model(batch, self.fn(model, batch, ctx) if self.with_ctx else self.fn(model, batch))
+
+
+def as_forward(builder: Callable[..., Overrides] | Plan | None) -> Plan:
+    """The Plan the trainer runs: `None` is the plain forward, a Plan (e.g. a compiled spec) is
+    itself, and an overrides function `(model, batch) -> Overrides` (or `(model, batch, ctx)`,
+    told apart by how many parameters it declares) is applied in one pass."""
     if builder is None:
-        return lambda model, batch, ctx: model(batch)
-    if getattr(builder, "is_forward", False):
+        return _Plain()
+    if isinstance(builder, Plan):
         return builder
-    import inspect
-
     try:
-        n_params = len(inspect.signature(builder).parameters)
+        with_ctx = len(inspect.signature(builder).parameters) >= 3
     except (TypeError, ValueError):
-        n_params = 2
-    if n_params >= 3:
-        return lambda model, batch, ctx: model(batch, builder(model, batch, ctx))
-    return lambda model, batch, ctx: model(batch, builder(model, batch))
+        with_ctx = False
+    return _Function(builder, with_ctx)

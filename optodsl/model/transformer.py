@@ -69,6 +69,15 @@ class Transformer(eqx.Module):
     config: ModelConfig = eqx.field(static=True)
     w_token: jax.Array | None = None  # (V, D): token tasks embed `batch["tokens"]` (B, T)
 
+    def embed(self, batch: dict[str, jax.Array]) -> jax.Array:
+        """The `embed` site's computed value (B, T, D): tokens plus positions; a fixed (sinusoidal)
+        table passes no gradient. Interventions that rebuild embeddings call this, so they agree."""
+        x = tokens(self, batch)
+        if self.pos is None:
+            return x
+        pos = self.pos if self.config.positions == "learned" else jax.lax.stop_gradient(self.pos)
+        return x + pos[: x.shape[1]]
+
     def __call__(self, batch: dict[str, jax.Array], overrides: Overrides | None = None):
         """Forward a batch; returns `(logits at the query (B, L), or at every position (B, T, V) in a
         token model, activations by site)`."""
@@ -81,11 +90,7 @@ class Transformer(eqx.Module):
             acts[key] = value
             return value
 
-        x = tokens(self, batch)
-        if self.pos is not None:
-            pos = self.pos if cfg.positions == "learned" else jax.lax.stop_gradient(self.pos)
-            x = x + pos[: x.shape[1]]
-        x = site("embed", x)
+        x = site("embed", self.embed(batch))
         t = x.shape[1]
         causal = jnp.tril(jnp.ones((t, t), dtype=bool))
         scale = 1.0 / math.sqrt(cfg.head_dim)

@@ -142,7 +142,7 @@ class Program:
             if self.measures is not None:
                 for key, value in self.measures(acts, batch, logits).items():
                     out[f"{name}/{key}"] = value
-            for probe_name, probe in (getattr(forward, "probes", None) or {}).items():
+            for probe_name, probe in forward.probes.items():
                 probe_logits, _ = probe(model, batch, ctx)
                 out[f"{name}/{probe_name}/loss"], out[f"{name}/{probe_name}/accuracy"] = task.loss_and_accuracy(probe_logits, batch)
         return out

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from optodsl.compile.lower import compile_member
 from optodsl.errors import SpecError
+from optodsl.interventions import VERBS
+from optodsl.interventions.patterns import PATTERNS
 from optodsl.model import Context
 from optodsl.semantics.spec import resolve_spec
 from optodsl.syntax import load_text
@@ -38,14 +40,15 @@ def selectors(draw):
     return draw(global_sites)
 
 
+PATTERN_EXAMPLES = [p.example for p in PATTERNS.values()]
 values = st.sampled_from([
-    "0", "0.5", "-1", "mean", "zero", "prev_token", "prev_token(strength=0.8)", "prev_token(strength=2)",
-    "induction", "induction(strength=0.9)", "match", "match(temperature=0.1)", "uniform", "prev_token_input",
+    "0", "0.5", "-1", "mean", "zero", "prev_token(strength=2)", "prev_token_input",
     "labels_only", "2.0", "true", '"x"', "[1, 2]", "$h", "foo(a=1)",
+    *PATTERNS, *(example.split(" = ", 1)[1] for example in PATTERN_EXAMPLES),
 ])
 positions = st.sampled_from(["query", "labels", "exemplars", "all", "0", "3", "-1", "1:3", ":2", "3:", "5", "7:9"])
 schedules = st.sampled_from(["0..100k", "200k..", "..300k", "train", "eval", "100k..50k", "2M.."])
-verbs = st.sampled_from(["ablate", "clamp", "forbid", "temperature", "attend", "copy", "graft", "abalte"])
+verbs = st.sampled_from([*VERBS, "abalte"])
 
 
 @st.composite
@@ -127,10 +130,9 @@ def test_random_text_raises_only_spec_errors(base_config, text):
 
 
 VALID = [
-    "ablate L2.* except H3", "clamp L1.H2.pattern = prev_token(strength=0.8)", "ablate L1.* preserving L2.pattern",
-    "clamp L1.resid_out = prev_token_input\ncopy logits from L2.H3", "temperature L2.H3 = 2.0",
-    "attend L2.H3 = labels_only", "forbid L1.* @ labels = prev_token", "ablate L1.H0 = mean",
-    "clamp L2.H3.pattern = induction(strength=0.9)", "clamp L2.H3.pattern = match(temperature=0.5)",
+    *(verb.example for verb in VERBS.values() if verb.name != "graft"), *PATTERN_EXAMPLES,
+    "ablate L1.* preserving L2.pattern", "clamp L1.resid_out = prev_token_input\ncopy logits from L2.H3",
+    "forbid L1.* @ labels = prev_token", "ablate L1.H0 = mean", "clamp L2.H3.pattern = match(temperature=0.5)",
     "ablate embed", "clamp L1.H0.v @ 2:4 = 0.5", "sweep h in 0..1\nablate L1.H$h during 0..100k",
 ]
 

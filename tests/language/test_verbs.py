@@ -105,6 +105,22 @@ def test_uniform_pattern(base_config, model, batch):
     np.testing.assert_allclose(a(acts["L1.pattern"])[:, 0], np.broadcast_to(expected, (8, T, T)), atol=ATOL)
 
 
+def test_attend_first_puts_every_row_on_position_zero(base_config, model, batch, ref):
+    """Every row (with @ labels, only the label rows) is one-hot on e1, so the head's output at
+    each clamped row is e1's value; the other heads are untouched."""
+    _, acts = run("clamp L1.H2.pattern = attend_first", base_config, model, batch)
+    expected = np.zeros((T, T))
+    expected[:, 0] = 1.0
+    np.testing.assert_allclose(a(acts["L1.pattern"])[:, 2], np.broadcast_to(expected, (8, T, T)), atol=ATOL)
+    np.testing.assert_allclose(a(acts["L1.pattern"])[:, _other_heads(2)], a(ref["L1.pattern"])[:, _other_heads(2)], atol=ATOL)
+    v = a(ref["L1.v"])[:, 2]
+    np.testing.assert_allclose(a(acts["L1.z"])[:, 2], np.broadcast_to(v[:, :1], v.shape), atol=1e-5)
+    _, at_labels = run("clamp L1.H2.pattern @ labels = attend_first", base_config, model, batch)
+    got = a(at_labels["L1.pattern"])[:, 2]
+    np.testing.assert_allclose(got[:, list(LABELS)], np.broadcast_to(expected[list(LABELS)], got[:, list(LABELS)].shape), atol=ATOL)
+    np.testing.assert_allclose(got[:, list(EXEMPLARS)], a(ref["L1.pattern"])[:, 2][:, list(EXEMPLARS)], atol=ATOL)
+
+
 # --- constants and ablations --------------------------------------------------------------------
 
 def test_clamp_constant_on_a_slice(base_config, model, batch, ref):
