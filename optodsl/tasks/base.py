@@ -17,6 +17,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..config import ExperimentConfig
 
@@ -67,6 +68,19 @@ class Task(eqx.Module):
     def metrics(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """Reference metrics the task adds at every evaluation (none by default)."""
         return {}
+
+    def inputs(self, batch: dict[str, jax.Array]) -> dict[str, list]:
+        """The first sequence's input as JSON-ready ids (`opto trace`): a token task's `tokens`."""
+        return {"tokens": np.asarray(batch["tokens"][0]).tolist()}
+
+    def words(self, batch: dict[str, jax.Array]) -> list[str]:
+        """The first sequence's positions as words for a console (`opto trace`): `3:t5` is token 5 at position 3."""
+        return [f"{i}:t{tok}" for i, tok in enumerate(self.inputs(batch)["tokens"])]
+
+    def readout(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, object]:
+        """The model's prediction and the target on the first sequence: the next token at every position."""
+        return {"prediction": np.asarray(jnp.argmax(logits[0, :-1], -1)).tolist(),
+                "target": np.asarray(batch["tokens"][0, 1:]).tolist()}
 
 
 def query_loss_and_accuracy(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
