@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..model.transformer import NEG, tokens
+from ..tasks.base import induction_rows
 
 Builder = Callable[..., jax.Array]
 Entries = Callable[[np.ndarray, list[int], int], None]
@@ -108,7 +109,10 @@ def _query_row(weights: jax.Array, t: int) -> jax.Array:
 
 @builder("induction")
 def induction(term, model, batch, record):
-    """Query row: s on the label after the query's class exemplar, the rest 1-s shared by the other labels."""
+    """Query row: s on the label after the query's class exemplar, the rest 1-s shared by the other labels;
+    a token task's rows are its own (`optodsl.tasks.base.induction_rows`)."""
+    if "tokens" in batch:
+        return induction_rows(batch["tokens"], term.params["strength"])
     t = term.mask.shape[-1]
     cls = batch["classes"]
     correct = (cls[:, :-1] == cls[:, -1:]).astype(jnp.float32)  # (B, P)

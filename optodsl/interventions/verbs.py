@@ -6,6 +6,7 @@ from ..errors import SpecError
 from ..semantics.plan import Action
 from ..semantics.resolve import Resolver, close
 from ..syntax import ast
+from ..tasks import task_class
 from .registry import register
 
 PATTERNS = {
@@ -14,9 +15,8 @@ PATTERNS = {
     "match": {"temperature": (0.0, float("inf"), 0.0)},
     "uniform": {},
 }
-"""Built-in attention patterns and their parameters: name -> {param: (min, max, default)}."""
-
-QUERY_ONLY = ("induction", "match")
+"""Built-in attention patterns and their parameters: name -> {param: (min, max, default)}; which
+of them a task defines, and which define only the query's row, the task says (`optodsl.tasks`)."""
 
 
 def _common(stmt: ast.Intervention, r: Resolver) -> dict:
@@ -157,12 +157,25 @@ def clamp(stmt: ast.Intervention, r: Resolver) -> list[Action]:
         if not s.site.endswith(".pattern"):
             raise SpecError(stmt.targets[0].span, f"'{name}' is an attention pattern; it cannot clamp {s.site.split('.', 1)[-1]}",
                             hint="patterns clamp a head's pattern site, e.g. clamp L1.H2.pattern = prev_token")
+    task = task_class(r.config)
+    if name not in task.patterns:
+        raise SpecError(value.span, f"the {task.name} task defines no pattern '{name}'",
+                        hint="its patterns are " + ", ".join(task.patterns))
     pattern, params = _pattern_params(r, value)
-    if pattern in QUERY_ONLY and rows not in (None, (r.seq_len - 1,)):
+    query_only = pattern in task.query_only
+    if query_only and rows not in (None, (r.seq_len - 1,)):
         raise SpecError(stmt.positions.span, f"'{pattern}' defines only the query's row", hint="drop the positions or write @ query")
-    if pattern in QUERY_ONLY:
+    if query_only:
         rows = (r.seq_len - 1,)
     return [_action(common, s, pattern, rows=rows, params=params) for s in sites]
+
+
+def _task_verb(stmt: ast.Intervention, r: Resolver) -> None:
+    """Refuse a verb defined by the few-shot layout (its labels and query) under a task without it."""
+    task = task_class(r.config)
+    if stmt.verb not in task.verbs:
+        raise SpecError(stmt.span, f"the {task.name} task has no '{stmt.verb}' (it reads the few-shot task's labels and query)",
+                        hint="its patterns are " + ", ".join(task.patterns))
 
 
 def _prev_token_input(stmt: ast.Intervention, r: Resolver, common: dict) -> list[Action]:
@@ -211,6 +224,7 @@ def temperature(stmt: ast.Intervention, r: Resolver) -> list[Action]:
 @register("attend", "attend only to labels: logits from the query (or the given rows) to exemplar positions become -inf",
           _EXAMPLES["attend"])
 def attend(stmt: ast.Intervention, r: Resolver) -> list[Action]:
+    _task_verb(stmt, r)
     _no_modifiers(stmt, "positions", "value")
     _name(r, _required(stmt, "'attend' needs what to attend to"), stmt, ("labels_only",))
     rows = r.rows(stmt.positions) or (r.seq_len - 1,)
@@ -223,6 +237,7 @@ def attend(stmt: ast.Intervention, r: Resolver) -> list[Action]:
 @register("copy", "the paper's perfect copy: the query's output logits become a head's attention logits to the "
           "in-context label tokens (placed at those labels), every other label -inf", _EXAMPLES["copy"])
 def copy(stmt: ast.Intervention, r: Resolver) -> list[Action]:
+    _task_verb(stmt, r)
     _no_modifiers(stmt, "source")
     if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.GlobalSite) or stmt.targets[0].name != "logits":
         raise SpecError(stmt.targets[0].span, "'copy' writes the output logits", hint=f"write: {_EXAMPLES['copy']}")

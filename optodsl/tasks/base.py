@@ -46,6 +46,13 @@ class Task(eqx.Module):
     """Evaluation sets, the first being the training distribution; `eval.sets` picks among them."""
     measures: ClassVar[tuple[str, ...]] = ()
     """Names from `optodsl.measures` this task gives a meaning to (`eval.measures`)."""
+    patterns: ClassVar[tuple[str, ...]] = ("prev_token", "induction", "uniform")
+    """Built-in attention patterns this task defines (`clamp ... = induction`); token tasks read
+    `induction` from their tokens (`induction_rows`)."""
+    query_only: ClassVar[tuple[str, ...]] = ()
+    """Patterns that define only the query's row (the few-shot task's `induction` and `match`)."""
+    verbs: ClassVar[tuple[str, ...]] = ()
+    """Task-specific verbs this task supports (the few-shot task's `copy` onto the query's labels)."""
 
     @staticmethod
     @abc.abstractmethod
@@ -94,3 +101,24 @@ def query_loss_and_accuracy(logits: jax.Array, targets: jax.Array) -> tuple[jax.
 def next_token_loss_and_accuracy(logits: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean next-token cross-entropy and accuracy: logits (B, T, V) at positions 0..T-2 predict tokens 1..T-1."""
     return query_loss_and_accuracy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+
+
+def previous_occurrence(tokens: jax.Array) -> jax.Array:
+    """For each position t, the position after the last s < t with tokens[s] == tokens[t], or -1 without one: (B, T)."""
+    t = tokens.shape[1]
+    pos = jnp.arange(t)
+    earlier = (tokens[:, :, None] == tokens[:, None, :]) & (pos[None, :] < pos[:, None])[None]  # (B, t, s)
+    last = jnp.max(jnp.where(earlier, pos[None, None, :], -1), axis=-1)
+    return jnp.where(last >= 0, last + 1, -1)
+
+
+def induction_rows(tokens: jax.Array, strength: jax.Array) -> jax.Array:
+    """The token tasks' `induction` pattern (B, 1, T, T): row t puts `strength` on the position after
+    the previous occurrence of token t and the rest on t itself; a row whose token has not occurred
+    before attends to itself (as `prev_token`'s row 0 does)."""
+    t = tokens.shape[1]
+    target = previous_occurrence(tokens)
+    eye = jnp.eye(t)
+    found = (target >= 0)[..., None]
+    onto = jax.nn.one_hot(jnp.maximum(target, 0), t)
+    return jnp.where(found, strength * onto + (1 - strength) * eye, eye)[:, None]

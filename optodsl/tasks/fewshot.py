@@ -35,6 +35,9 @@ class FewShot(Task):
     name: ClassVar[str] = "fewshot"
     sets: ClassVar[tuple[str, ...]] = EVAL_SETS
     measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token")
+    patterns: ClassVar[tuple[str, ...]] = ("prev_token", "induction", "match", "uniform")
+    query_only: ClassVar[tuple[str, ...]] = ("induction", "match")
+    verbs: ClassVar[tuple[str, ...]] = ("copy", "attend")
 
     features: jax.Array  # (classes, exemplars, F)
     train_label_sets: jax.Array  # (n_train, P) sorted label sets usable in training
