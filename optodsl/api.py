@@ -21,6 +21,7 @@ from .compile.lower import CompiledPlan, overrides
 from .config import DataConfig, ExperimentConfig, ModelConfig
 from .experiment import Experiment, load_experiment, plan_for
 from .model.overrides import Context, Overrides
+from .tasks import layout
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Compiled:
 
     def explain(self) -> list[dict]:
         """The `opto explain --json` records of every run."""
-        return [{"run": m.name, **a.explain(m.config.data.seq_len)} for m in self.experiment.members for a in m.actions]
+        return [{"run": m.name, **a.explain(layout(m.config).length)} for m in self.experiment.members for a in m.actions]
 
 
 def compile(source: str | Path, model_config: ModelConfig | ExperimentConfig | None = None,

@@ -180,9 +180,10 @@ def explain(
     Example: opto explain specs/paper/fig5b.opto --json
     """
     from .experiment import load_experiment
+    from .tasks import layout
 
     exp = _guard(lambda: load_experiment(spec, _settings(set_)))
-    records = [{"run": m.name, **a.explain(m.config.data.seq_len)} for m in exp.members for a in m.actions]
+    records = [{"run": m.name, **a.explain(layout(m.config).length)} for m in exp.members for a in m.actions]
     if as_json:
         typer.echo(json.dumps(records, indent=2))
         return
@@ -191,7 +192,7 @@ def explain(
         typer.echo(f"run {m.name}" + (f" ({bind})" if bind else "") + f": {m.passes} pass{'es' if m.passes > 1 else ''}, "
                    f"{len(m.actions)} intervention{'s' if len(m.actions) != 1 else ''}")
         for a in m.actions:
-            r = a.explain(m.config.data.seq_len)
+            r = a.explain(layout(m.config).length)
             params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
             value = r["value"] + (f"({params})" if params else "") + (f" <- {r['reads']}" if r["reads"] else "")
             pos = r["positions"] if r["positions"] == "all" else ",".join(map(str, r["positions"]))
@@ -210,8 +211,9 @@ def _site_names(texts: list[str], config) -> list[tuple[str, str, int | None]]:
     """Parse `--site` names (`L1.H2.pattern`, `L1.pattern`, `embed`) to (label, key, head)."""
     from .semantics.resolve import NUMBERING, close
     from .sites import site_table
+    from .tasks import layout
 
-    table = site_table(config.model, config.data)
+    table = site_table(config.model, layout(config))
     out = []
     for text in texts:
         span = _option_span("--site", text)
@@ -290,11 +292,13 @@ def sites(set_: List[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
     from .experiment import DEFAULT
     from .semantics.spec import apply_cli
     from .sites import site_table
+    from .tasks import layout
 
     config = _guard(lambda: apply_cli(DEFAULT, _settings(set_)))
+    lay = layout(config)
     typer.echo("layers count from 1 (L1..), heads from 0 (H0..); shapes per sequence "
-               f"(T={config.data.seq_len} tokens, H={config.model.heads} heads)")
-    for key, info in site_table(config.model, config.data).items():
+               f"(T={lay.length} tokens of the {config.task.name} task, H={config.model.heads} heads)")
+    for key, info in site_table(config.model, lay).items():
         shown = key.replace(".", ".H<h>.", 1) if info.per_head else key
         shape = info.shape[1:] if info.per_head else info.shape
         typer.echo(f"  {shown:<22} {str(tuple(shape)):<14} {info.doc}")

@@ -93,8 +93,27 @@ class MarkovTaskConfig(_Frozen):
     alpha: float = Field(1.0, gt=0, description="Dirichlet concentration of each transition row")
 
 
-TaskConfig = Annotated[Union[FewShotTaskConfig, MarkovTaskConfig], Field(discriminator="name")]
-TASK_CONFIGS: dict[str, type[_Frozen]] = {"fewshot": FewShotTaskConfig, "markov": MarkovTaskConfig}
+class RepeatTaskConfig(_Frozen):
+    """Repeated random tokens (Olsson et al. 2022): the sequence's first half repeats as its second."""
+
+    name: Literal["repeat"] = "repeat"
+    vocab: int = Field(64, ge=2, le=65536, description="token ids 0..vocab-1, drawn uniformly")
+    length: int = Field(64, ge=4, le=4096, description="tokens per sequence; the first length // 2 repeat")
+
+
+class TokensTaskConfig(_Frozen):
+    """A user's corpus: a .npy array of token ids, sampled in windows of `length` tokens."""
+
+    name: Literal["tokens"] = "tokens"
+    source: str = Field("", description="path of a 1-D .npy array of integer token ids")
+    vocab: int = Field(256, ge=2, le=1_000_000, description="every id must lie in 0..vocab-1")
+    length: int = Field(64, ge=2, le=4096, description="tokens per window")
+
+
+TaskConfig = Annotated[Union[FewShotTaskConfig, MarkovTaskConfig, RepeatTaskConfig, TokensTaskConfig],
+                       Field(discriminator="name")]
+TASK_CONFIGS: dict[str, type[_Frozen]] = {"fewshot": FewShotTaskConfig, "markov": MarkovTaskConfig,
+                                           "repeat": RepeatTaskConfig, "tokens": TokensTaskConfig}
 """Each task's settings model by `task.name`; a new task adds its model here and to `TaskConfig`."""
 
 

@@ -11,6 +11,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from .tasks.base import previous_occurrence
+
 Measure = Callable[[dict[str, jax.Array], dict[str, jax.Array], int], dict[str, jax.Array]]
 MEASURES: dict[str, Measure] = {}
 
@@ -28,7 +30,11 @@ def _per_head(name: str, values: jax.Array, layer: int) -> dict[str, jax.Array]:
 
 @measure("induction")
 def induction_strength(acts, batch, layers: int) -> dict[str, jax.Array]:
-    """Attention from the query to the correct label token minus the mean to the other label tokens."""
+    """Attention from the query to the correct label token minus the mean to the other label tokens; on a
+    token task, the prefix-matching score (Olsson et al. 2022): the mean attention from each position to
+    the position after the previous occurrence of its token, over positions whose token occurred before."""
+    if "tokens" in batch:
+        return _prefix_matching(acts, batch["tokens"], layers)
     cls = batch["classes"]
     correct = (cls[:, :-1] == cls[:, -1:]).astype(jnp.float32)  # (B, P)
     n_other = jnp.maximum(correct.shape[1] - 1, 1)
@@ -39,6 +45,18 @@ def induction_strength(acts, batch, layers: int) -> dict[str, jax.Array]:
         to_labels = pattern[:, :, t - 1, 1 : t - 1 : 2]  # (B, H, P)
         weight = correct[:, None] - (1 - correct[:, None]) / n_other
         out.update(_per_head("induction", (to_labels * weight).sum(-1).mean(0), layer))
+    return out
+
+
+def _prefix_matching(acts, tokens: jax.Array, layers: int) -> dict[str, jax.Array]:
+    target = previous_occurrence(tokens)  # (B, T)
+    found = (target >= 0).astype(jnp.float32)
+    out = {}
+    for layer in range(1, layers + 1):
+        pattern = acts[f"L{layer}.pattern"]  # (B, H, T, T)
+        onto = jnp.take_along_axis(pattern, jnp.maximum(target, 0)[:, None, :, None], axis=-1)[..., 0]  # (B, H, T)
+        score = (onto * found[:, None]).sum((0, 2)) / jnp.maximum(found.sum(), 1.0)
+        out.update(_per_head("induction", score, layer))
     return out
 
 

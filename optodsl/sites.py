@@ -3,8 +3,8 @@
 Activations and overrides are flat dicts keyed by these names. Layers count from 1 and heads
 from 0, as in the paper: key `L1.pattern` holds the first layer's patterns with the head axis
 first, and the spec text `L1.H2.pattern` is head 2 of it. Shapes are per sequence; the model
-adds a leading batch axis. T is the sequence length (2 * pairs + 1), H heads, D d_model,
-Dh the head dimension, L the number of labels.
+adds a leading batch axis. T is the task's sequence length (2 * pairs + 1 for the few-shot
+task), H heads, D d_model, Dh the head dimension, L the logits width (labels, or the task's vocabulary).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import DataConfig, ModelConfig
+from .tasks.base import Layout
 
 GLOBAL_SITES: dict[str, str] = {
     "embed": "token embeddings (exemplar map at even positions, label map at odd ones), plus learned/sinusoidal positions if any",
@@ -53,9 +54,17 @@ def layer_key(layer: int, name: str) -> str:
     return f"L{layer}.{name}"
 
 
-def site_table(model: ModelConfig, data: DataConfig) -> dict[str, SiteInfo]:
-    """Every site of the configured model in forward order, keyed as in activations and overrides."""
-    t, d, h, dh, n_labels = data.seq_len, model.d_model, model.heads, model.head_dim, data.labels
+def sequence_dims(data: DataConfig | Layout) -> tuple[int, int]:
+    """(sequence length, logits width): from a task's layout, or the few-shot task's data settings."""
+    if isinstance(data, Layout):
+        return data.length, data.outputs
+    return data.seq_len, data.labels
+
+
+def site_table(model: ModelConfig, data: DataConfig | Layout) -> dict[str, SiteInfo]:
+    """Every site of the configured model in forward order, keyed as in activations and overrides;
+    `data` is the task's layout (`optodsl.tasks.layout(config)`), or few-shot data settings."""
+    (t, n_labels), d, h, dh = sequence_dims(data), model.d_model, model.heads, model.head_dim
     head_shapes = {
         "q": (h, t, dh), "k": (h, t, dh), "v": (h, t, dh), "q_rot": (h, t, dh), "k_rot": (h, t, dh),
         "attn_logits": (h, t, t), "pattern": (h, t, t), "z": (h, t, dh), "out": (h, t, d),

@@ -9,33 +9,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .data.task import make_task
 from .experiment import plan_for
 from .model.overrides import Context
-from .model.transformer import init_model
 from .semantics.plan import Member
-from .train.trainer import load_trained
+from .tasks import build_task
+from .train.trainer import load_trained, new_model
 
 
 def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir: Path | None, seed: int) -> dict:
-    """Tokens of one sampled training sequence and each requested site's values under the plan."""
+    """One sampled training sequence (as words and as its input ids), the prediction and target,
+    and each requested site's values under the plan."""
     config = member.config
-    model = init_model(config.model, config.data, jax.random.PRNGKey(config.seed.init))
+    model = new_model(config, jax.random.PRNGKey(config.seed.init))
     sequences = 0
     if run_dir is not None:
         model, sequences = load_trained(run_dir, config)
-    task = make_task(config.data)
+    task = build_task(config)
     batch = task.sample(jax.random.PRNGKey(seed), "train", 1)
     plan = plan_for(member)
     run = eqx.filter_jit(lambda m, b, n: plan(m, b, Context(sequences=n, training=False)))
     logits, acts = run(model, batch, jnp.asarray(sequences))
-    cls, lab = np.asarray(batch["classes"][0]), np.asarray(batch["labels"][0])
-    toks = []
-    for i in range(config.data.pairs):
-        toks += [f"e{i + 1}(class {cls[i]})", f"l{i + 1}(label {lab[i]})"]
-    toks.append(f"q(class {cls[-1]}, target label {lab[-1]})")
     out = {}
     for label, key, head in sites:
         value = np.asarray(acts[key][0])
         out[label] = (value[head] if head is not None else value).tolist()
-    return {"tokens": toks, "prediction": int(jnp.argmax(logits[0])), "target": int(lab[-1]), "sequences": sequences, "sites": out}
+    return {"task": config.task.name, "tokens": task.words(batch), "input": task.inputs(batch),
+            **task.readout(logits, batch), "sequences": sequences, "sites": out}

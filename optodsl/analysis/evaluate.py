@@ -21,8 +21,10 @@ import numpy as np
 
 from ..compile.lower import CompiledPlan
 from ..config import ExperimentConfig
-from ..data.task import Task, make_task
+from ..errors import DataError
 from ..model.overrides import Context
+from ..tasks import build_task
+from ..tasks.fewshot import FewShot as Task
 
 ENUMERATE_LIMIT = 200_000
 CHUNK = 2048
@@ -68,8 +70,12 @@ def sampled_sequences(task: Task, which: str, n: int, seed: int) -> Sequences:
 
 
 def evaluation_set(config: ExperimentConfig, which: str = "train", n: int | None = None, seed: int = 0) -> tuple[Task, Sequences]:
-    """The task and the sequences analyses use: all training sequences if enumerable and `n` is None."""
-    task = make_task(config.data)
+    """The task and the sequences analyses use: all training sequences if enumerable and `n` is None.
+    The checkpoint analyses read the few-shot layout (labels, query); other tasks are refused."""
+    task = build_task(config)
+    if not isinstance(task, Task):
+        raise DataError(f"task.name = {config.task.name!r}", "the checkpoint analyses are defined for the few-shot task only",
+                        expected='task.name = "fewshot" (they read its labels and query)')
     if which == "train" and n is None:
         every = training_sequences(task)
         if every is not None:

@@ -17,7 +17,8 @@ from ..config import DataConfig, ModelConfig
 from ..errors import DataError
 from ..model.overrides import Context, Overrides, Plan
 from ..semantics.plan import Action, Member
-from ..sites import site_table
+from ..sites import sequence_dims, site_table
+from ..tasks import Layout, layout
 from .values import ENTRIES, value
 
 
@@ -57,10 +58,11 @@ def _merge_key(a: Action) -> tuple:
     return (a.site, a.builder, a.params, a.stage, a.record, a.start, a.stop, a.phase)
 
 
-def lower_actions(actions: tuple[Action, ...], model_cfg: ModelConfig, data_cfg: DataConfig, grafts: dict | None = None) -> tuple[Term, ...]:
-    """Merge actions into terms in first-appearance order."""
+def lower_actions(actions: tuple[Action, ...], model_cfg: ModelConfig, data_cfg: DataConfig | Layout,
+                  grafts: dict | None = None) -> tuple[Term, ...]:
+    """Merge actions into terms in first-appearance order; `data_cfg` is the task's layout (or few-shot data settings)."""
     table = site_table(model_cfg, data_cfg)
-    t = data_cfg.seq_len
+    t = sequence_dims(data_cfg)[0]
     groups: dict[tuple, list[Action]] = {}
     for a in actions:
         groups.setdefault(_merge_key(a), []).append(a)
@@ -158,8 +160,8 @@ def compile_member(member: Member, grafts: dict | None = None) -> CompiledPlan |
     if missing:
         raise DataError(sorted(missing)[0], "graft source not loaded", expected="load it with optodsl.experiment.load_graft")
     cfg = member.config
-    plan = CompiledPlan(lower_actions(member.actions, cfg.model, cfg.data, grafts))
+    plan = CompiledPlan(lower_actions(member.actions, cfg.model, layout(cfg), grafts))
     if not member.probes:
         return plan
-    return Probed(plan, {f"perfected[{text}]": CompiledPlan(lower_actions(member.actions + extra, cfg.model, cfg.data, grafts))
+    return Probed(plan, {f"perfected[{text}]": CompiledPlan(lower_actions(member.actions + extra, cfg.model, layout(cfg), grafts))
                          for text, extra in member.probes})

@@ -14,6 +14,8 @@ from typing import Callable, Literal
 import jax
 import jax.numpy as jnp
 
+from ..tasks.base import induction_rows
+
 
 @dataclass(frozen=True)
 class Param:
@@ -74,6 +76,8 @@ def _prev_token(params, batch, t):
 
 
 def _induction(params, batch, t):
+    if "tokens" in batch:  # a token task: after the previous occurrence of each row's token
+        return induction_rows(batch["tokens"], params["strength"])
     cls = batch["classes"]
     correct = (cls[:, :-1] == cls[:, -1:]).astype(jnp.float32)  # (B, P)
     s = params["strength"]

@@ -9,6 +9,7 @@ from ..errors import SpecError
 from ..semantics.plan import Action
 from ..semantics.resolve import Resolver, close
 from ..syntax import ast
+from ..tasks import task_class
 from .patterns import PATTERNS
 from .registry import VERBS, register
 
@@ -146,13 +147,30 @@ def clamp(stmt: ast.Intervention, r: Resolver) -> list[Action]:
         if not s.site.endswith(".pattern"):
             raise SpecError(stmt.targets[0].span, f"'{name}' is an attention pattern; it cannot clamp {s.site.split('.', 1)[-1]}",
                             hint="patterns clamp a head's pattern site, e.g. clamp L1.H2.pattern = prev_token")
+    task = task_class(r.config)
+    if name in task.lacks_patterns:
+        raise SpecError(value.span, f"the {task.name} task defines no pattern '{name}'",
+                        hint="its patterns are " + ", ".join(_task_patterns(task)))
     pattern, params = _pattern_params(r, value)
-    query_only = PATTERNS[pattern].rows == "query"
+    query_only = task.query_rows_as_declared and PATTERNS[pattern].rows == "query"
     if query_only and rows not in (None, (r.seq_len - 1,)):
         raise SpecError(stmt.positions.span, f"'{pattern}' defines only the query's row", hint="drop the positions or write @ query")
     if query_only:
         rows = (r.seq_len - 1,)
     return [_action(common, s, pattern, rows=rows, params=params) for s in sites]
+
+
+def _task_verb(stmt: ast.Intervention, r: Resolver) -> None:
+    """Refuse a verb defined by the few-shot layout (its labels and query) under a task without it."""
+    task = task_class(r.config)
+    if stmt.verb not in task.verbs:
+        raise SpecError(stmt.span, f"the {task.name} task has no '{stmt.verb}' (it reads the few-shot task's labels and query)",
+                        hint="its patterns are " + ", ".join(_task_patterns(task)))
+
+
+def _task_patterns(task) -> list[str]:
+    """The declared patterns a task defines."""
+    return [name for name in PATTERNS if name not in task.lacks_patterns]
 
 
 def _prev_token_input(stmt: ast.Intervention, r: Resolver, common: dict) -> list[Action]:
@@ -201,6 +219,7 @@ def temperature(stmt: ast.Intervention, r: Resolver) -> list[Action]:
 @register("attend", "attend only to labels: logits from the query (or the given rows) to exemplar positions become -inf",
           "attend L2.H3 = labels_only")
 def attend(stmt: ast.Intervention, r: Resolver) -> list[Action]:
+    _task_verb(stmt, r)
     _no_modifiers(stmt, "positions", "value")
     _name(r, _required(stmt, "'attend' needs what to attend to"), stmt, ("labels_only",))
     rows = r.rows(stmt.positions) or (r.seq_len - 1,)
@@ -213,6 +232,7 @@ def attend(stmt: ast.Intervention, r: Resolver) -> list[Action]:
 @register("copy", "the paper's perfect copy: the query's output logits become a head's attention logits to the "
           "in-context label tokens (placed at those labels), every other label -inf", "copy logits from L2.H3")
 def copy(stmt: ast.Intervention, r: Resolver) -> list[Action]:
+    _task_verb(stmt, r)
     _no_modifiers(stmt, "source")
     if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.GlobalSite) or stmt.targets[0].name != "logits":
         raise SpecError(stmt.targets[0].span, "'copy' writes the output logits", hint=f"write: {_example(stmt)}")

@@ -171,8 +171,10 @@ class Resolver:
         if isinstance(positions, ast.NamedPositions):
             roles = self.layout.roles
             if positions.name not in roles:
+                near = difflib.get_close_matches(positions.name, list(roles), n=1, cutoff=0.6)
                 raise SpecError(positions.span, f"the {self.config.task.name} task has no positions '{positions.name}'",
-                                hint=f"its positions are {', '.join(roles)}, an index like 2, or a slice like 2:4")
+                                hint=(f"did you mean '{near[0]}'? " if near else "")
+                                + f"its positions are {', '.join(roles)}, an index like 2, or a slice like 2:4")
             return roles[positions.name]
         if isinstance(positions, ast.IndexPosition):
             i = positions.index
@@ -212,12 +214,12 @@ class Resolver:
     def _bound_positions(self, var: ast.Var):
         """The positions node a variable in `@ $p` stands for: a named group or one index."""
         value = self.python(var)
-        if isinstance(value, str) and value in ast.POSITION_NAMES:
+        if isinstance(value, str) and value in self.layout.roles:
             return ast.NamedPositions(span=var.span, name=value)
         if not isinstance(value, bool) and (isinstance(value, int) or isinstance(value, float) and value.is_integer()):
             return ast.IndexPosition(span=var.span, index=int(value))
         raise SpecError(var.span, f"sweep variable '${var.name}' is {value!r} here; positions need a whole number "
-                        f"or one of {', '.join(ast.POSITION_NAMES)}", hint=POSITIONS_VAR)
+                        f"or one of {', '.join(self.layout.roles)}", hint=POSITIONS_VAR)
 
 
 def span_text(span: Span) -> str:

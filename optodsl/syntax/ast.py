@@ -142,13 +142,14 @@ Selector = Annotated[Union[GlobalSite, LayerSelector], Field(discriminator="kind
 
 
 POSITION_NAMES = ("query", "labels", "exemplars", "all")
+"""The few-shot task's position words; any name parses, and the resolver checks it against the task's roles."""
 
 
 class NamedPositions(Node):
-    """A named group of sequence positions: `query`, `labels`, `exemplars` or `all`."""
+    """A named group of sequence positions, a role of the task's layout (`labels`, `query`, `all`, ...)."""
 
     kind: Literal["named"] = "named"
-    name: Literal[POSITION_NAMES]
+    name: str
 
 
 class IndexPosition(Node):

@@ -311,12 +311,8 @@ class _Builder(Transformer):
     # positions and schedules
 
     def positions_named(self, meta, children):
-        name = str(children[0])
-        options = ast.POSITION_NAMES
-        if name not in options:
-            raise self.src.error(children[0], f"unknown positions {name!r}",
-                                 hints.did_you_mean(name, options) + hints.POSITIONS_HINT)
-        return ast.NamedPositions(span=self._span(meta), name=name)
+        """Any position word; the resolver checks it against the task's roles."""
+        return ast.NamedPositions(span=self._span(meta), name=str(children[0]))
 
     def positions_index(self, meta, children):
         index = _whole(self.src, children[0], "a position", hints.POSITIONS_HINT, None)

@@ -10,8 +10,10 @@ from ..config import ExperimentConfig
 from .base import Layout as Layout, Task as Task
 from .fewshot import FewShot
 from .markov import Markov
+from .repeat import Repeat
+from .tokens import Tokens
 
-TASKS: dict[str, type[Task]] = {"fewshot": FewShot, "markov": Markov}
+TASKS: dict[str, type[Task]] = {"fewshot": FewShot, "markov": Markov, "repeat": Repeat, "tokens": Tokens}
 
 
 def task_class(config: ExperimentConfig) -> type[Task]:

@@ -17,6 +17,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..config import ExperimentConfig
 
@@ -45,6 +46,15 @@ class Task(eqx.Module):
     """Evaluation sets, the first being the training distribution; `eval.sets` picks among them."""
     measures: ClassVar[tuple[str, ...]] = ()
     """Names from `optodsl.measures` this task gives a meaning to (`eval.measures`)."""
+    lacks_patterns: ClassVar[tuple[str, ...]] = ("match",)
+    """Built-in patterns (`optodsl.interventions.patterns`) this task gives no meaning to; it defines
+    every other one (`match` reads exemplar features, which token tasks lack; token tasks read
+    `induction` from their tokens, `induction_rows`)."""
+    query_rows_as_declared: ClassVar[bool] = False
+    """Whether a pattern declared for the query's row only (`rows="query"`) is so in this task: the
+    few-shot task's layout is the one the declarations describe; token tasks set every row."""
+    verbs: ClassVar[tuple[str, ...]] = ()
+    """Task-specific verbs this task supports (the few-shot task's `copy` onto the query's labels)."""
 
     @staticmethod
     @abc.abstractmethod
@@ -68,6 +78,19 @@ class Task(eqx.Module):
         """Reference metrics the task adds at every evaluation (none by default)."""
         return {}
 
+    def inputs(self, batch: dict[str, jax.Array]) -> dict[str, list]:
+        """The first sequence's input as JSON-ready ids (`opto trace`): a token task's `tokens`."""
+        return {"tokens": np.asarray(batch["tokens"][0]).tolist()}
+
+    def words(self, batch: dict[str, jax.Array]) -> list[str]:
+        """The first sequence's positions as words for a console (`opto trace`): `3:t5` is token 5 at position 3."""
+        return [f"{i}:t{tok}" for i, tok in enumerate(self.inputs(batch)["tokens"])]
+
+    def readout(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, object]:
+        """The model's prediction and the target on the first sequence: the next token at every position."""
+        return {"prediction": np.asarray(jnp.argmax(logits[0, :-1], -1)).tolist(),
+                "target": np.asarray(batch["tokens"][0, 1:]).tolist()}
+
 
 def query_loss_and_accuracy(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy and accuracy of query logits (B, L) against target labels (B,)."""
@@ -80,3 +103,24 @@ def query_loss_and_accuracy(logits: jax.Array, targets: jax.Array) -> tuple[jax.
 def next_token_loss_and_accuracy(logits: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean next-token cross-entropy and accuracy: logits (B, T, V) at positions 0..T-2 predict tokens 1..T-1."""
     return query_loss_and_accuracy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+
+
+def previous_occurrence(tokens: jax.Array) -> jax.Array:
+    """For each position t, the position after the last s < t with tokens[s] == tokens[t], or -1 without one: (B, T)."""
+    t = tokens.shape[1]
+    pos = jnp.arange(t)
+    earlier = (tokens[:, :, None] == tokens[:, None, :]) & (pos[None, :] < pos[:, None])[None]  # (B, t, s)
+    last = jnp.max(jnp.where(earlier, pos[None, None, :], -1), axis=-1)
+    return jnp.where(last >= 0, last + 1, -1)
+
+
+def induction_rows(tokens: jax.Array, strength: jax.Array) -> jax.Array:
+    """The token tasks' `induction` pattern (B, 1, T, T): row t puts `strength` on the position after
+    the previous occurrence of token t and the rest on t itself; a row whose token has not occurred
+    before attends to itself (as `prev_token`'s row 0 does)."""
+    t = tokens.shape[1]
+    target = previous_occurrence(tokens)
+    eye = jnp.eye(t)
+    found = (target >= 0)[..., None]
+    onto = jax.nn.one_hot(jnp.maximum(target, 0), t)
+    return jnp.where(found, strength * onto + (1 - strength) * eye, eye)[:, None]

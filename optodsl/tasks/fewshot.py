@@ -35,6 +35,9 @@ class FewShot(Task):
     name: ClassVar[str] = "fewshot"
     sets: ClassVar[tuple[str, ...]] = EVAL_SETS
     measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token")
+    lacks_patterns: ClassVar[tuple[str, ...]] = ()
+    query_rows_as_declared: ClassVar[bool] = True
+    verbs: ClassVar[tuple[str, ...]] = ("copy", "attend")
 
     features: jax.Array  # (classes, exemplars, F)
     train_label_sets: jax.Array  # (n_train, P) sorted label sets usable in training
@@ -55,6 +58,22 @@ class FewShot(Task):
     def loss_and_accuracy(self, logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """The query's label: logits (B, L) against the last label of each row."""
         return query_loss_and_accuracy(logits, batch["labels"][:, -1])
+
+    def inputs(self, batch: dict[str, jax.Array]) -> dict[str, list]:
+        """The first sequence's class of each exemplar (the query's last) and each label (the query's is its target)."""
+        return {"classes": np.asarray(batch["classes"][0]).tolist(), "labels": np.asarray(batch["labels"][0]).tolist()}
+
+    def words(self, batch: dict[str, jax.Array]) -> list[str]:
+        seq = self.inputs(batch)
+        cls, lab = seq["classes"], seq["labels"]
+        out = []
+        for i in range(self.config.pairs):
+            out += [f"e{i + 1}(class {cls[i]})", f"l{i + 1}(label {lab[i]})"]
+        return out + [f"q(class {cls[-1]}, target label {lab[-1]})"]
+
+    def readout(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, object]:
+        """The predicted and the target label of the first sequence's query."""
+        return {"prediction": int(jnp.argmax(logits[0])), "target": int(batch["labels"][0, -1])}
 
     def pools(self, which: SetName) -> tuple[int, int, int, int, jax.Array]:
         """(first class, number of classes, first exemplar, number of exemplars, label sets) of a set."""

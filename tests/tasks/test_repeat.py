@@ -1,0 +1,74 @@
+"""The repeat task: its sequences, its patterns, and its dynamics (induction heads form; ablating layer 1 prevents them)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from optodsl.errors import SpecError
+from optodsl.experiment import load_experiment, plan_for
+from optodsl.tasks import build_task, layout
+from optodsl.tasks.base import induction_rows
+from optodsl.train.trainer import train
+
+SMALL = '''set task.name = "repeat"
+set task.vocab = 32
+set task.length = 24
+set model.layers = 2
+set model.heads = 1
+set model.d_model = 32
+set train.lr = 3e-3
+set train.batch = 32
+set eval.sequences = 128
+set eval.measures = ["induction"]
+'''
+
+
+def run(extra: str, sequences: int, every: int) -> list[dict]:
+    member = load_experiment(SMALL + f"set train.sequences = {sequences}\nset eval.every = {every}\n" + extra).members[0]
+    return train(member.config, plan_for(member), progress=False).metrics
+
+
+def test_a_random_segment_repeats_and_the_roles_bound_it():
+    config = load_experiment(SMALL).members[0].config
+    tokens = np.asarray(build_task(config).sample(jax.random.PRNGKey(0), "train", 64)["tokens"])
+    periods = set()
+    for row in tokens:
+        period = next(p for p in range(6, 13) if (row[p:] == row[:-p]).all())
+        periods.add(period)
+    assert len(periods) > 3  # the offset varies, so no positional head can predict it
+    roles = layout(config).roles
+    assert roles["first"] == tuple(range(6)) and roles["repeated"] == tuple(range(12, 24))
+
+
+def test_induction_attends_after_the_previous_occurrence_and_rows_without_one_to_themselves():
+    tokens = np.array([[5, 7, 5, 9, 7]])
+    rows = np.asarray(induction_rows(tokens, 1.0))[0, 0]
+    assert rows.argmax(-1).tolist() == [0, 1, 1, 3, 2]
+    assert rows[:2].tolist() == np.eye(5)[:2].tolist()
+
+
+def test_a_pattern_the_task_does_not_define_lists_the_ones_it_has():
+    with pytest.raises(SpecError) as info:
+        load_experiment(SMALL + "clamp L2.H0.pattern = match\n")
+    assert info.value.message == "the repeat task defines no pattern 'match'"
+    assert info.value.hint == "its patterns are prev_token, induction, uniform, attend_first" and info.value.span.line == 11
+
+
+def test_an_induction_head_forms_and_the_in_context_score_jumps():
+    metrics = run("", 24_000, 8_000)
+    first, last = metrics[0], metrics[-1]
+    assert first["train/induction/L2.H0"] < 0.15 and abs(first["train/icl_score"]) < 0.3
+    assert last["train/induction/L2.H0"] > 0.4 and last["train/icl_score"] < -2.5
+
+
+def test_ablating_layer_1_prevents_it():
+    last = run("ablate L1.*\n", 24_000, 24_000)[-1]
+    assert last["train/induction/L2.H0"] < 0.2 and last["train/icl_score"] > -2.0
+
+
+def test_clamping_a_layer_2_head_to_induction_makes_the_repeated_part_fall_earlier():
+    free = run("", 8_000, 8_000)[-1]
+    clamped = run("clamp L2.H0.pattern = induction\n", 8_000, 8_000)[-1]
+    assert clamped["train/repeated_loss"] < free["train/repeated_loss"] - 1.0

@@ -1,0 +1,57 @@
+"""The tokens task: a user's .npy corpus, checked with errors that name the file, sampled in windows inside jit."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from optodsl.cli import app
+from optodsl.config import ExperimentConfig, with_settings
+from optodsl.errors import DataError
+from optodsl.tasks import build_task
+from optodsl.train.trainer import train
+
+
+def config(path, **extra) -> ExperimentConfig:
+    settings = {"task.name": "tokens", "task.source": str(path), "task.vocab": 8, "task.length": 16,
+                "model.heads": 2, "model.d_model": 16, **extra}
+    return with_settings(ExperimentConfig(), settings)
+
+
+def test_windows_are_slices_of_the_corpus(tmp_path):
+    corpus = np.arange(200, dtype=np.int64) % 8
+    np.save(tmp_path / "c.npy", corpus)
+    tokens = np.asarray(build_task(config(tmp_path / "c.npy")).sample(jax.random.PRNGKey(0), "train", 32)["tokens"])
+    assert tokens.shape == (32, 16) and tokens.dtype == np.int32
+    starts = tokens[:, 0].tolist()
+    assert all(((tokens[i] - starts[i]) % 8 == np.arange(16) % 8).all() for i in range(32))
+
+
+@pytest.mark.parametrize(("array", "problem"), [
+    (np.zeros((4, 50), np.int32), "one flat array"),
+    (np.zeros(50, np.float32), "must be integers"),
+    (np.array([0, 1, 9] * 20, np.int32), "outside the vocabulary"),
+    (np.zeros(10, np.int32), "shorter than one window"),
+])
+def test_a_bad_corpus_names_the_file_and_the_problem(tmp_path, array, problem):
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(DataError) as info:
+        build_task(config(tmp_path / "bad.npy"))
+    assert info.value.path == str(tmp_path / "bad.npy") and problem in info.value.problem
+
+
+def test_a_missing_corpus_is_a_clear_command_line_error(tmp_path):
+    spec = tmp_path / "s.opto"
+    spec.write_text(f'set task.name = "tokens"\nset task.source = "{tmp_path / "none.npy"}"\nset train.sequences = 64\n')
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{tmp_path / 'none.npy'}: error: no such corpus file" in result.output
+
+
+def test_a_model_learns_a_periodic_corpus(tmp_path):
+    np.save(tmp_path / "c.npy", np.tile(np.array([3, 1, 4, 1, 5, 2, 6, 0]), 100).astype(np.uint16))
+    cfg = config(tmp_path / "c.npy", **{"train.lr": 3e-3, "train.sequences": 3_200, "eval.every": 3_200, "eval.sequences": 64})
+    metrics = train(cfg, progress=False).metrics
+    assert metrics[-1]["train/loss"] < metrics[0]["train/loss"] - 1.0
