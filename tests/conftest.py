@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-import optodsl
+import os
+import tempfile
+
+# A compilation cache of the test session's own (inherited by the commands the tests start): a
+# cache another process wrote to at the same time, or a damaged one, must not decide a test.
+os.environ["OPTODSL_CACHE"] = tempfile.mkdtemp(prefix="optodsl-test-xla-")
+
+import optodsl  # noqa: E402
 
 optodsl.configure_xla()  # as the `opto` command does: one CPU device per core, before JAX starts
 
