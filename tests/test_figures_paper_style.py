@@ -40,8 +40,8 @@ def test_fig5b_curves_take_the_paper_colours_and_names(tmp_path):
 def test_seeds_of_one_variant_make_one_curve_whose_band_spans_their_min_and_max(tmp_path):
     losses = {5: [0.9, 0.6, 0.2], 6: [0.8, 0.7, 0.1], 7: [1.0, 0.5, 0.3, 0.05]}
     for seed, ls in losses.items():
-        name = f"fig5b-clamp_match-seed{seed}"
-        fake_run(tmp_path / name, "specs/paper/fig5b.opto", name, {"seed": seed}, ls)
+        name = f"fig5b_seeds-clamp_match-seed{seed}"
+        fake_run(tmp_path / name, "specs/paper/fig5b_seeds.opto", name, {"seed": seed}, ls)
     runs = load_runs([tmp_path])
     (curve,) = curves_of(runs)
     assert curve.color == "green" and curve.label.startswith("clamp match")

@@ -66,6 +66,7 @@ def run_colors(n: int) -> list:
 
 
 SEED_VARIABLE = "seed"
+SEEDS_SUFFIX = "_seeds"
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,15 @@ def _binding_part(name: str, value) -> str:
 
 
 def curve_key(run: Run) -> tuple[str | None, str | None]:
-    """(spec stem, variant) of a run: its member name without the stem and without its sweep values."""
+    """(spec stem, variant) of a run: its member name without the stem and without its sweep values.
+
+    A seed sweep of a paper spec, named `<spec>_seeds` (specs/paper/fig5b_seeds.opto), keys as `<spec>`.
+    """
     stem, parts = _name_parts(run)
     swept = {_binding_part(k, v) for k, v in run.bindings.items()}
     rest = [p for p in parts if p not in swept]
+    if stem and stem.endswith(SEEDS_SUFFIX):
+        stem = stem[: -len(SEEDS_SUFFIX)]
     return stem, "-".join(rest) or None
 
 
@@ -470,3 +476,46 @@ def write_figures(runs: list[Run], out: Path) -> dict[str, Path]:
         if fig is not None:
             written[name] = save_figure(fig, Path(out) / name)
     return written
+
+
+def release_map_figure(rungs: dict[str, list[tuple[int, Run]]], reference: Run | None = None,
+                       threshold: float = 0.9) -> Figure:
+    """The release-time map: per rung (a column, in its Figure 5b colour), train accuracy of each run
+    released at k (a dot marks k), and the sequences at which accuracy reaches `threshold` after the
+    release, against k; `reference` (the unclamped run) marks where training without the clamp gets there."""
+    fig = _figure(5.2 * len(rungs), 8)
+    axes = fig.subplots(2, len(rungs), squeeze=False)
+    for col, (rung, released) in enumerate(rungs.items()):
+        style = PAPER_CURVES.get(("fig5b", rung), PaperCurve("black", rung))
+        top, bottom = axes[0, col], axes[1, col]
+        ks = [k for k, _ in released]
+        shades = colormaps["viridis"](np.linspace(0, 0.9, len(released)))
+        reached = []
+        for (k, run), shade in zip(released, shades):
+            xs, ys = run.series("train/accuracy")
+            top.plot(xs, ys, color=shade, lw=1.2, label=f"k = {format_sequences(k)}")
+            at = [y for x, y in zip(xs, ys) if x >= k]
+            if at:
+                top.plot([k], [at[0]], "o", color=shade, ms=4)
+            after = [x for x, y in zip(xs, ys) if x >= k and y >= threshold]
+            reached.append(after[0] if after else math.nan)
+        top.axhline(0.5, color="grey", lw=1.0, alpha=0.8)
+        top.set(ylim=(0, 1.02), xlabel=X_LABEL, ylabel="train accuracy",
+                title=f"{style.name}, released at k")
+        top.title.set_color(style.color)
+        top.legend(fontsize=7, ncols=2)
+        bottom.plot(ks, reached, "o-", color=style.color, label=f"accuracy {threshold} after the release")
+        if reference is not None:
+            hit = [x for x, y in zip(*reference.series("train/accuracy")) if y >= threshold]
+            if hit:
+                bottom.axhline(hit[0], color="black", ls="--", lw=1.0, label="no clamp ever")
+        bottom.plot(ks, ks, color="grey", ls=":", lw=1.0, label="the release (k)")
+        bottom.set(xscale="log", xlabel="clamp held for the first k sequences",
+                   ylabel=f"sequences at train accuracy {threshold} after release")
+        for ax in (top, bottom):
+            ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
+            ax.grid(alpha=0.3)
+        bottom.yaxis.set_major_formatter(FuncFormatter(format_sequences))
+        bottom.legend(fontsize=7)
+    fig.suptitle("Release-time map: each Figure 5b rung clamped for the first k sequences, then released")
+    return fig
