@@ -70,3 +70,17 @@ def test_toy_figure_draws_free_c_and_bc_in_black_blue_purple():
     fig = toy_figure({"none": curve, "c": curve, "bc": curve})
     drawn = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
     assert drawn == {"free": "black", "c clamped": "blue", "b and c clamped": "purple"}
+
+
+def test_the_seeds_table_gives_mean_range_and_how_many_seeds_reach_the_phase_change(tmp_path):
+    from optodsl.report.summary import seeds_table
+
+    # train accuracy is 1 - loss / 2: >= 0.9 from loss 0.2 on; seed 7 never gets there
+    losses = {5: [0.9, 0.6, 0.2], 6: [0.8, 0.2, 0.1], 7: [1.0, 0.5, 0.3]}
+    for seed, ls in losses.items():
+        name = f"fig5b_seeds-clamp_copy-seed{seed}"
+        fake_run(tmp_path / name, "specs/paper/fig5b_seeds.opto", name, {"seed": seed}, ls)
+    text = seeds_table(load_runs([tmp_path]))
+    row = text.splitlines()[2]
+    assert row.startswith("| clamp copy (Steps 3v, 5) | 3 | 1,500 (1,000–2,000), 2 of 3 seeds | 2 of 3 |")
+    assert "0.900 (0.850–0.950)" in row
