@@ -12,7 +12,11 @@ import math
 import time
 
 import equinox as eqx
-import jax
+import optodsl
+
+optodsl.configure_xla()  # the flags `opto` uses, before JAX starts
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 import numpy as np
 

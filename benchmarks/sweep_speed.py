@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import jax
+import optodsl
+
+optodsl.configure_xla()  # the flags `opto` uses, before JAX starts
+
+import jax  # noqa: E402
 
 from optodsl.compile.lower import compile_member
 from optodsl.config import EvalConfig, ExperimentConfig, TrainConfig

@@ -17,7 +17,11 @@ import json
 import platform
 import time
 
-import jax
+import optodsl
+
+optodsl.configure_xla()  # the flags `opto` uses, before JAX starts
+
+import jax  # noqa: E402
 
 from optodsl.config import EvalConfig, ExperimentConfig, TrainConfig
 from optodsl.experiment import load_experiment, plan_for

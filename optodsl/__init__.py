@@ -1,7 +1,6 @@
 """optodsl: interventions on a transformer's activations throughout training, written as a language."""
 
-from . import _xla  # noqa: F401  (must run before JAX starts; see _xla.py)
-
+from ._xla import configure as configure_xla
 from .api import Compiled as Compiled, compile as compile
 from .config import (
     DataConfig as DataConfig,

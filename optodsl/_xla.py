@@ -1,4 +1,8 @@
-"""XLA flags chosen for speed, set before JAX starts its backend.
+"""XLA flags chosen for speed, set before JAX starts its backend; only when asked.
+
+Importing optodsl changes nothing in the process: the `opto` command calls `configure()` before
+any computation, and a program that embeds optodsl may opt in with `optodsl.configure_xla()`
+before its first JAX computation (afterwards XLA has read its flags and the call has no effect).
 
 The host platform gets one device per CPU core (`--xla_force_host_platform_device_count`), so a
 sweep's vmapped members are sharded over every core; a single run uses the first device.
@@ -18,22 +22,21 @@ from importlib.metadata import PackageNotFoundError, version
 FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 
 
-def configure() -> None:
+def configure() -> str:
+    """Add optodsl's flags to `XLA_FLAGS` (keeping any the user set) and return the result."""
     if os.environ.get("OPTODSL_KEEP_XLA_FLAGS") == "1":
-        return
+        return os.environ.get("XLA_FLAGS", "")
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags and (os.cpu_count() or 1) > 1:
         # one CPU device per core, so the members of a sweep spread over every core
         flags = f"{flags} --xla_force_host_platform_device_count={os.cpu_count()}".strip()
         os.environ["XLA_FLAGS"] = flags
     if "ynn" in flags:
-        return
+        return flags
     try:
         jaxlib = version("jaxlib")
     except PackageNotFoundError:
-        return
+        return flags
     if jaxlib.startswith("0.10."):
         os.environ["XLA_FLAGS"] = f"{flags} {FLAG}".strip()
-
-
-configure()
+    return os.environ.get("XLA_FLAGS", "")

@@ -475,7 +475,7 @@ def report(
 
 
 features_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                            help="Make exemplar feature tables from images (the paper's Omniglot/ResNet18 features).\n\n"
+                            help="Make exemplar feature tables: the paper's Omniglot/ResNet18 features, or the synthetic ones as a file.\n\n"
                                  "Example: opto features omniglot --root data/ --weights resnet18.pth --out omniglot.h5")
 app.add_typer(features_app, name="features")
 
@@ -503,8 +503,31 @@ def features_omniglot(
     typer.echo(f'use it with: set data.source = "{out}"')
 
 
+@features_app.command("export")
+def features_export(
+    out: Path = typer.Option(..., "--out", help="the HDF5 file to write (key resnet18/224/feat, float32)"),
+    set_: List[str] = typer.Option([], "--set", help="a data setting, e.g. --set data.seed=1 (repeatable)"),
+) -> None:
+    """Write the built-in synthetic features in the paper's HDF5 layout (classes x exemplars x 512),
+    the table a run with the same data settings trains on, for the paper's code (--data_file) or data.source.
+
+    Example: opto features export --out synthetic.h5
+    """
+    from .data.export import export_synthetic
+    from .experiment import DEFAULT
+    from .semantics.spec import apply_cli
+
+    config = _guard(lambda: apply_cli(DEFAULT, _settings(set_)))
+    table = _guard(lambda: export_synthetic(config.data, out))
+    typer.echo(f"features: {out} {tuple(table.shape)} {table.dtype} (classes, exemplars, features)")
+    typer.echo(f'use it with: set data.source = "{out}", or the paper\'s main.py --data_file {out}')
+
+
 def main() -> None:
-    """Entry point of the `opto` script."""
+    """Entry point of the `opto` script: optodsl's XLA flags first, then the command."""
+    from ._xla import configure
+
+    configure()
     try:
         app()
     except OptoError as err:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import jax
+import optodsl
+
+optodsl.configure_xla()  # as the `opto` command does: one CPU device per core, before JAX starts
+
+import jax  # noqa: E402
 import pytest
 
 from optodsl.config import DataConfig, ExperimentConfig, ModelConfig
