@@ -159,7 +159,7 @@ def curves_of(runs: list[Run]) -> list[Curve]:
         label = paper.name if paper else group[0].label
         if len(group) > 1:
             seeds = ", ".join(format_number(r.bindings[SEED_VARIABLE]) for r in group)
-            label = f"{label} (mean, band min-max over seeds {seeds})"
+            label = f"{label} (mean, min-max of seeds {seeds})"
         curves.append(Curve(tuple(group), paper.color if paper else color, label))
     return curves
 
