@@ -373,7 +373,8 @@ def toy(
 
     Example: opto toy --out runs/toy
     """
-    from .analysis.toy import plot_toy, train_toy
+    from .analysis.toy import train_toy
+    from .report.figures import save_figure, toy_figure
 
     from .train.checkpoint import atomic_write_text, make_dir
 
@@ -381,7 +382,7 @@ def toy(
 
     def write():
         make_dir(out)
-        plot_toy(curves, out / "toy.png")
+        save_figure(toy_figure(curves), out / "toy.png")
         atomic_write_text(out / "toy.json", json.dumps({k: {m: v.tolist() for m, v in c.items()} for k, c in curves.items()}))
 
     _guard(write)

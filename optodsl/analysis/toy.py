@@ -44,28 +44,3 @@ def train_toy(clamp: Clamp = "none", steps: int = 2000, lr: float = 0.2, dim: in
 
     _, (loss, misalign, perfected) = jax.jit(lambda p: jax.lax.scan(step, p, None, length=steps))((a, b, c))
     return {"loss": np.asarray(loss), "one_minus_cos2_a": np.asarray(misalign), "loss_with_b_c_perfect": np.asarray(perfected)}
-
-
-def plot_toy(curves: dict[Clamp, dict[str, np.ndarray]], path) -> None:
-    """Loss curves of the free and clamped toy models, plus the free model's progress measures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    names = {"none": "free", "c": "c clamped", "bc": "b and c clamped"}
-    for clamp, curve in curves.items():
-        ax1.plot(curve["loss"], label=names[clamp])
-    ax1.set(xlabel="gradient steps", ylabel="loss", yscale="log", title="Toy model (Figure 5a)")
-    free = curves.get("none")
-    if free is not None:
-        ax2.plot(free["one_minus_cos2_a"], label="1 - cos²(a, a*)")
-        ax2.plot(free["loss_with_b_c_perfect"], label="loss with b, c perfect")
-        ax2.set(xlabel="gradient steps", ylabel="progress measure", yscale="log", title="Progress measures (free model)")
-    for ax in (ax1, ax2):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from ..syntax.format import format_number
 from ..train.checkpoint import atomic_write_bytes
 from .load import LN2, Run, index_order
 
@@ -63,6 +65,127 @@ def run_colors(n: int) -> list:
     return [colormaps["viridis"](i / (n - 1)) for i in range(n)]
 
 
+SEED_VARIABLE = "seed"
+SEEDS_SUFFIX = "_seeds"
+
+
+@dataclass(frozen=True)
+class PaperCurve:
+    """How the paper draws one curve: its colour and the name its text gives it."""
+
+    color: str
+    name: str
+
+
+# (spec stem, variant) -> the paper's colour and name for that run's curve (Sections 3-4, Appendix D).
+PAPER_CURVES: dict[tuple[str, str | None], PaperCurve] = {
+    ("fig3_baseline", None): PaperCurve("blue", "all heads (Figure 3a)"),
+    ("fig5b", "only_h3"): PaperCurve("black", "no clamp"),
+    ("fig5b", "clamp_prev_token"): PaperCurve("orange", "clamp Step 1 (PT-attend)"),
+    ("fig5b", "clamp_layer1"): PaperCurve("red", "clamp Layer 1 (Steps 1, 2)"),
+    ("fig5b", "clamp_match"): PaperCurve("green", "clamp match (Steps 1, 2, 3qk, 4)"),
+    ("fig5b", "clamp_copy"): PaperCurve("blue", "clamp copy (Steps 3v, 5)"),
+    ("fig5b", "clamp_layer1_and_copy"): PaperCurve("purple", "clamp Layer 1 and copy (Steps 1, 2, 3v, 5)"),
+    ("fig7_graft_from_seed5", None): PaperCurve("red", "Layer 1 from seed 5 (same seed)"),
+    ("fig7_graft_from_seed6", None): PaperCurve("blue", "Layer 1 from seed 6"),
+    ("fig7_graft_from_seed7", None): PaperCurve("green", "Layer 1 from seed 7"),
+}
+# The toy model's three runs (Figure 5a): free black, c clamped blue, b and c clamped purple.
+TOY_CURVES: dict[str, PaperCurve] = {
+    "none": PaperCurve("black", "free"),
+    "c": PaperCurve("blue", "c clamped"),
+    "bc": PaperCurve("purple", "b and c clamped"),
+}
+
+
+def _name_parts(run: Run) -> tuple[str | None, list[str]]:
+    """The run's spec stem and the dash-separated parts of its member name after the stem."""
+    stem = Path(run.spec).stem if run.spec else None
+    member = run.member or ""
+    if not stem or not (member == stem or member.startswith(stem + "-")):
+        return stem, [member] if member else []
+    rest = member[len(stem) + 1:]
+    return stem, rest.split("-") if rest else []
+
+
+def _binding_part(name: str, value) -> str:
+    shown = format_number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    return f"{name}{shown}"
+
+
+def curve_key(run: Run) -> tuple[str | None, str | None]:
+    """(spec stem, variant) of a run: its member name without the stem and without its sweep values.
+
+    A seed sweep of a paper spec, named `<spec>_seeds` (specs/paper/fig5b_seeds.opto), keys as `<spec>`.
+    """
+    stem, parts = _name_parts(run)
+    swept = {_binding_part(k, v) for k, v in run.bindings.items()}
+    rest = [p for p in parts if p not in swept]
+    if stem and stem.endswith(SEEDS_SUFFIX):
+        stem = stem[: -len(SEEDS_SUFFIX)]
+    return stem, "-".join(rest) or None
+
+
+def seed_group_key(run: Run) -> tuple:
+    """Runs that differ only in the `seed` sweep variable share this key: they draw one band."""
+    stem, parts = _name_parts(run)
+    if SEED_VARIABLE not in run.bindings:
+        return (run.spec, run.member or str(run.path), str(run.path))
+    seed_part = _binding_part(SEED_VARIABLE, run.bindings[SEED_VARIABLE])
+    return (run.spec, stem, tuple(p for p in parts if p != seed_part))
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One curve of a figure: the runs behind it (several seeds make a band), its colour and legend name."""
+
+    runs: tuple[Run, ...]
+    color: object
+    label: str
+
+
+def curves_of(runs: list[Run]) -> list[Curve]:
+    """Runs grouped into curves (one per seed group), each in the paper's colour and name where the paper
+    draws that run, else in a distinct colour under its own label; a paper curve shown twice loses its style."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(seed_group_key(run), []).append(run)
+    members = list(groups.values())
+    keys = [curve_key(g[0]) for g in members]
+    colors = run_colors(len(members))
+    curves = []
+    for group, key, color in zip(members, keys, colors):
+        paper = PAPER_CURVES.get(key) if keys.count(key) == 1 else None
+        label = paper.name if paper else group[0].label
+        if len(group) > 1:
+            seeds = ", ".join(format_number(r.bindings[SEED_VARIABLE]) for r in group)
+            label = f"{label} (mean, min-max of seeds {seeds})"
+        curves.append(Curve(tuple(group), paper.color if paper else color, label))
+    return curves
+
+
+def seed_band(runs: tuple[Run, ...] | list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sequences at which every run has `key`, with the mean, minimum and maximum of `key` over the runs."""
+    series = [dict(zip(*run.series(key))) for run in runs]
+    xs = sorted(set.intersection(*(set(s) for s in series))) if series else []
+    values = np.array([[s[x] for x in xs] for s in series], dtype=float).reshape(len(series), len(xs))
+    if not xs:
+        empty = np.zeros(0)
+        return empty, empty, empty, empty
+    return np.asarray(xs), values.mean(axis=0), values.min(axis=0), values.max(axis=0)
+
+
+def _draw_curve(ax, curve: Curve, key: str, lw: float, ls: str = "-", alpha: float = 1.0, label: str | None = None) -> bool:
+    """Draw one curve's `key` (a band over seeds when it has several runs); False when no run has it."""
+    xs, mean, lo, hi = seed_band(curve.runs, key)
+    if not len(xs):
+        return False
+    ax.plot(xs, mean, color=curve.color, lw=lw, ls=ls, alpha=alpha, label=label)
+    if len(curve.runs) > 1 and ls == "-":
+        ax.fill_between(xs, lo, hi, color=curve.color, alpha=0.2, lw=0)
+    return True
+
+
 def curves_figure(runs: list[Run], metric: str) -> Figure:
     """Every run's `metric` ("loss" or "accuracy") on the training set against sequences seen, overlaid.
 
@@ -72,18 +195,15 @@ def curves_figure(runs: list[Run], metric: str) -> Figure:
     fig = _figure(10, 5)
     ax = fig.add_subplot()
     shown = [r for r in runs if r.series(f"train/{metric}")[0]]
-    heldout = len(shown) <= MAX_RUNS_WITH_HELDOUT
+    curves = curves_of(runs)
+    heldout = len([c for c in curves if any(r in shown for r in c.runs)]) <= MAX_RUNS_WITH_HELDOUT
     used_styles = set()
-    for run, color in zip(runs, run_colors(len(runs))):
-        xs, ys = run.series(f"train/{metric}")
-        if not xs:
+    for curve in curves:
+        if not _draw_curve(ax, curve, f"train/{metric}", 1.8, label=curve.label):
             continue
-        ax.plot(xs, ys, color=color, lw=1.8, label=run.label)
         if heldout:
             for name, style in HELDOUT_STYLES.items():
-                hx, hy = run.series(f"{name}/{metric}")
-                if hx:
-                    ax.plot(hx, hy, color=color, lw=1.1, ls=style, alpha=0.8)
+                if _draw_curve(ax, curve, f"{name}/{metric}", 1.1, style, 0.8):
                     used_styles.add(name)
     if metric == "loss":
         ax.axhline(LN2, color="grey", ls="-", lw=1.0, alpha=0.8, label="chance (ln 2)")
@@ -107,7 +227,7 @@ def curves_figure(runs: list[Run], metric: str) -> Figure:
     ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="run (spec / member)",
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="run (spec / member, or the paper's name)",
                ncols=max(1, math.ceil(len(handles) / 24)))
     if used_styles:
         styles = [Line2D([], [], color="black", lw=1.8, ls="-")] + [
@@ -317,6 +437,25 @@ def perfected_figure(runs: list[Run]) -> Figure | None:
     return fig
 
 
+def toy_figure(curves: dict[str, dict[str, np.ndarray]]) -> Figure:
+    """The toy model's loss curves in the paper's colours (Figure 5a), beside the free model's progress measures."""
+    fig = _figure(11, 4)
+    ax1, ax2 = fig.subplots(1, 2)
+    for clamp, curve in curves.items():
+        style = TOY_CURVES[clamp]
+        ax1.plot(curve["loss"], color=style.color, label=style.name)
+    ax1.set(xlabel="gradient steps", ylabel="loss", yscale="log", title="Toy model (Figure 5a)")
+    free = curves.get("none")
+    if free is not None:
+        ax2.plot(free["one_minus_cos2_a"], color="tab:gray", label="1 - cos²(a, a*)")
+        ax2.plot(free["loss_with_b_c_perfect"], color="black", ls="--", label="loss with b, c perfect")
+        ax2.set(xlabel="gradient steps", ylabel="progress measure", yscale="log", title="Progress measures (free model)")
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return fig
+
+
 FIGURES = {
     "loss.png": lambda runs: curves_figure(runs, "loss"),
     "accuracy.png": lambda runs: curves_figure(runs, "accuracy"),
@@ -337,3 +476,46 @@ def write_figures(runs: list[Run], out: Path) -> dict[str, Path]:
         if fig is not None:
             written[name] = save_figure(fig, Path(out) / name)
     return written
+
+
+def release_map_figure(rungs: dict[str, list[tuple[int, Run]]], reference: Run | None = None,
+                       threshold: float = 0.9) -> Figure:
+    """The release-time map: per rung (a column, in its Figure 5b colour), train accuracy of each run
+    released at k (a dot marks k), and the sequences at which accuracy reaches `threshold` after the
+    release, against k; `reference` (the unclamped run) marks where training without the clamp gets there."""
+    fig = _figure(5.2 * len(rungs), 8)
+    axes = fig.subplots(2, len(rungs), squeeze=False)
+    for col, (rung, released) in enumerate(rungs.items()):
+        style = PAPER_CURVES.get(("fig5b", rung), PaperCurve("black", rung))
+        top, bottom = axes[0, col], axes[1, col]
+        ks = [k for k, _ in released]
+        shades = colormaps["viridis"](np.linspace(0, 0.9, len(released)))
+        reached = []
+        for (k, run), shade in zip(released, shades):
+            xs, ys = run.series("train/accuracy")
+            top.plot(xs, ys, color=shade, lw=1.2, label=f"k = {format_sequences(k)}")
+            at = [y for x, y in zip(xs, ys) if x >= k]
+            if at:
+                top.plot([k], [at[0]], "o", color=shade, ms=4)
+            after = [x for x, y in zip(xs, ys) if x >= k and y >= threshold]
+            reached.append(after[0] if after else math.nan)
+        top.axhline(0.5, color="grey", lw=1.0, alpha=0.8)
+        top.set(ylim=(0, 1.02), xlabel=X_LABEL, ylabel="train accuracy",
+                title=f"{style.name}, released at k")
+        top.title.set_color(style.color)
+        top.legend(fontsize=7, ncols=2)
+        bottom.plot(ks, reached, "o-", color=style.color, label=f"accuracy {threshold} after the release")
+        if reference is not None:
+            hit = [x for x, y in zip(*reference.series("train/accuracy")) if y >= threshold]
+            if hit:
+                bottom.axhline(hit[0], color="black", ls="--", lw=1.0, label="no clamp ever")
+        bottom.plot(ks, ks, color="grey", ls=":", lw=1.0, label="the release (k)")
+        bottom.set(xscale="log", xlabel="clamp held for the first k sequences",
+                   ylabel=f"sequences at train accuracy {threshold} after release")
+        for ax in (top, bottom):
+            ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
+            ax.grid(alpha=0.3)
+        bottom.yaxis.set_major_formatter(FuncFormatter(format_sequences))
+        bottom.legend(fontsize=7)
+    fig.suptitle("Release-time map: each Figure 5b rung clamped for the first k sequences, then released")
+    return fig

@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 
+from .figures import curves_of
 from .load import Run, index_order, phase_change, plateau
 
 PHASE_THRESHOLD = 0.9
@@ -80,6 +81,33 @@ def runs_table(runs: list[Run], out: Path) -> str:
                     + [fmt_sequences(phase_change(r, PHASE_THRESHOLD)),
                        "–" if span is None else f"{span[0]:,}–{span[1]:,}"])
     return table(header, rows)
+
+
+def _mean_range(values: list[float], show) -> str:
+    """`mean (min-max)` of the values present, with how many of them there are when some are missing."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "–"
+    text = f"{show(sum(present) / len(present))} ({show(min(present))}–{show(max(present))})"
+    return text if len(present) == len(values) else f"{text}, {len(present)} of {len(values)} seeds"
+
+
+def seeds_table(runs: list[Run]) -> str | None:
+    """One row per curve drawn from several seeds: the phase change and final accuracies as mean (range) over
+    the seeds, and in how many seeds train accuracy reaches the phase-change threshold; None without seed curves."""
+    curves = [c for c in curves_of(runs) if len(c.runs) > 1]
+    if not curves:
+        return None
+    rows = []
+    for c in curves:
+        changes = [phase_change(r, PHASE_THRESHOLD) for r in c.runs]
+        rows.append([c.label.split(" (mean")[0], len(c.runs),
+                     _mean_range([None if x is None else float(x) for x in changes], lambda v: fmt_sequences(round(v))),
+                     f"{sum(x is not None for x in changes)} of {len(changes)}",
+                     _mean_range([r.final("train/accuracy") for r in c.runs], fmt),
+                     _mean_range([r.final("heldout_labels/accuracy") for r in c.runs], fmt)])
+    return table(["curve", "seeds", f"phase change at (train accuracy ≥ {PHASE_THRESHOLD}), mean (range)",
+                  f"seeds reaching {PHASE_THRESHOLD}", "final train accuracy", "final heldout_labels accuracy"], rows)
 
 
 def figures_section(figures: dict[str, Path], out: Path) -> str:
@@ -156,7 +184,12 @@ def render_report(runs: list[Run], figures: dict[str, Path], out: Path) -> str:
              f"Sequences are training sequences seen. Phase change: the first evaluation where train accuracy "
              f"reaches {PHASE_THRESHOLD}. Plateau: the longest stretch of consecutive evaluations (two or more) "
              f"whose train loss stays within {PLATEAU_TOLERANCE} nats of ln 2 ≈ {math.log(2):.3f}.",
-             "## Runs", runs_table(runs, out), figures_section(figures, out)]
+             "## Runs", runs_table(runs, out)]
+    seeds = seeds_table(runs)
+    if seeds:
+        parts += ["## Over seeds", "Runs that differ only in the sweep variable `$seed`, as mean (min–max) over the seeds.",
+                  seeds]
+    parts.append(figures_section(figures, out))
     analysed = [r for r in runs if r.analysis]
     if analysed:
         parts.append("## Analysis")
