@@ -409,7 +409,8 @@ def _parse_groups(texts: list[str]):
 @app.command()
 def analyze(
     run_dir: Path = typer.Argument(..., help="a run directory written by opto run"),
-    only: List[str] = typer.Option([], "--only", help="heads, groups, paths, composition or subset (repeatable; default all)"),
+    only: List[str] = typer.Option([], "--only", help="heads, groups, paths, composition or subset (repeatable; default all that apply: "
+                                                      "paths and composition need two layers)"),
     group: List[str] = typer.Option([], "--group", help="a head group for Table 1, e.g. L1.H1,H2,H5 (repeatable; default: "
                                                         "layer 1's previous-token heads, the rest, all)"),
     sequences: str = typer.Option("10000", "--sequences", help="how many training sequences to evaluate on, or 'all' "
@@ -420,7 +421,7 @@ def analyze(
                                                     "(default: with them, as its evaluations ran)"),
 ) -> None:
     """Analyse a checkpoint: each head ablated / alone (Fig. 4a), Table 1's pattern- vs value-preserving
-    ablations, the 8x8 path map (Fig. 11b), composition scores (Fig. 11c), Table 2. Writes RUN_DIR/analysis.json.
+    ablations, path maps and composition scores of every layer pair (Fig. 11b, 11c), Table 2. Writes RUN_DIR/analysis.json.
     Every ablation is added to the run's own interventions (refused where both set one site), unless --bare.
 
     Example: opto analyze runs/fig3_baseline --sequences all --group L1.H1,H2,H5
@@ -445,7 +446,7 @@ def analyze(
                                 hint=f"layers are L1..L{run_.config.model.layers}, heads H0..H{run_.config.model.heads - 1} "
                                      "(layers count from 1, heads from 0)")
         n = None if sequences == "all" else int(sequences)
-        return run_analyses(run_, tuple(only) or ANALYSES, groups or None, n=n, seed=seed, bare=bare)
+        return run_analyses(run_, tuple(only) or None, groups or None, n=n, seed=seed, bare=bare)
 
     result = _guard(body)
     from .train.checkpoint import atomic_write_text

@@ -9,6 +9,7 @@ task), H heads, D d_model, Dh the head dimension, L the logits width (labels, or
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .config import DataConfig, ModelConfig
@@ -52,6 +53,20 @@ class SiteInfo:
 def layer_key(layer: int, name: str) -> str:
     """Activation key of a layer or head site; `layer` counts from 1."""
     return f"L{layer}.{name}"
+
+
+def layer_pairs(layers: int) -> list[tuple[int, int]]:
+    """Every (earlier, later) pair of layers, counting from 1, in order: (1, 2), (1, 3), (2, 3), ..."""
+    return [(a, b) for a in range(1, layers + 1) for b in range(a + 1, layers + 1)]
+
+
+PAIR_KEY = re.compile(r"^L(\d+)-L(\d+)$")
+"""A layer pair as analyses key it (`L1-L3`: from layer 1 to layer 3)."""
+
+
+def pair_key(earlier: int, later: int) -> str:
+    """The key of a layer pair in analysis results: `L1-L2`."""
+    return f"L{earlier}-L{later}"
 
 
 def sequence_dims(data: DataConfig | Layout) -> tuple[int, int]:

@@ -216,7 +216,8 @@ def test_groups_ablated_pattern_and_value_preserving(result, hand):
 
 
 def test_the_path_map(result, hand):
-    acc = result["paths"]["accuracy"]
+    assert list(result["paths"]) == ["L1-L2"]
+    acc = result["paths"]["L1-L2"]["accuracy"]
     assert len(acc) == hand.heads and all(len(row) == hand.heads for row in acc)
     for a, b in [(0, 0), (2, 5), (5, 2), (7, 3)]:
         correct, _ = hand.run(hand.zero_v(L1=hand.others(a), L2=hand.others(b)))
@@ -243,9 +244,9 @@ def _composition(model, writer=0, reader=1) -> dict[str, np.ndarray]:
 
 def test_composition_scores_are_the_normalised_frobenius_norm(result, run):
     expected = _composition(run.model)
-    assert set(result["composition"]) == {"Q", "K", "V"}
+    assert list(result["composition"]) == ["L1-L2"] and set(result["composition"]["L1-L2"]) == {"Q", "K", "V"}
     for name, scores in expected.items():
-        got = np.asarray(result["composition"][name])
+        got = np.asarray(result["composition"]["L1-L2"][name])
         assert got.shape == (8, 8)
         np.testing.assert_allclose(got, scores, atol=1e-5, err_msg=name)  # rows writer heads, columns reader heads
         assert (scores > 0).all() and (scores <= 1).all()

@@ -21,10 +21,18 @@ from ..errors import DataError, SpecError
 from ..experiment import load_experiment, load_graft
 from ..semantics.plan import Member
 from ..semantics.spec import check_conflicts
+from ..sites import layer_pairs, pair_key
 from .evaluate import Outcome, Sequences, activations, evaluate_plans, evaluation_set
 from .runs import TrainedRun
 
 ANALYSES = ("heads", "groups", "paths", "composition", "subset")
+PAIRED = ("paths", "composition")
+"""The analyses of a pair of layers, which a one-layer model does not have."""
+
+
+def applicable(layers: int) -> tuple[str, ...]:
+    """The analyses that mean something for a model of `layers` layers (all but the paired ones for one layer)."""
+    return ANALYSES if layers >= 2 else tuple(a for a in ANALYSES if a not in PAIRED)
 
 
 @dataclass(frozen=True)
@@ -130,16 +138,23 @@ def composition_scores(run: TrainedRun, writer: int = 1, reader: int = 2) -> dic
     return out
 
 
-def analyze(run: TrainedRun, what: tuple[str, ...] = ANALYSES, groups: list[Group] | None = None,
+def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[Group] | None = None,
             which: str = "train", n: int | None = None, seed: int = 0, bare: bool = False) -> dict:
-    """Run the chosen analyses on a trained run, under its own training interventions (or none, with
-    `bare`); returns the `analysis.json` dict."""
+    """Run the chosen analyses (by default every one that applies to the model's depth) on a trained
+    run, under its own training interventions (or none, with `bare`); returns the `analysis.json` dict.
+
+    Head ablations cover every layer; paths and composition cover every pair of layers (keyed
+    `L1-L2`, `L1-L3`, `L2-L3`, ...); Table 2 is taken on the last layer."""
     cfg = run.config
+    what = applicable(cfg.model.layers) if what is None else tuple(what)
     unknown = set(what) - set(ANALYSES)
     if unknown:
         raise ValueError(f"unknown analyses {sorted(unknown)}; choose from {', '.join(ANALYSES)}")
-    if cfg.model.layers < 2 and ({"paths", "composition", "subset"} & set(what)):
-        raise DataError(run.run_dir, "paths, composition and subset need a model with two layers or more",
+    paired = [a for a in PAIRED if a in what]
+    if cfg.model.layers < 2 and paired:
+        raise DataError(run.run_dir, f"{' and '.join(paired)} compare{'s' if len(paired) == 1 else ''} a pair of layers, "
+                        "and this model has one", expected="a model with two layers or more, or leave them out "
+                        f"(the analyses of a one-layer model: {', '.join(applicable(1))})",
                         found=f"model.layers = {cfg.model.layers}")
     planner = Planner(run, bare)
     full = planner.plan("")
@@ -160,9 +175,10 @@ def analyze(run: TrainedRun, what: tuple[str, ...] = ANALYSES, groups: list[Grou
                 texts[f"{g.name}/pattern_preserving"] = f"ablate {g.selector} preserving {later}.pattern"
                 texts[f"{g.name}/value_preserving"] = f"ablate {g.selector} preserving {later}.v"
     if "paths" in what:
-        for a in heads:
-            for b in heads:
-                texts[f"path/{a}/{b}"] = f"ablate L1.* except H{a}\nablate L2.* except H{b}"
+        for la, lb in layer_pairs(last):
+            for a in heads:
+                for b in heads:
+                    texts[f"path/{la}/{lb}/{a}/{b}"] = f"ablate L{la}.* except H{a}\nablate L{lb}.* except H{b}"
     names = list(texts)
     plans = [full if k == "full" else planner.plan(texts[k]) for k in names]
     outcomes = dict(zip(names, evaluate_plans(run.model, plans, task, seqs, run.sequences)))
@@ -183,9 +199,11 @@ def analyze(run: TrainedRun, what: tuple[str, ...] = ANALYSES, groups: list[Grou
                                 for kind in ("ablated", "pattern_preserving", "value_preserving") if f"{g.name}/{kind}" in outcomes}}
                             for g in groups]
     if "paths" in what:
-        result["paths"] = {"accuracy": [[round(outcomes[f"path/{a}/{b}"].accuracy, 6) for b in heads] for a in heads]}
+        result["paths"] = {pair_key(la, lb): {"accuracy": [[round(outcomes[f"path/{la}/{lb}/{a}/{b}"].accuracy, 6)
+                                                            for b in heads] for a in heads]}
+                           for la, lb in layer_pairs(last)}
     if "composition" in what:
-        result["composition"] = composition_scores(run)
+        result["composition"] = {pair_key(la, lb): composition_scores(run, la, lb) for la, lb in layer_pairs(last)}
     if "subset" in what:
         result["subset"] = _subset(outcomes, last, heads)
     return result

@@ -35,14 +35,17 @@ def render_tables(result: dict) -> str:
         for g in result["groups"]:
             lines.append(f"  {g['name']:<26} {_acc(g.get('ablated')):>7}  {_acc(g.get('pattern_preserving')):>18}  "
                          f"{_acc(g.get('value_preserving')):>16}")
-    if "paths" in result:
-        acc = result["paths"]["accuracy"]
-        lines += ["", "one path (Figure 11b): rows L1 head kept on, columns L2 head kept on",
-                  "       " + "  ".join(f"L2.H{b}" for b in range(len(acc[0])))]
-        lines += [f"  L1.H{a} " + "  ".join(f"{v:>5.3f}" for v in row) for a, row in enumerate(acc)]
-    for name, matrix in result.get("composition", {}).items():
-        lines += ["", f"{name}-composition (Figure 11c): rows L1 head, columns L2 head",
-                  *("  " + "  ".join(f"{v:.3f}" for v in row) for row in matrix)]
+    for pair, paths in result.get("paths", {}).items():
+        earlier, later = pair.split("-")
+        acc = paths["accuracy"]
+        lines += ["", f"one path {pair} (Figure 11b): rows {earlier} head kept on, columns {later} head kept on",
+                  "       " + "  ".join(f"{later}.H{b}" for b in range(len(acc[0])))]
+        lines += [f"  {earlier}.H{a} " + "  ".join(f"{v:>5.3f}" for v in row) for a, row in enumerate(acc)]
+    for pair, kinds in result.get("composition", {}).items():
+        earlier, later = pair.split("-")
+        for name, matrix in kinds.items():
+            lines += ["", f"{name}-composition {pair} (Figure 11c): rows {earlier} head (writer), columns {later} head (reader)",
+                      *("  " + "  ".join(f"{v:.3f}" for v in row) for row in matrix)]
     if "subset" in result:
         s = result["subset"]
         heads = list(s["accuracy_all"])

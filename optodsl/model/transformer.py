@@ -106,10 +106,10 @@ class Transformer(eqx.Module):
                 q_rot, k_rot = q, k
             q_rot = site(p + "q_rot", q_rot)
             k_rot = site(p + "k_rot", k_rot)
-            scores = _small_matmul(q_rot, k_rot.swapaxes(-1, -2)) * scale
+            scores = _attn_matmul(q_rot, k_rot.swapaxes(-1, -2)) * scale
             scores = site(p + "attn_logits", jnp.where(causal, scores, NEG))
-            pattern = site(p + "pattern", _softmax(scores))
-            z = site(p + "z", _small_matmul(pattern, v))
+            pattern = site(p + "pattern", _attn_softmax(scores))
+            z = site(p + "z", _attn_matmul(pattern, v))
             out = site(p + "out", (z[..., None] * blk.wo[None, :, None, :, :]).sum(-2))
             if p + "out" in ov.masks:
                 attn = out.sum(axis=1)
@@ -133,6 +133,22 @@ def _qkv(x: jax.Array, blk: Block) -> tuple[jax.Array, jax.Array, jax.Array]:
     w = jnp.stack([blk.wq, blk.wk, blk.wv]).transpose(2, 0, 1, 3).reshape(d, 3 * h * e)
     y = (x @ w).reshape(*x.shape[:-1], 3, h, e)
     return tuple(jnp.moveaxis(y[..., j, :, :], -2, -3) for j in range(3))
+
+
+UNROLL_LIMIT = 16
+"""The longest inner axis the unrolled matmul and softmax handle; longer ones (a 100-token task's
+attention) use XLA's own dot and softmax, which are faster there."""
+
+
+def _attn_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Batched `a @ b`: unrolled for the few-shot task's tiny axes (its backward contracts over every
+    axis, so all must be short), XLA's dot for long sequences."""
+    return _small_matmul(a, b) if max(a.shape[-2], a.shape[-1], b.shape[-1]) <= UNROLL_LIMIT else a @ b
+
+
+def _attn_softmax(x: jax.Array) -> jax.Array:
+    """Softmax over the keys: unrolled for short sequences, XLA's own for long ones."""
+    return _softmax(x) if x.shape[-1] <= UNROLL_LIMIT else jax.nn.softmax(x, axis=-1)
 
 
 def _unrolled_sum(terms) -> jax.Array:

@@ -358,53 +358,64 @@ def _annotated_heatmap(ax, matrix: np.ndarray, vmin: float, vmax: float, fmt: st
     return image
 
 
+def _pair_names(pair: str) -> tuple[str, str]:
+    """`L1-L3` as ("layer-1", "layer-3"), for axis labels."""
+    earlier, later = pair.split("-")
+    return f"layer-{earlier[1:]}", f"layer-{later[1:]}"
+
+
 def paths_figure(runs: list[Run]) -> Figure | None:
-    """Per run: accuracy with only one layer-1 head and one layer-2 head kept on, values in cells (Figure 11b)."""
+    """Per run (rows) and layer pair (columns): accuracy with only one head of the earlier layer and
+    one of the later layer kept on, values in cells (Figure 11b)."""
     analysed = _analysed(runs, "paths")
     if not analysed:
         return None
-    cols = min(2, len(analysed))
-    rows = math.ceil(len(analysed) / cols)
-    fig = _figure(6.0 * cols, 5.0 * rows + 0.4)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, run in zip(axes, analysed):
-        matrix = np.asarray(run.analysis["paths"]["accuracy"], dtype=float)
-        image = _annotated_heatmap(ax, matrix, 0.0, 1.0)
-        fig.colorbar(image, ax=ax, label="accuracy (fraction correct)", shrink=0.85)
-        ax.set_xlabel("layer-2 head kept on")
-        ax.set_ylabel("layer-1 head kept on")
-        ax.set_title(run.label, fontsize=10)
-    for ax in axes[len(analysed):]:
-        ax.set_visible(False)
-    fig.suptitle("Accuracy through one path:\none layer-1 head and one layer-2 head kept on")
+    pairs = list(dict.fromkeys(pair for r in analysed for pair in r.analysis["paths"]))
+    fig = _figure(6.0 * len(pairs), 5.0 * len(analysed) + 0.4)
+    axes = fig.subplots(len(analysed), len(pairs), squeeze=False)
+    for row, run in zip(axes, analysed):
+        for ax, pair in zip(row, pairs):
+            if pair not in run.analysis["paths"]:
+                ax.set_visible(False)
+                continue
+            matrix = np.asarray(run.analysis["paths"][pair]["accuracy"], dtype=float)
+            image = _annotated_heatmap(ax, matrix, 0.0, 1.0)
+            fig.colorbar(image, ax=ax, label="accuracy (fraction correct)", shrink=0.85)
+            earlier, later = _pair_names(pair)
+            ax.set_xlabel(f"{later} head kept on")
+            ax.set_ylabel(f"{earlier} head kept on")
+            ax.set_title(f"{run.label}: {pair}", fontsize=10)
+    fig.suptitle("Accuracy through one path:\none head of an earlier layer and one of a later layer kept on")
     return fig
 
 
 def composition_figure(runs: list[Run]) -> Figure | None:
-    """Per run: Q-, K- and V-composition between layer-1 writers (rows) and layer-2 readers (columns) (Figure 11c)."""
+    """Per run and layer pair (rows): Q-, K- and V-composition between the earlier layer's writers
+    (rows of each map) and the later layer's readers (columns) (Figure 11c)."""
     analysed = _analysed(runs, "composition")
     if not analysed:
         return None
-    kinds = [k for k in ("Q", "K", "V") if any(k in r.analysis["composition"] for r in analysed)]
-    fig = _figure(5.2 * len(kinds), 4.4 * len(analysed) + 0.4)
-    axes = fig.subplots(len(analysed), len(kinds), squeeze=False)
-    for row, run in zip(axes, analysed):
-        comp = run.analysis["composition"]
+    panels = [(run, pair, comp) for run in analysed for pair, comp in run.analysis["composition"].items()]
+    kinds = [k for k in ("Q", "K", "V") if any(k in comp for _, _, comp in panels)]
+    fig = _figure(5.2 * len(kinds), 4.4 * len(panels) + 0.4)
+    axes = fig.subplots(len(panels), len(kinds), squeeze=False)
+    for row, (run, pair, comp) in zip(axes, panels):
         values = np.concatenate([np.asarray(m, dtype=float).ravel() for m in comp.values()])
         values = values[np.isfinite(values)]
         lo, hi = (min(0.0, float(values.min())), float(values.max())) if values.size else (0.0, 1.0)
         hi = hi if hi > lo else lo + 1.0
         image = None
+        earlier, later = _pair_names(pair)
         for ax, kind in zip(row, kinds):
             if kind not in comp:
                 ax.set_visible(False)
                 continue
             image = _annotated_heatmap(ax, np.asarray(comp[kind], dtype=float), lo, hi)
-            ax.set_xlabel("layer-2 head (reader)")
-            ax.set_ylabel("layer-1 head (writer)")
-            ax.set_title(f"{run.label}: {kind}-composition", fontsize=10)
+            ax.set_xlabel(f"{later} head (reader)")
+            ax.set_ylabel(f"{earlier} head (writer)")
+            ax.set_title(f"{run.label}: {pair} {kind}-composition", fontsize=10)
         fig.colorbar(image, ax=list(row), label="composition score", shrink=0.85)
-    fig.suptitle("Composition of layer-1 heads' outputs into layer-2 heads' queries, keys and values")
+    fig.suptitle("Composition of earlier heads' outputs into later heads' queries, keys and values, per layer pair")
     return fig
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import rundir
 from ..errors import DataError
+from ..sites import PAIR_KEY
 
 SETS = ("train", "heldout_labels", "heldout_exemplars", "test_classes")
 MEASURES = ("induction", "prev_token")
@@ -265,6 +266,17 @@ def _scores(value: Any, where: str, path: Path) -> dict[str, float]:
     return {k: _number(value.get(k), f"{where}.{k}", path) for k in ("accuracy", "loss")}
 
 
+def _by_pair(section: Any, single: bool, where: str, path: Path) -> dict[str, Any]:
+    """A paths or composition section keyed by layer pair (`L1-L2`, ...), in layer order; an analysis
+    written before there were pairs (one unkeyed entry, `single`) is the pair L1-L2."""
+    if single:
+        return {"L1-L2": section}
+    if not isinstance(section, dict) or not section or not all(isinstance(k, str) and PAIR_KEY.match(k) for k in section):
+        raise DataError(path, f"malformed analysis: {where}", expected="an object keyed by layer pair (L1-L2, L1-L3, ...)",
+                        found=repr(section)[:60])
+    return dict(sorted(section.items(), key=lambda kv: tuple(int(x) for x in PAIR_KEY.match(kv[0]).groups())))
+
+
 def _matrix(value: Any, where: str, path: Path) -> list[list[float]]:
     ok = (isinstance(value, list) and value and all(isinstance(row, list) and row for row in value)
           and len({len(row) for row in value}) == 1)
@@ -324,17 +336,22 @@ def validate_analysis(path: Path, data: Any) -> dict:
                     item[mode] = _scores(g[mode], f"groups[{i}].{mode}", path)
             out["groups"].append(item)
     if "paths" in data:
-        paths = data["paths"]
-        if not isinstance(paths, dict) or "accuracy" not in paths:
-            raise DataError(path, "malformed analysis: paths", expected="an object with an 'accuracy' matrix",
-                            found=repr(paths)[:60])
-        out["paths"] = {"accuracy": _matrix(paths["accuracy"], "paths.accuracy", path)}
+        paths = _by_pair(data["paths"], isinstance(data["paths"], dict) and "accuracy" in data["paths"], "paths", path)
+        out["paths"] = {}
+        for pair, entry in paths.items():
+            if not isinstance(entry, dict) or "accuracy" not in entry:
+                raise DataError(path, f"malformed analysis: paths.{pair}", expected="an object with an 'accuracy' matrix",
+                                found=repr(entry)[:60])
+            out["paths"][pair] = {"accuracy": _matrix(entry["accuracy"], f"paths.{pair}.accuracy", path)}
     if "composition" in data:
         comp = data["composition"]
-        if not isinstance(comp, dict) or not comp:
-            raise DataError(path, "malformed analysis: composition", expected="an object with Q, K and V matrices",
-                            found=repr(comp)[:60])
-        out["composition"] = {k: _matrix(comp[k], f"composition.{k}", path) for k in ("Q", "K", "V") if k in comp}
+        comp = _by_pair(comp, isinstance(comp, dict) and bool(set(comp) & {"Q", "K", "V"}), "composition", path)
+        out["composition"] = {}
+        for pair, kinds in comp.items():
+            if not isinstance(kinds, dict) or not set(kinds) & {"Q", "K", "V"}:
+                raise DataError(path, f"malformed analysis: composition.{pair}", expected="an object with Q, K and V matrices",
+                                found=repr(kinds)[:60])
+            out["composition"][pair] = {k: _matrix(kinds[k], f"composition.{pair}.{k}", path) for k in ("Q", "K", "V") if k in kinds}
     if "subset" in data:
         sub = data["subset"]
         if not isinstance(sub, dict):

@@ -26,8 +26,10 @@ FIGURE_CAPTIONS = {
                       "`eval.perfected` line added (Appendix Figure 10)."),
     "ablation.png": ("Ablating one head vs keeping only one", "Accuracy with each head ablated and with only that head on; "
                      "dashed: the full model and chance (Figure 4a)."),
-    "paths.png": ("One path", "Accuracy with one layer-1 head and one layer-2 head kept on (Figure 11b)."),
-    "composition.png": ("Composition", "Q-, K- and V-composition scores from layer-1 to layer-2 heads (Figure 11c)."),
+    "paths.png": ("One path", "Accuracy with one head of an earlier layer and one of a later layer kept on, "
+                              "one panel per layer pair (Figure 11b)."),
+    "composition.png": ("Composition", "Q-, K- and V-composition scores from an earlier layer's heads to a later "
+                                       "layer's, one row per layer pair (Figure 11c)."),
 }
 
 
@@ -157,12 +159,13 @@ def analysis_section(run: Run, out: Path) -> str:
         parts.append("#### Head groups (Table 1)\n\n" + table(
             ["group", "layer", "heads", "accuracy, ablated", "loss, ablated", "accuracy, pattern-preserving",
              "loss, pattern-preserving", "accuracy, value-preserving", "loss, value-preserving"], rows))
-    if a.get("paths"):
-        matrix = a["paths"]["accuracy"]
-        rows = [[f"L1.H{i}"] + [fmt(v) for v in row] for i, row in enumerate(matrix)]
-        parts.append("#### One path: accuracy (Figure 11b)\n\n"
-                     "Rows: the layer-1 head kept on; columns: the layer-2 head kept on.\n\n"
-                     + table(["layer-1 \\ layer-2"] + [f"L2.H{j}" for j in range(len(matrix[0]))], rows))
+    for pair, paths in (a.get("paths") or {}).items():
+        earlier, later = pair.split("-")
+        matrix = paths["accuracy"]
+        rows = [[f"{earlier}.H{i}"] + [fmt(v) for v in row] for i, row in enumerate(matrix)]
+        parts.append(f"#### One path {pair}: accuracy (Figure 11b)\n\n"
+                     f"Rows: the {earlier} head kept on; columns: the {later} head kept on (the other layers' heads all on).\n\n"
+                     + table([f"{earlier} \\ {later}"] + [f"{later}.H{j}" for j in range(len(matrix[0]))], rows))
     if a.get("subset"):
         s = a["subset"]
         heads = sorted(set(s["accuracy_all"]) | set(s["accuracy_on_wrong"]), key=index_order)

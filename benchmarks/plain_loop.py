@@ -1,0 +1,105 @@
+"""A plain `lax.scan` training loop of the paper's model size on 100-token Markov chains: the yardstick
+that `train_speed.py --spec specs/tasks/markov.opto` is measured beside.
+
+2 layers, 8 heads, d_model 64, RoPE, attention only (no MLP, no norms), batch 32, 100 tokens over
+3 states, each sequence from its own Dirichlet(1) transition matrix, next-token loss, Adam. No
+optodsl code: written from jax and optax alone, so it measures what the model itself costs.
+
+    python benchmarks/plain_loop.py --chunks 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+LAYERS, HEADS, D, T, B, K, STEPS = 2, 8, 64, 100, 32, 3, 100
+DH = D // HEADS
+
+
+def init(key):
+    keys = iter(jax.random.split(key, 2 + 4 * LAYERS))
+    normal = lambda shape, fan: jax.random.normal(next(keys), shape) / jnp.sqrt(fan)
+    blocks = [{"wq": normal((D, D), D), "wk": normal((D, D), D), "wv": normal((D, D), D), "wo": normal((D, D), D)}
+              for _ in range(LAYERS)]
+    return {"emb": normal((K, D), K), "out": normal((D, K), D), "blocks": blocks}
+
+
+def rope(x):
+    half = DH // 2
+    freq = 10000.0 ** (-jnp.arange(half) / half)
+    angle = jnp.arange(T)[:, None] * freq[None, :]
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    a, b = x[..., :half], x[..., half:]
+    return jnp.concatenate([a * cos - b * sin, a * sin + b * cos], -1)
+
+
+def forward(params, tokens):
+    x = params["emb"][tokens]
+    causal = jnp.tril(jnp.ones((T, T), bool))
+    for blk in params["blocks"]:
+        heads = lambda w: (x @ w).reshape(B, T, HEADS, DH).transpose(0, 2, 1, 3)
+        q, k, v = rope(heads(blk["wq"])), rope(heads(blk["wk"])), heads(blk["wv"])
+        scores = jnp.where(causal, q @ k.swapaxes(-1, -2) / jnp.sqrt(DH), -1e9)
+        z = jax.nn.softmax(scores, -1) @ v
+        x = x + z.transpose(0, 2, 1, 3).reshape(B, T, D) @ blk["wo"]
+    return x @ params["out"]
+
+
+def sample(key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    trans = jax.random.dirichlet(k1, jnp.ones(K), (B, K))
+    first = jax.random.randint(k2, (B,), 0, K)
+
+    def step(tok, k):
+        nxt = jax.random.categorical(k, jnp.log(trans[jnp.arange(B), tok]))
+        return nxt, nxt
+
+    _, rest = jax.lax.scan(step, first, jax.random.split(k3, T - 1))
+    return jnp.concatenate([first[:, None], rest.T], 1)
+
+
+def loss(params, tokens):
+    logits = forward(params, tokens)[:, :-1]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+
+OPT = optax.adam(1e-4)
+
+
+@jax.jit
+def chunk(state, key):
+    def one(carry, k):
+        params, opt = carry
+        value, grads = jax.value_and_grad(loss)(params, sample(k))
+        updates, opt = OPT.update(grads, opt)
+        return (optax.apply_updates(params, updates), opt), value
+
+    return jax.lax.scan(one, state, jax.random.split(key, STEPS))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=5, help=f"timed chunks of {STEPS} steps")
+    args = parser.parse_args()
+    params = init(jax.random.PRNGKey(0))
+    state = (params, OPT.init(params))
+    state, losses = chunk(state, jax.random.PRNGKey(1))
+    jax.block_until_ready(losses)
+    t0 = time.perf_counter()
+    for i in range(args.chunks):
+        state, losses = chunk(state, jax.random.PRNGKey(2 + i))
+    jax.block_until_ready(losses)
+    elapsed = time.perf_counter() - t0
+    print(json.dumps({"loop": "plain lax.scan", "steps_per_s": round(args.chunks * STEPS / elapsed, 1),
+                      "final_loss": round(float(losses[-1]), 4), "machine": platform.machine()}))
+
+
+if __name__ == "__main__":
+    main()
