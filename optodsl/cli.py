@@ -172,30 +172,60 @@ def check(
 @app.command()
 def explain(
     spec: Path = typer.Argument(..., help="the spec to explain"),
-    as_json: bool = typer.Option(False, "--json", help="a JSON list of interventions, one per site"),
+    as_json: bool = typer.Option(False, "--json", help="the same as JSON: a list of runs, each with its settings, "
+                                                       "perfected probes, pass structure and interventions"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
-    """List the resolved interventions, one per site: verb, site, positions, pass, schedule.
+    """Show everything that decides each run: the settings the spec names or that differ from the
+    defaults, eval.perfected lines, the passes in words, and the resolved interventions, one per
+    site: verb, site, positions, pass, schedule, and for reading verbs which pass they read.
 
     Example: opto explain specs/paper/fig5b.opto --json
     """
     from .experiment import load_experiment
+    from .explain import explain_experiment
 
-    exp = _guard(lambda: load_experiment(spec, _settings(set_)))
-    records = [{"run": m.name, **a.explain(m.config.data.seq_len)} for m in exp.members for a in m.actions]
+    cli = _guard(lambda: _settings(set_))
+    exp = _guard(lambda: load_experiment(spec, cli))
+    runs_ = explain_experiment(exp, cli)
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        typer.echo(json.dumps(runs_, indent=2))
         return
-    for m in exp.members:
-        bind = ", ".join(f"${k}={v}" for k, v in m.bindings)
-        typer.echo(f"run {m.name}" + (f" ({bind})" if bind else "") + f": {m.passes} pass{'es' if m.passes > 1 else ''}, "
-                   f"{len(m.actions)} intervention{'s' if len(m.actions) != 1 else ''}")
-        for a in m.actions:
-            r = a.explain(m.config.data.seq_len)
-            params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
-            value = r["value"] + (f"({params})" if params else "") + (f" <- {r['reads']}" if r["reads"] else "")
-            pos = r["positions"] if r["positions"] == "all" else ",".join(map(str, r["positions"]))
-            typer.echo(f"  {r['verb']:<11} {r['site']:<18} rows {pos:<6} pass {r['pass']:<10} {r['schedule']:<14} {value}")
+    for r in runs_:
+        bind = ", ".join(f"${k}={v}" for k, v in r["bindings"].items())
+        n = len(r["interventions"])
+        typer.echo(f"run {r['run']}" + (f" ({bind})" if bind else "") + f": {r['passes']} pass{'es' if r['passes'] > 1 else ''}, "
+                   f"{n} intervention{'s' if n != 1 else ''}")
+        for s in r["settings"]:
+            default = "the default" if s["value"] == s["default"] else f"default {_setting_text(s['default'])}"
+            typer.echo(f"  set {s['key']} = {_setting_text(s['value'])}  ({default})")
+        for p in r["perfected"]:
+            typer.echo(f"  eval.perfected: {p['line']}  (evaluation only, {len(p['interventions'])} more intervention{'s' if len(p['interventions']) != 1 else ''})")
+        if r["passes"] > 1 or len(r["pass_structure"]) > 1:
+            for line in r["pass_structure"]:
+                typer.echo(f"  {line}")
+        for rec in r["interventions"]:
+            typer.echo("  " + _intervention_line(rec))
+
+
+def _setting_text(value) -> str:
+    """A setting's value as a spec writes it: 1e-05, 1000000, true, "x", [a, b]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_setting_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _intervention_line(r: dict) -> str:
+    """One `opto explain` line: verb, site, rows, pass, schedule, value (and what it reads, from which pass)."""
+    params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+    reads = f" <- {r['reads']} ({r['reads_pass']} pass)" if r["reads"] else ""
+    value = r["value"] + (f"({params})" if params else "") + reads
+    pos = r["positions"] if r["positions"] == "all" else ",".join(map(str, r["positions"]))
+    return f"{r['verb']:<11} {r['site']:<18} rows {pos:<6} pass {r['pass']:<10} {r['schedule']:<14} {value}"
 
 
 _SITE = re.compile(r"^(?:L(\d+)\.)?(?:H(\d+)\.)?([a-z_]+)$")
@@ -248,10 +278,13 @@ def trace(
                                                                           "sweep: one member's, whose interventions apply)"),
     site: List[str] = typer.Option([], "--site", help="a site to print, e.g. L1.H2.pattern (repeatable; default: every pattern)"),
     seed: int = typer.Option(0, "--seed", help="which sampled training sequence"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON: tokens and each site's values"),
+    pass_: str = typer.Option("last", "--pass", help="which pass to print: first (the reference pass of a two-pass "
+                                                     "plan) or last (the one that makes the output)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON: tokens, the pass and each site's values"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
-    """Run one forward pass with the spec's interventions on one sequence and print activations.
+    """Run one forward pass with the spec's interventions on one sequence and print activations
+    of the chosen pass (`opto explain` says which pass each intervention acts in and reads).
     With --checkpoint, a sweep's interventions are those of the member the run directory holds.
 
     Example: opto trace specs/examples/clamp_prev_token.opto --site L1.H2.pattern
@@ -261,18 +294,25 @@ def trace(
     def body():
         from .analysis.runs import member_of
         from .experiment import load_experiment
+        from .semantics.plan import PASS_NAMES
 
+        if pass_ not in PASS_NAMES:
+            raise SpecError(_option_span("--pass", pass_), f"no pass '{pass_}'",
+                            hint="choose first (the reference pass of a two-pass plan) or last (the output's pass)")
         exp = load_experiment(spec, _settings(set_))
         member = member_of(exp, checkpoint) if checkpoint is not None else exp.members[0]
         config = member.config
         default = [f"L{layer}.pattern" for layer in range(1, config.model.layers + 1)]
-        return trace_spec(member, _site_names(site or default, config), checkpoint, seed)
+        return trace_spec(member, _site_names(site or default, config), checkpoint, seed, pass_)
 
     result = _guard(body)
     if as_json:
         typer.echo(json.dumps(result))
         return
     typer.echo("tokens: " + "  ".join(result["tokens"]))
+    index = 1 if result["pass"] == "first" or result["passes"] == 1 else 2
+    only = " (the only pass: first and last)" if result["passes"] == 1 else ""
+    typer.echo(f"pass {result['pass']}: {index} of {result['passes']}{only}")
     import numpy as np
 
     np.set_printoptions(precision=3, suppress=True, linewidth=120)
