@@ -427,17 +427,29 @@ def toy(
     typer.echo(f"figure: {out / 'toy.png'}")
 
 
-def _parse_groups(texts: list[str]):
-    """`--group L1.H1,H2,H5` options as analysis groups."""
+GROUP_HINT = "name one layer's heads in the spec's selector syntax, e.g. L1.H[1,2,5], L1.H0..3 or L1.*"
+
+
+def _parse_groups(texts: list[str], config):
+    """`--group` options (the spec's selectors: `L1.H[1,2,5]`, `L1.*`, `L1.* except H0`) as analysis
+    groups, resolved against the run's model."""
     from .analysis.heads import Group
+    from .semantics.resolve import Resolver
+    from .syntax import parse_selectors
 
     groups = []
     for text in texts:
-        span = _option_span("--group", text)
-        m = re.fullmatch(r"L(\d+)\.(H\d+(?:,H\d+)*)", text.replace(" ", ""))
-        if not m:
-            raise SpecError(span, f"cannot read head group '{text}'", hint="write a layer and its heads, e.g. L1.H1,H2,H5")
-        groups.append(Group(int(m.group(1)), tuple(int(h[1:]) for h in m.group(2).split(","))))
+        try:
+            selectors = parse_selectors(text, "--group")
+        except SpecError as err:
+            raise SpecError(err.span, err.message, hint=GROUP_HINT) from None
+        sites = [s for sel in selectors for s in Resolver(config).select(sel, "v")]
+        layers = {s.layer for s in sites}
+        if len(layers) != 1 or any(s.head is None or not s.site.endswith(".v") for s in sites):
+            what = "heads of more than one layer" if len(layers) > 1 else "a site, not heads"
+            raise SpecError(_option_span("--group", text), f"a head group names one layer's heads; '{text}' names {what}",
+                            hint=GROUP_HINT)
+        groups.append(Group(layers.pop(), tuple(sorted({s.head for s in sites}))))
     return groups
 
 
@@ -445,7 +457,8 @@ def _parse_groups(texts: list[str]):
 def analyze(
     run_dir: Path = typer.Argument(..., help="a run directory written by opto run"),
     only: List[str] = typer.Option([], "--only", help="heads, groups, paths, composition or subset (repeatable; default all)"),
-    group: List[str] = typer.Option([], "--group", help="a head group for Table 1, e.g. L1.H1,H2,H5 (repeatable; default: "
+    group: List[str] = typer.Option([], "--group", help="a head group for Table 1 in the spec's selector syntax, e.g. "
+                                                        "L1.H[1,2,5] or L1.* (repeatable; default: "
                                                         "layer 1's previous-token heads, the rest, all)"),
     sequences: str = typer.Option("10000", "--sequences", help="how many training sequences to evaluate on, or 'all' "
                                                                "(every distinct training sequence: 78,400 for the paper's task)"),
@@ -458,28 +471,19 @@ def analyze(
     ablations, the 8x8 path map (Fig. 11b), composition scores (Fig. 11c), Table 2. Writes RUN_DIR/analysis.json.
     Every ablation is added to the run's own interventions (refused where both set one site), unless --bare.
 
-    Example: opto analyze runs/fig3_baseline --sequences all --group L1.H1,H2,H5
+    Example: opto analyze runs/fig3_baseline --sequences all --group L1.H[1,2,5]
     """
     from .analysis.heads import ANALYSES, analyze as run_analyses
     from .analysis.runs import load_run
 
     def body():
-        span = _option_span("--sequences", sequences)
-        if sequences != "all" and not (sequences.isdigit() and int(sequences) > 0):
-            raise SpecError(span, f"cannot read --sequences '{sequences}'", hint="a positive number, or 'all'")
+        n = _sequences_option(sequences)
         for name in only:
             if name not in ANALYSES:
                 bad = _option_span("--only", name)
                 raise SpecError(bad, f"no analysis '{name}'", hint="choose from " + ", ".join(ANALYSES))
-        groups = _parse_groups(group)
         run_ = load_run(run_dir)
-        for g in groups:
-            if not 1 <= g.layer <= run_.config.model.layers or max(g.heads) >= run_.config.model.heads:
-                bad = _option_span("--group", g.name)
-                raise SpecError(bad, f"no {g.name} in this model",
-                                hint=f"layers are L1..L{run_.config.model.layers}, heads H0..H{run_.config.model.heads - 1} "
-                                     "(layers count from 1, heads from 0)")
-        n = None if sequences == "all" else int(sequences)
+        groups = _parse_groups(group, run_.config)
         return run_analyses(run_, tuple(only) or ANALYSES, groups or None, n=n, seed=seed, bare=bare)
 
     result = _guard(body)
@@ -493,6 +497,50 @@ def analyze(
 
     typer.echo(render_tables(result))
     typer.echo(f"written: {run_dir / 'analysis.json'}")
+
+
+def _sequences_option(text: str) -> int | None:
+    """`--sequences N` or `all` (None: every distinct training sequence where they can be enumerated)."""
+    if text != "all" and not (text.isdigit() and int(text) > 0):
+        raise SpecError(_option_span("--sequences", text), f"cannot read --sequences '{text}'", hint="a positive number, or 'all'")
+    return None if text == "all" else int(text)
+
+
+@app.command("eval")
+def eval_(
+    spec: Path = typer.Argument(..., help="the spec whose interventions to score the checkpoint under"),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="a run directory written by opto run (its latest checkpoint)"),
+    sequences: str = typer.Option("all", "--sequences", help="sequences per evaluation set, or 'all' (the training "
+                                                            "set's every distinct sequence, 10,000 of each other set)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the sampled sequences"),
+    as_json: bool = typer.Option(False, "--json", help="print the JSON instead of a table"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Score a trained network under each run of a spec (its variants and sweep members, their
+    interventions only) on the evaluation sets, without training. The spec's model settings must
+    match the run's.
+
+    Example: opto eval specs/paper/table1.opto --checkpoint runs/fig3_baseline
+    """
+    from .evaluate_spec import evaluate_spec
+    from .experiment import load_experiment
+
+    def body():
+        n = _sequences_option(sequences)
+        return evaluate_spec(load_experiment(spec, _settings(set_)), checkpoint, n, seed)
+
+    result = _guard(body)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    sets = list(result["eval"])
+    counts = ", ".join(f"{k} {v['sequences']:,}" + (" (every one)" if v["enumerated"] else "") for k, v in result["eval"].items())
+    typer.echo(f"{result['checkpoint']} at {result['sequences_trained']:,} sequences; accuracy on {counts}")
+    width = max(len(name) for name in result["runs"])
+    typer.echo(f"{'run':<{width}}  " + "  ".join(f"{s:>17}" for s in sets))
+    for name, r in result["runs"].items():
+        typer.echo(f"{name:<{width}}  " + "  ".join(f"{r['sets'][s]['accuracy']:>17.3f}" if s in r["sets"] else f"{'-':>17}"
+                                                    for s in sets))
 
 
 @app.command()

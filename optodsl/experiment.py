@@ -97,10 +97,29 @@ def load_graft(run_dir: str, config: ExperimentConfig):
         raise DataError(path, "graft source is not a run directory",
                         expected="a directory written by `opto run` (config.json, checkpoint.json)")
     other = _read_json(cfg_path, "run settings", ExperimentConfig.model_validate)
-    if other.model != config.model or other.data.labels != config.data.labels or other.data.feature_dim != config.data.feature_dim:
-        raise DataError(cfg_path, "graft source has a different architecture",
-                        expected=f"model {config.model.model_dump()}", found=f"model {other.model.model_dump()}")
+    differs = architecture_difference(config, other)
+    if differs:
+        raise DataError(cfg_path, "graft source has a different architecture", expected=differs[0], found=differs[1])
     return load_trained(path, other)[0]
+
+
+def architecture_difference(mine: ExperimentConfig, other: ExperimentConfig) -> tuple[str, str] | None:
+    """Where another run's network cannot stand in for one of `mine` (its weights' shapes or meaning
+    differ): (what `mine` has, what `other` has), naming only the differing settings; None if they match."""
+    a, b = flat_settings(mine), flat_settings(other)
+    keys = [k for k in a if (k.startswith("model.") or k in ARCHITECTURE_SETTINGS) and a[k] != b[k]]
+    if not keys:
+        return None
+    return ", ".join(f"{k} = {a[k]}" for k in keys), ", ".join(f"{k} = {b[k]}" for k in keys)
+
+
+ARCHITECTURE_SETTINGS = ("data.labels", "data.feature_dim", "task.name")
+"""Settings outside `model.*` that fix a network's weights: the logits' width, the input width, the task."""
+
+
+def flat_settings(config: ExperimentConfig) -> dict[str, object]:
+    """Every setting as `section.field` -> value."""
+    return {f"{s}.{k}": v for s, fields in config.model_dump().items() for k, v in fields.items()}
 
 
 def plan_for(member: Member) -> CompiledPlan:

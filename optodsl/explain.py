@@ -8,22 +8,16 @@ statement saying what each pass does and why later sites are held.
 
 from __future__ import annotations
 
-from .config import ExperimentConfig
-from .experiment import DEFAULT, Experiment
+from .experiment import DEFAULT, Experiment, flat_settings
 from .semantics.plan import Action, Member, reads_pass
 from .semantics.spec import variants
 from .syntax import ast
 
 
-def _flat(config: ExperimentConfig) -> dict[str, object]:
-    dump = config.model_dump()
-    return {f"{section}.{key}": value for section, fields in dump.items() for key, value in fields.items()}
-
-
 def settings_of(member: Member, named: set[str]) -> list[dict]:
     """The member's settings that `named` lists (set by its spec or `--set`) or that differ from the
     defaults, in key order: key, value and the default."""
-    mine, default = _flat(member.config), _flat(DEFAULT)
+    mine, default = flat_settings(member.config), flat_settings(DEFAULT)
     keys = sorted(k for k in mine if k in named or mine[k] != default.get(k))
     return [{"key": k, "value": _plain(mine[k]), "default": _plain(default.get(k))} for k in keys]
 
