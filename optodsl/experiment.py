@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from .compile.lower import CompiledPlan, compile_member
 from .config import ExperimentConfig
-from .errors import DataError, SpecWarning
+from .errors import DataError, SpecError, SpecWarning
 from .semantics.plan import Member
 from .semantics.spec import resolve_spec
 from .syntax import ast, format_spec, load_spec, load_text
@@ -74,14 +74,25 @@ def load_experiment(source: str | Path, settings: dict[str, object] | None = Non
 
 
 def graft_warnings(members: list[Member]) -> list[SpecWarning]:
-    """A warning at each `graft` whose source run directory holds no run (yet): `opto run` would refuse it."""
+    """A warning at each `graft` whose source run directory holds no run (yet: an earlier `opto run`
+    may make it); an error at one whose source holds a network of another architecture."""
     seen, out = set(), []
     for member in members:
         for action in [*member.actions, *(a for _, probe in member.probes for a in probe)]:
             run = action.param("run")
-            if action.builder != "graft" or (run, action.span) in seen or (Path(run) / "config.json").exists():
+            if action.builder != "graft" or (run, action.span) in seen:
                 continue
             seen.add((run, action.span))
+            settings = Path(run) / "config.json"
+            if settings.exists():
+                other = _read_json(settings, "run settings", ExperimentConfig.model_validate)
+                differs = architecture_difference(member.config, other)
+                if differs:
+                    raise SpecError(action.span, f"graft source run '{run}' has a different architecture: "
+                                    f"{settings} has {differs[1]}",
+                                    hint=f"this spec's run {member.name} has {differs[0]}; graft from a run with the same "
+                                         "model settings")
+                continue
             out.append(SpecWarning(span=action.span, message=f"graft source run '{run}' does not exist "
                                                            f"(no {Path(run) / 'config.json'})",
                                    hint="train it first with opto run, or fix the path (it is relative to the "

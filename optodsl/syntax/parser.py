@@ -158,6 +158,9 @@ def _syntax_error(source: Source, error: UnexpectedInput) -> SpecError:
                              'end the string with " on the same line; escapes are \\" \\\\ \\n \\t')
         if char == "$":
             return SpecError(span, "'$' must start a variable name", "variables are written $name, e.g. $h")
+        if char in "/\\~":
+            path = hints.word_at(source.lines[error.line - 1], error.column)
+            return SpecError(span, f"unexpected character {char!r}", f'paths are quoted strings: write "{path}"')
         found = f"character {char!r}"
     else:
         token = error.token
