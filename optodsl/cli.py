@@ -172,31 +172,60 @@ def check(
 @app.command()
 def explain(
     spec: Path = typer.Argument(..., help="the spec to explain"),
-    as_json: bool = typer.Option(False, "--json", help="a JSON list of interventions, one per site"),
+    as_json: bool = typer.Option(False, "--json", help="the same as JSON: a list of runs, each with its settings, "
+                                                       "perfected probes, pass structure and interventions"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
-    """List the resolved interventions, one per site: verb, site, positions, pass, schedule.
+    """Show everything that decides each run: the settings the spec names or that differ from the
+    defaults, eval.perfected lines, the passes in words, and the resolved interventions, one per
+    site: verb, site, positions, pass, schedule, and for reading verbs which pass they read.
 
     Example: opto explain specs/paper/fig5b.opto --json
     """
     from .experiment import load_experiment
-    from .tasks import layout
+    from .explain import explain_experiment
 
-    exp = _guard(lambda: load_experiment(spec, _settings(set_)))
-    records = [{"run": m.name, **a.explain(layout(m.config).length)} for m in exp.members for a in m.actions]
+    cli = _guard(lambda: _settings(set_))
+    exp = _guard(lambda: load_experiment(spec, cli))
+    runs_ = explain_experiment(exp, cli)
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        typer.echo(json.dumps(runs_, indent=2))
         return
-    for m in exp.members:
-        bind = ", ".join(f"${k}={v}" for k, v in m.bindings)
-        typer.echo(f"run {m.name}" + (f" ({bind})" if bind else "") + f": {m.passes} pass{'es' if m.passes > 1 else ''}, "
-                   f"{len(m.actions)} intervention{'s' if len(m.actions) != 1 else ''}")
-        for a in m.actions:
-            r = a.explain(layout(m.config).length)
-            params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
-            value = r["value"] + (f"({params})" if params else "") + (f" <- {r['reads']}" if r["reads"] else "")
-            pos = r["positions"] if r["positions"] == "all" else ",".join(map(str, r["positions"]))
-            typer.echo(f"  {r['verb']:<11} {r['site']:<18} rows {pos:<6} pass {r['pass']:<10} {r['schedule']:<14} {value}")
+    for r in runs_:
+        bind = ", ".join(f"${k}={v}" for k, v in r["bindings"].items())
+        n = len(r["interventions"])
+        typer.echo(f"run {r['run']}" + (f" ({bind})" if bind else "") + f": {r['passes']} pass{'es' if r['passes'] > 1 else ''}, "
+                   f"{n} intervention{'s' if n != 1 else ''}")
+        for s in r["settings"]:
+            default = "the default" if s["value"] == s["default"] else f"default {_setting_text(s['default'])}"
+            typer.echo(f"  set {s['key']} = {_setting_text(s['value'])}  ({default})")
+        for p in r["perfected"]:
+            typer.echo(f"  eval.perfected: {p['line']}  (evaluation only, {len(p['interventions'])} more intervention{'s' if len(p['interventions']) != 1 else ''})")
+        if r["passes"] > 1 or len(r["pass_structure"]) > 1:
+            for line in r["pass_structure"]:
+                typer.echo(f"  {line}")
+        for rec in r["interventions"]:
+            typer.echo("  " + _intervention_line(rec))
+
+
+def _setting_text(value) -> str:
+    """A setting's value as a spec writes it: 1e-05, 1000000, true, "x", [a, b]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_setting_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _intervention_line(r: dict) -> str:
+    """One `opto explain` line: verb, site, rows, pass, schedule, value (and what it reads, from which pass)."""
+    params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+    reads = f" <- {r['reads']} ({r['reads_pass']} pass)" if r["reads"] else ""
+    value = r["value"] + (f"({params})" if params else "") + reads
+    pos = r["positions"] if r["positions"] == "all" else ",".join(map(str, r["positions"]))
+    return f"{r['verb']:<11} {r['site']:<18} rows {pos:<6} pass {r['pass']:<10} {r['schedule']:<14} {value}"
 
 
 _SITE = re.compile(r"^(?:L(\d+)\.)?(?:H(\d+)\.)?([a-z_]+)$")
@@ -250,10 +279,13 @@ def trace(
                                                                           "sweep: one member's, whose interventions apply)"),
     site: List[str] = typer.Option([], "--site", help="a site to print, e.g. L1.H2.pattern (repeatable; default: every pattern)"),
     seed: int = typer.Option(0, "--seed", help="which sampled training sequence"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON: tokens and each site's values"),
+    pass_: str = typer.Option("last", "--pass", help="which pass to print: first (the reference pass of a two-pass "
+                                                     "plan) or last (the one that makes the output)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON: tokens, the pass and each site's values"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
-    """Run one forward pass with the spec's interventions on one sequence and print activations.
+    """Run one forward pass with the spec's interventions on one sequence and print activations
+    of the chosen pass (`opto explain` says which pass each intervention acts in and reads).
     With --checkpoint, a sweep's interventions are those of the member the run directory holds.
 
     Example: opto trace specs/examples/clamp_prev_token.opto --site L1.H2.pattern
@@ -263,18 +295,25 @@ def trace(
     def body():
         from .analysis.runs import member_of
         from .experiment import load_experiment
+        from .semantics.plan import PASS_NAMES
 
+        if pass_ not in PASS_NAMES:
+            raise SpecError(_option_span("--pass", pass_), f"no pass '{pass_}'",
+                            hint="choose first (the reference pass of a two-pass plan) or last (the output's pass)")
         exp = load_experiment(spec, _settings(set_))
         member = member_of(exp, checkpoint) if checkpoint is not None else exp.members[0]
         config = member.config
         default = [f"L{layer}.pattern" for layer in range(1, config.model.layers + 1)]
-        return trace_spec(member, _site_names(site or default, config), checkpoint, seed)
+        return trace_spec(member, _site_names(site or default, config), checkpoint, seed, pass_)
 
     result = _guard(body)
     if as_json:
         typer.echo(json.dumps(result))
         return
     typer.echo("tokens: " + "  ".join(result["tokens"]))
+    index = 1 if result["pass"] == "first" or result["passes"] == 1 else 2
+    only = " (the only pass: first and last)" if result["passes"] == 1 else ""
+    typer.echo(f"pass {result['pass']}: {index} of {result['passes']}{only}")
     import numpy as np
 
     np.set_printoptions(precision=3, suppress=True, linewidth=120)
@@ -392,17 +431,29 @@ def toy(
     typer.echo(f"figure: {out / 'toy.png'}")
 
 
-def _parse_groups(texts: list[str]):
-    """`--group L1.H1,H2,H5` options as analysis groups."""
+GROUP_HINT = "name one layer's heads in the spec's selector syntax, e.g. L1.H[1,2,5], L1.H0..3 or L1.*"
+
+
+def _parse_groups(texts: list[str], config):
+    """`--group` options (the spec's selectors: `L1.H[1,2,5]`, `L1.*`, `L1.* except H0`) as analysis
+    groups, resolved against the run's model."""
     from .analysis.heads import Group
+    from .semantics.resolve import Resolver
+    from .syntax import parse_selectors
 
     groups = []
     for text in texts:
-        span = _option_span("--group", text)
-        m = re.fullmatch(r"L(\d+)\.(H\d+(?:,H\d+)*)", text.replace(" ", ""))
-        if not m:
-            raise SpecError(span, f"cannot read head group '{text}'", hint="write a layer and its heads, e.g. L1.H1,H2,H5")
-        groups.append(Group(int(m.group(1)), tuple(int(h[1:]) for h in m.group(2).split(","))))
+        try:
+            selectors = parse_selectors(text, "--group")
+        except SpecError as err:
+            raise SpecError(err.span, err.message, hint=GROUP_HINT) from None
+        sites = [s for sel in selectors for s in Resolver(config).select(sel, "v")]
+        layers = {s.layer for s in sites}
+        if len(layers) != 1 or any(s.head is None or not s.site.endswith(".v") for s in sites):
+            what = "heads of more than one layer" if len(layers) > 1 else "a site, not heads"
+            raise SpecError(_option_span("--group", text), f"a head group names one layer's heads; '{text}' names {what}",
+                            hint=GROUP_HINT)
+        groups.append(Group(layers.pop(), tuple(sorted({s.head for s in sites}))))
     return groups
 
 
@@ -411,7 +462,8 @@ def analyze(
     run_dir: Path = typer.Argument(..., help="a run directory written by opto run"),
     only: List[str] = typer.Option([], "--only", help="heads, groups, paths, composition or subset (repeatable; default all that apply: "
                                                       "paths and composition need two layers)"),
-    group: List[str] = typer.Option([], "--group", help="a head group for Table 1, e.g. L1.H1,H2,H5 (repeatable; default: "
+    group: List[str] = typer.Option([], "--group", help="a head group for Table 1 in the spec's selector syntax, e.g. "
+                                                         "L1.H[1,2,5] or L1.* (repeatable; default: "
                                                         "layer 1's previous-token heads, the rest, all)"),
     sequences: str = typer.Option("10000", "--sequences", help="how many training sequences to evaluate on, or 'all' "
                                                                "(every distinct training sequence: 78,400 for the paper's task)"),
@@ -424,28 +476,19 @@ def analyze(
     ablations, path maps and composition scores of every layer pair (Fig. 11b, 11c), Table 2. Writes RUN_DIR/analysis.json.
     Every ablation is added to the run's own interventions (refused where both set one site), unless --bare.
 
-    Example: opto analyze runs/fig3_baseline --sequences all --group L1.H1,H2,H5
+    Example: opto analyze runs/fig3_baseline --sequences all --group L1.H[1,2,5]
     """
     from .analysis.heads import ANALYSES, analyze as run_analyses
     from .analysis.runs import load_run
 
     def body():
-        span = _option_span("--sequences", sequences)
-        if sequences != "all" and not (sequences.isdigit() and int(sequences) > 0):
-            raise SpecError(span, f"cannot read --sequences '{sequences}'", hint="a positive number, or 'all'")
+        n = _sequences_option(sequences)
         for name in only:
             if name not in ANALYSES:
                 bad = _option_span("--only", name)
                 raise SpecError(bad, f"no analysis '{name}'", hint="choose from " + ", ".join(ANALYSES))
-        groups = _parse_groups(group)
         run_ = load_run(run_dir)
-        for g in groups:
-            if not 1 <= g.layer <= run_.config.model.layers or max(g.heads) >= run_.config.model.heads:
-                bad = _option_span("--group", g.name)
-                raise SpecError(bad, f"no {g.name} in this model",
-                                hint=f"layers are L1..L{run_.config.model.layers}, heads H0..H{run_.config.model.heads - 1} "
-                                     "(layers count from 1, heads from 0)")
-        n = None if sequences == "all" else int(sequences)
+        groups = _parse_groups(group, run_.config)
         return run_analyses(run_, tuple(only) or None, groups or None, n=n, seed=seed, bare=bare)
 
     result = _guard(body)
@@ -459,6 +502,50 @@ def analyze(
 
     typer.echo(render_tables(result))
     typer.echo(f"written: {run_dir / 'analysis.json'}")
+
+
+def _sequences_option(text: str) -> int | None:
+    """`--sequences N` or `all` (None: every distinct training sequence where they can be enumerated)."""
+    if text != "all" and not (text.isdigit() and int(text) > 0):
+        raise SpecError(_option_span("--sequences", text), f"cannot read --sequences '{text}'", hint="a positive number, or 'all'")
+    return None if text == "all" else int(text)
+
+
+@app.command("eval")
+def eval_(
+    spec: Path = typer.Argument(..., help="the spec whose interventions to score the checkpoint under"),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="a run directory written by opto run (its latest checkpoint)"),
+    sequences: str = typer.Option("all", "--sequences", help="sequences per evaluation set, or 'all' (the training "
+                                                            "set's every distinct sequence, 10,000 of each other set)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the sampled sequences"),
+    as_json: bool = typer.Option(False, "--json", help="print the JSON instead of a table"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Score a trained network under each run of a spec (its variants and sweep members, their
+    interventions only) on the evaluation sets, without training. The spec's model settings must
+    match the run's.
+
+    Example: opto eval specs/paper/table1.opto --checkpoint runs/fig3_baseline
+    """
+    from .evaluate_spec import evaluate_spec
+    from .experiment import load_experiment
+
+    def body():
+        n = _sequences_option(sequences)
+        return evaluate_spec(load_experiment(spec, _settings(set_)), checkpoint, n, seed)
+
+    result = _guard(body)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    sets = list(result["eval"])
+    counts = ", ".join(f"{k} {v['sequences']:,}" + (" (every one)" if v["enumerated"] else "") for k, v in result["eval"].items())
+    typer.echo(f"{result['checkpoint']} at {result['sequences_trained']:,} sequences; accuracy on {counts}")
+    width = max(len(name) for name in result["runs"])
+    typer.echo(f"{'run':<{width}}  " + "  ".join(f"{s:>17}" for s in sets))
+    for name, r in result["runs"].items():
+        typer.echo(f"{name:<{width}}  " + "  ".join(f"{r['sets'][s]['accuracy']:>17.3f}" if s in r["sets"] else f"{'-':>17}"
+                                                    for s in sets))
 
 
 @app.command()

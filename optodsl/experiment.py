@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from .compile.lower import CompiledPlan, compile_member
 from .config import ExperimentConfig
-from .errors import DataError, SpecWarning
+from .errors import DataError, SpecError, SpecWarning
 from .semantics.plan import Member
 from .semantics.spec import resolve_spec
 from .syntax import ast, format_spec, load_spec, load_text
@@ -74,14 +74,25 @@ def load_experiment(source: str | Path, settings: dict[str, object] | None = Non
 
 
 def graft_warnings(members: list[Member]) -> list[SpecWarning]:
-    """A warning at each `graft` whose source run directory holds no run (yet): `opto run` would refuse it."""
+    """A warning at each `graft` whose source run directory holds no run (yet: an earlier `opto run`
+    may make it); an error at one whose source holds a network of another architecture."""
     seen, out = set(), []
     for member in members:
         for action in [*member.actions, *(a for _, probe in member.probes for a in probe)]:
             run = action.param("run")
-            if action.builder != "graft" or (run, action.span) in seen or (Path(run) / "config.json").exists():
+            if action.builder != "graft" or (run, action.span) in seen:
                 continue
             seen.add((run, action.span))
+            settings = Path(run) / "config.json"
+            if settings.exists():
+                other = _read_json(settings, "run settings", ExperimentConfig.model_validate)
+                differs = architecture_difference(member.config, other)
+                if differs:
+                    raise SpecError(action.span, f"graft source run '{run}' has a different architecture: "
+                                    f"{settings} has {differs[1]}",
+                                    hint=f"this spec's run {member.name} has {differs[0]}; graft from a run with the same "
+                                         "model settings")
+                continue
             out.append(SpecWarning(span=action.span, message=f"graft source run '{run}' does not exist "
                                                            f"(no {Path(run) / 'config.json'})",
                                    hint="train it first with opto run, or fix the path (it is relative to the "
@@ -97,10 +108,29 @@ def load_graft(run_dir: str, config: ExperimentConfig):
         raise DataError(path, "graft source is not a run directory",
                         expected="a directory written by `opto run` (config.json, checkpoint.json)")
     other = _read_json(cfg_path, "run settings", ExperimentConfig.model_validate)
-    if other.model != config.model or other.data.labels != config.data.labels or other.data.feature_dim != config.data.feature_dim:
-        raise DataError(cfg_path, "graft source has a different architecture",
-                        expected=f"model {config.model.model_dump()}", found=f"model {other.model.model_dump()}")
+    differs = architecture_difference(config, other)
+    if differs:
+        raise DataError(cfg_path, "graft source has a different architecture", expected=differs[0], found=differs[1])
     return load_trained(path, other)[0]
+
+
+def architecture_difference(mine: ExperimentConfig, other: ExperimentConfig) -> tuple[str, str] | None:
+    """Where another run's network cannot stand in for one of `mine` (its weights' shapes or meaning
+    differ): (what `mine` has, what `other` has), naming only the differing settings; None if they match."""
+    a, b = flat_settings(mine), flat_settings(other)
+    keys = [k for k in a if (k.startswith("model.") or k in ARCHITECTURE_SETTINGS) and a[k] != b[k]]
+    if not keys:
+        return None
+    return ", ".join(f"{k} = {a[k]}" for k in keys), ", ".join(f"{k} = {b[k]}" for k in keys)
+
+
+ARCHITECTURE_SETTINGS = ("data.labels", "data.feature_dim", "task.name")
+"""Settings outside `model.*` that fix a network's weights: the logits' width, the input width, the task."""
+
+
+def flat_settings(config: ExperimentConfig) -> dict[str, object]:
+    """Every setting as `section.field` -> value."""
+    return {f"{s}.{k}": v for s, fields in config.model_dump().items() for k, v in fields.items()}
 
 
 def plan_for(member: Member) -> CompiledPlan:

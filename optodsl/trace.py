@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .compile.lower import Probed
 from .experiment import plan_for
 from .model.overrides import Context
 from .semantics.plan import Member
@@ -16,9 +17,10 @@ from .tasks import build_task
 from .train.trainer import load_trained, new_model
 
 
-def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir: Path | None, seed: int) -> dict:
-    """One sampled training sequence (as words and as its input ids), the prediction and target,
-    and each requested site's values under the plan."""
+def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir: Path | None, seed: int,
+               pass_name: str = "last") -> dict:
+    """Tokens of one sampled training sequence and each requested site's values under the plan, in
+    pass `pass_name` ("first" or "last", `PASS_NAMES`; a one-pass plan's only pass is both)."""
     config = member.config
     model = new_model(config, jax.random.PRNGKey(config.seed.init))
     sequences = 0
@@ -27,11 +29,13 @@ def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir
     task = build_task(config)
     batch = task.sample(jax.random.PRNGKey(seed), "train", 1)
     plan = plan_for(member)
-    run = eqx.filter_jit(lambda m, b, n: plan(m, b, Context(sequences=n, training=False)))
-    logits, acts = run(model, batch, jnp.asarray(sequences))
+    plan = plan.plan if isinstance(plan, Probed) else plan
+    run = eqx.filter_jit(lambda m, b, n: plan.each_pass(m, b, Context(sequences=n, training=False)))
+    logits, passes = run(model, batch, jnp.asarray(sequences))
+    acts = passes[pass_name]
     out = {}
     for label, key, head in sites:
         value = np.asarray(acts[key][0])
         out[label] = (value[head] if head is not None else value).tolist()
     return {"task": config.task.name, "tokens": task.words(batch), "input": task.inputs(batch),
-            **task.readout(logits, batch), "sequences": sequences, "sites": out}
+            **task.readout(logits, batch), "sequences": sequences, "pass": pass_name, "passes": plan.passes, "sites": out}

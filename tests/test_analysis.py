@@ -301,8 +301,10 @@ def test_cli_analyze_errors_exit_2_without_a_traceback(run_dir, tmp_path):
     shutil.copytree(run_dir, copy)
     runner = CliRunner()
     cases = [
-        (["--group", "L3.H1"], ["no L3.H1", "layers count from 1, heads from 0", "L1..L2", "H0..H7"]),
-        (["--group", "L1.H8"], ["no L1.H8", "layers count from 1, heads from 0"]),
+        (["--group", "L3.H1"], ["no layer L3", "layers count from 1, heads from 0", "L1..L2"]),
+        (["--group", "L1.H8"], ["no head H8", "layers count from 1, heads from 0", "H0..H7"]),
+        (["--group", "L1.H1,H2"], ["--group:1:6: error:", "L1.H[1,2,5]"]),
+        (["--group", "L[1,2].H1"], ["names heads of more than one layer"]),
         (["--group", "L0.H1"], ["L0", "layers count from 1, heads from 0"]),
         (["--only", "nonsense"], ["nonsense", "heads, groups, paths, composition, subset"]),
         (["--sequences", "zero"], ["zero", "a positive number, or 'all'"]),

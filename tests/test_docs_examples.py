@@ -176,7 +176,7 @@ def test_the_docs_show_command_lines():
     texts = {(line.where.split(":")[0], line.text) for line in LINES}
     assert len(LINES) >= 30, f"only {len(LINES)} command lines found"
     assert ("README.md", ".venv/bin/opto run specs/examples/baseline.opto") in texts
-    assert ("README.md", "opto analyze RUN_DIR [--only NAME]... [--group L1.H1,H2,H5]... [--sequences N]") in texts
+    assert ("README.md", "opto analyze RUN_DIR [--only NAME]... [--group L1.H[1,2,5]]... [--sequences N]") in texts
     assert ("docs/getting-started.md", "$ opto check first.opto") in texts
     assert ("docs/performance.md", "time .venv/bin/opto run specs/examples/baseline.opto") in texts
 

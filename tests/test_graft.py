@@ -53,4 +53,4 @@ def test_graft_from_a_run_of_another_architecture_says_what_differs(tmp_path):
     (tmp_path / "donor" / "config.json").write_text(other.model_dump_json())
     with pytest.raises(DataError, match="different architecture") as info:
         load_graft(str(tmp_path / "donor"), ExperimentConfig())
-    assert "'layers': 1" in str(info.value) and "'layers': 2" in str(info.value)
+    assert "found: model.layers = 1" in str(info.value) and "model.layers = 2" in str(info.value)

@@ -102,6 +102,12 @@ class CompiledPlan(Plan):
 
     def __call__(self, model, batch, ctx: Context):
         """Forward `batch` under the plan: `(query logits, activations of the last pass)`."""
+        logits, passes = self.each_pass(model, batch, ctx)
+        return logits, passes["last"]
+
+    def each_pass(self, model, batch, ctx: Context):
+        """Forward `batch` under the plan: `(query logits, {"first": ..., "last": ...})`, each pass's
+        activations (a one-pass plan's only pass is both)."""
         records = None
         if self.passes == 2:
             first = [t for t in self.terms if t.stage in ("both", "record")]
@@ -114,7 +120,7 @@ class CompiledPlan(Plan):
             reads = _held_logits(post, last, acts, records, ctx)
             acts["logits"] = overrides(post, model, batch, ctx, reads).apply("logits", acts["logits"])
             logits = acts["logits"][:, -1]
-        return logits, acts
+        return logits, {"first": acts if records is None else records, "last": acts}
 
 
 def _held_logits(post, last, acts, records, ctx: Context) -> dict[str, jax.Array]:

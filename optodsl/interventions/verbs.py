@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import SpecError
 from ..semantics.plan import Action
-from ..semantics.resolve import Resolver, close
+from ..semantics.resolve import Resolver, close, span_text
 from ..syntax import ast
 from ..tasks import task_class
 from .patterns import PATTERNS
@@ -253,6 +253,12 @@ def graft(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "source")
     if not isinstance(stmt.source, ast.String):
         raise SpecError(stmt.span, "'graft' needs the run directory to graft from", hint=f"write: {_example(stmt)}")
+    for target in stmt.targets:
+        if isinstance(target, ast.LayerSelector) and target.heads is None and target.site is None and not target.except_heads:
+            layer = span_text(target.span)
+            raise SpecError(target.span, f"'graft {layer}' could mean three sites: name the one to take",
+                            hint=f"write {layer}.resid_out (the block's output), {layer}.* (every head's output "
+                                 f"{layer}.H<h>.out) or {layer}.attn_out (the attention's output)")
     sites = _sites(stmt, r, "out")
     return [_action(_common(stmt, r), s, "graft", rows=r.rows(stmt.positions), params=(("run", stmt.source.value),))
             for s in sites]

@@ -72,6 +72,28 @@ class Action(BaseModel):
         }
 
 
+PASS_NAMES = ("first", "last")
+"""The passes `opto trace --pass` can print: a two-pass plan's reference pass and its final pass
+(a one-pass plan's only pass is both)."""
+
+
+def reads_pass(action: Action, actions: tuple[Action, ...]) -> str | None:
+    """Which pass the activation an action reads comes from ("first" or "last"), None if it reads none.
+
+    Last-pass actions read the first (reference) pass. The perfect copy, after the last pass,
+    reads the last pass's logits, except for a head whose pattern the last pass holds at its
+    first-pass value: then it reads the first pass's logits, which made that pattern (the rule of
+    `compile.lower._held_logits`)."""
+    if action.record is None:
+        return None
+    if action.stage != "post":
+        return "first"
+    pattern = action.record.replace(".attn_logits", ".pattern")
+    held = any(a.builder == "record" and a.site == pattern and a.head == action.param("head") and a.stage == "final"
+               for a in actions)
+    return "first" if held else "last"
+
+
 class Member(BaseModel):
     """One run of an experiment: its settings, its actions, and the sweep values that made it."""
 

@@ -236,6 +236,7 @@ def warnings_for(actions: list[Action], config: ExperimentConfig) -> list[SpecWa
         if clamp is not None and clamp.start <= a.start and a.stop <= clamp.stop:
             out.append(SpecWarning(span=a.span, message=f"no effect on {a.text}: L{a.layer}.H{a.head}.pattern is set by line {clamp.span.line}",
                                    hint="a head's pattern decides its attention; its queries, keys and logits then change nothing downstream"))
+    out.extend(_overwritten(actions, t))
     written = {(a.site, a.head): a for a in actions if a.builder != "record" and a.stage in ("both", "final")}
     for a in actions:
         undone = written.get((a.site, a.head)) if a.verb == "preserve" else None
@@ -252,6 +253,34 @@ def warnings_for(actions: list[Action], config: ExperimentConfig) -> list[SpecWa
         seen.setdefault(key, a)
     unique = {(w.span.line, w.span.column, w.message): w for w in out}
     return list(unique.values())
+
+
+def _overwritten(actions: list[Action], seq_len: int) -> list[SpecWarning]:
+    """Clauses upstream of a block output that another clause sets at every position, in every pass
+    and for the whole schedule the first acts in: nothing they write reaches later layers or the logits
+    (a transformer's earlier sites feed what follows only through the residual stream)."""
+    out = []
+    full = [c for c in actions if c.site.endswith(".resid_out") and c.rows in (None, tuple(range(seq_len)))]
+    for a in actions:
+        if a.stage == "post" or a.site.endswith(".resid_out") and a.layer is not None and a in full:
+            continue
+        layer = 0 if a.site == "embed" else a.layer
+        if layer is None:
+            continue
+        for c in full:
+            if c.layer < layer or (c.layer == layer and a.site == c.site) or c.span == a.span:
+                continue
+            if not (c.start <= a.start and a.stop <= c.stop and c.phase in ("both", a.phase)):
+                continue
+            stages = {x.stage for x in full if x.site == c.site and x.span == c.span}
+            needed = {"both": {"record", "final"}, "record": {"record"}, "final": {"final"}}[a.stage]
+            if "both" in stages or needed <= stages:
+                out.append(SpecWarning(span=a.span, message=f"no effect on {a.text}: L{c.layer}.resid_out is set by "
+                                       f"line {c.span.line} in every pass, so nothing {a.text} writes reaches later layers",
+                                       hint=f"sites up to layer {c.layer} feed what follows only through L{c.layer}.resid_out; "
+                                            "remove one of the two clauses, or give them disjoint schedules"))
+                break
+    return out
 
 
 def resolve_spec(spec: ast.Spec, base: ExperimentConfig, cli: dict[str, object] | None = None,

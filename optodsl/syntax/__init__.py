@@ -5,3 +5,4 @@ from .format import format_spec as format_spec
 from .load import load_spec as load_spec
 from .load import load_text as load_text
 from .parser import parse as parse
+from .parser import parse_selectors as parse_selectors

@@ -133,6 +133,16 @@ def selector_at(line: str, column: int) -> str:
     return ""
 
 
+def word_at(line: str, column: int) -> str:
+    """The run of non-blank characters of `line` around 1-based `column` (an unquoted path, to quote in a hint)."""
+    start = end = column - 1
+    while start > 0 and not line[start - 1].isspace() and line[start - 1] not in "\"=":
+        start -= 1
+    while end < len(line) and not line[end].isspace() and line[end] not in "#;":
+        end += 1
+    return line[start:end]
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """A ' (did you mean X?)' suffix naming the closest option, or '' when none is close."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)

@@ -41,6 +41,32 @@ def _lark() -> Lark:
 
 
 @functools.cache
+def _selector_lark() -> Lark:
+    return Lark(_grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True,
+                maybe_placeholders=True, start="targets")
+
+
+def parse_selectors(text: str, path: str = "<selector>") -> tuple:
+    """Parse a comma-separated list of selectors (`L1.H[1,2,5]`, `L1.*`, `L2.H0..7.v`) with the
+    grammar's own selector rule, as the command line's options take them; errors are located SpecErrors."""
+    source = Source(text, path)
+    try:
+        tree = _selector_lark().parse(text)
+    except UnexpectedInput as error:
+        found = (f"character {text[error.pos_in_stream]!r}" if isinstance(error, UnexpectedCharacters)
+                 and error.pos_in_stream < len(text) else hints.describe_token(error.token)
+                 if hasattr(error, "token") else "end of text")
+        raise SpecError(source.span(error.line, error.column) if error.line > 0 else source.end(),
+                        f"cannot read selector '{text}': unexpected {found}", hints.SELECTOR_HINT) from None
+    try:
+        return _Builder(source).transform(tree)
+    except VisitError as error:
+        if isinstance(error.orig_exc, SpecError):
+            raise error.orig_exc from None
+        raise error.orig_exc from error
+
+
+@functools.cache
 def _labels() -> hints.StateLabels:
     return hints.StateLabels(_lark().parse)
 
@@ -132,6 +158,9 @@ def _syntax_error(source: Source, error: UnexpectedInput) -> SpecError:
                              'end the string with " on the same line; escapes are \\" \\\\ \\n \\t')
         if char == "$":
             return SpecError(span, "'$' must start a variable name", "variables are written $name, e.g. $h")
+        if char in "/\\~":
+            path = hints.word_at(source.lines[error.line - 1], error.column)
+            return SpecError(span, f"unexpected character {char!r}", f'paths are quoted strings: write "{path}"')
         found = f"character {char!r}"
     else:
         token = error.token

@@ -44,7 +44,7 @@ def test_check_of_a_clean_spec_has_no_warning(tmp_path, monkeypatch):
 def test_explain_json_of_only_head_three_on(tmp_path, monkeypatch):
     result = _invoke(tmp_path, monkeypatch, "ablate L2.* except H3\n", "explain", "--json")
     assert result.exit_code == 0, result.stderr
-    records = json.loads(result.stdout)
+    records = json.loads(result.stdout)[0]["interventions"]
     assert [r["site"] for r in records] == [f"L2.H{h}.v" for h in range(8) if h != 3]
     for r in records:
         assert (r["verb"], r["positions"], r["pass"], r["schedule"], r["value"]) == ("ablate", "all", "every", "always", "zero")
@@ -53,7 +53,7 @@ def test_explain_json_of_only_head_three_on(tmp_path, monkeypatch):
 
 def test_explain_json_of_two_pass_and_scheduled_clauses(tmp_path, monkeypatch):
     text = "ablate L1.H1 @ labels preserving L2.H3.pattern during 0..100k\n"
-    records = json.loads(_invoke(tmp_path, monkeypatch, text, "explain", "--json").stdout)
+    records = json.loads(_invoke(tmp_path, monkeypatch, text, "explain", "--json").stdout)[0]["interventions"]
     assert [(r["verb"], r["site"], r["positions"], r["pass"], r["schedule"]) for r in records] == [
         ("ablate", "L1.H1.v", [1, 3], "last", "0..100000"),
         ("preserve", "L2.H3.pattern", "all", "last", "0..100000"),

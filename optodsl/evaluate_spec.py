@@ -1,0 +1,48 @@
+"""`opto eval`: a trained checkpoint scored under each run of a spec, on the evaluation sets.
+
+The spec decides everything but the weights: each of its runs (variants, sweep members) is
+compiled on its own (its interventions alone, not the checkpoint's training ones) and scored
+with the checkpoint's network on the spec's evaluation sets, all runs that share data settings
+on the same sequences (`analysis.evaluate`). Schedules see the checkpoint's sequence count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .analysis.evaluate import evaluate_plans, evaluation_set
+from .analysis.runs import load_run
+from .compile.lower import compile_member
+from .errors import DataError
+from .experiment import Experiment, architecture_difference, load_graft
+from .tasks import eval_sets
+
+
+def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: int = 0) -> dict:
+    """Accuracy and loss of `run_dir`'s latest checkpoint under every run of `exp` on each of its
+    evaluation sets: the training set's every distinct sequence when `n` is None and it can be
+    enumerated, else `n` (default 10,000) sampled sequences per set."""
+    run = load_run(run_dir)
+    for member in exp.members:
+        differs = architecture_difference(member.config, run.config)
+        if differs:
+            raise DataError(run_dir / "config.json", f"the checkpoint's network does not fit run {member.name} of "
+                            f"{exp.spec.path or 'the spec'}", expected=f"the spec's {differs[0]}", found=differs[1],
+                            hint="evaluate it under a spec with the same model settings, or set them in the spec")
+    grafts = {src: load_graft(src, run.config) for m in exp.members for src in m.grafts}
+    plans = [compile_member(m.model_copy(update={"probes": ()}), grafts) for m in exp.members]
+    results = {m.name: {"variant": m.variant, "bindings": dict(m.bindings), "sets": {}} for m in exp.members}
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(exp.members):
+        groups.setdefault(m.config.data.model_dump_json() + m.config.task.model_dump_json(), []).append(i)
+    used: dict[str, dict] = {}
+    for idx in groups.values():
+        config = exp.members[idx[0]].config
+        for which in eval_sets(config):
+            task, seqs = evaluation_set(config, which, n, seed)
+            used[which] = {"sequences": len(seqs), "enumerated": seqs.enumerated}
+            outcomes = evaluate_plans(run.model, [plans[i] for i in idx], task, seqs, run.sequences)
+            for i, outcome in zip(idx, outcomes):
+                results[exp.members[i].name]["sets"][which] = outcome.summary()
+    return {"checkpoint": str(run_dir), "sequences_trained": run.sequences, "spec": exp.spec.path,
+            "eval": used, "runs": results}
