@@ -605,7 +605,7 @@ def features_export(
 
     Example: opto features export --out synthetic.h5
     """
-    from .data.export import export_synthetic
+    from .tasks.export import export_synthetic
     from .experiment import DEFAULT
     from .semantics.spec import apply_cli
 

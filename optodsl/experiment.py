@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from . import interventions  # noqa: F401  (registers the built-in verbs with semantics)
 from .compile.lower import CompiledPlan, compile_member
 from .config import ExperimentConfig
 from .errors import DataError, SpecError, SpecWarning

@@ -17,7 +17,7 @@ import jax  # noqa: E402
 import pytest
 
 from optodsl.config import DataConfig, ExperimentConfig, ModelConfig
-from optodsl.data.task import make_task
+from optodsl.tasks.fewshot import make_task
 from optodsl.model.transformer import init_model
 
 

@@ -25,7 +25,7 @@ from optodsl.analysis.heads import composition_scores, analyze
 from optodsl.analysis.runs import load_run
 from optodsl.cli import app
 from optodsl.config import DataConfig, EvalConfig, ExperimentConfig, TrainConfig
-from optodsl.data.task import make_task
+from optodsl.tasks.fewshot import make_task
 from optodsl.errors import DataError
 from optodsl.experiment import load_experiment
 from optodsl.model import Overrides

@@ -16,7 +16,7 @@ from optodsl.analysis.evaluate import Sequences, evaluate_plans
 from optodsl.analysis.heads import Planner
 from optodsl.analysis.runs import load_run
 from optodsl.cli import app
-from optodsl.data.task import make_task
+from optodsl.tasks.fewshot import make_task
 from optodsl.experiment import run_experiment
 
 SETTINGS = {"train.sequences": 640, "eval.every": 640, "eval.sequences": 256, "data.total_classes": 200}

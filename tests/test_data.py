@@ -9,7 +9,7 @@ import pytest
 
 from optodsl.config import DataConfig
 from optodsl.data.features import load_features, synthetic_features
-from optodsl.data.task import label_sets, make_task
+from optodsl.tasks.fewshot import label_sets, make_task
 from optodsl.errors import DataError
 
 

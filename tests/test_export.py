@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from optodsl.cli import app
-from optodsl.data.export import export_synthetic
+from optodsl.tasks.export import export_synthetic
 from optodsl.data.features import HDF5_KEY
-from optodsl.data.task import make_task
+from optodsl.tasks.fewshot import make_task
 from optodsl.errors import DataError
 from optodsl.experiment import DEFAULT
 

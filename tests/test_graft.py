@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from optodsl.config import DataConfig, EvalConfig, ExperimentConfig, TrainConfig
-from optodsl.data.task import make_task
+from optodsl.tasks.fewshot import make_task
 from optodsl.errors import DataError
 from optodsl.experiment import load_experiment, plan_for
 from optodsl.model import Context, init_model

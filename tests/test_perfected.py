@@ -10,7 +10,7 @@ import pytest
 
 from optodsl.analysis.heads import compile_text
 from optodsl.analysis.runs import load_run
-from optodsl.data.task import make_task
+from optodsl.tasks.fewshot import make_task
 from optodsl.errors import SpecError
 from optodsl.experiment import load_experiment, run_experiment
 from optodsl.model.overrides import Context

@@ -9,7 +9,7 @@ import numpy as np
 
 from optodsl.compile.lower import compile_member
 from optodsl.config import DataConfig, ExperimentConfig
-from optodsl.data.task import make_task
+from optodsl.tasks.fewshot import make_task
 from optodsl.model import Context, init_model
 from optodsl.semantics.spec import resolve_spec
 from optodsl.syntax import load_text

@@ -2,5 +2,5 @@
 and the built-in attention patterns, one declaration each (`patterns.PATTERNS`)."""
 
 from .patterns import PATTERNS as PATTERNS, Pattern as Pattern
-from .registry import VERBS as VERBS, Verb as Verb
+from ..semantics.registry import VERBS as VERBS, Verb as Verb
 from . import verbs as _verbs  # noqa: F401  (registers the built-in verbs)

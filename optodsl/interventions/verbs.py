@@ -11,7 +11,7 @@ from ..semantics.resolve import Resolver, close, span_text
 from ..syntax import ast
 from ..tasks import task_class
 from .patterns import PATTERNS
-from .registry import VERBS, register
+from ..semantics.registry import VERBS, register
 
 
 def _common(stmt: ast.Intervention, r: Resolver) -> dict:

@@ -15,10 +15,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..config import ExperimentConfig, TASK_CONFIGS, section_models, setting_keys, task_keys, with_settings
 from ..errors import Span, SpecError, SpecWarning
-from ..interventions import VERBS
 from ..syntax import ast
 from ..syntax.format import format_number
 from .plan import Action, Member
+from .registry import VERBS
 from ..tasks import layout
 from .resolve import Resolver, close, span_text
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
-from .features import HDF5_KEY
-from .task import make_task
+from ..data.features import HDF5_KEY
+from .fewshot import make_task
 
 SUFFIXES = (".h5", ".hdf5")
 

@@ -1,7 +1,9 @@
 """The verb registry: adding an intervention is one `@register` entry plus its test.
 
 A verb lowers one resolved statement to `Action`s (plain data); the value builders those
-actions name live in `optodsl.compile.values`.
+actions name live in `optodsl.compile.values`. The registry belongs to semantics, which looks
+verbs up here; the verbs themselves (`optodsl.interventions`) register into it, so semantics
+imports no verb and the import graph stays one-way.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..semantics.plan import Action
+from .plan import Action
 from ..syntax import ast
 
 Lower = Callable[[ast.Intervention, "object"], list[Action]]
