@@ -24,7 +24,7 @@ def test_each_rung_checks_and_explains_as_eight_schedules_released_at_k(rung):
     assert checked.returncode == 0 and "8 runs, 0 warnings" in checked.stdout, checked.stdout + checked.stderr
     explained = opto("explain", path, "--json")
     assert explained.returncode == 0, explained.stderr
-    actions = json.loads(explained.stdout)
+    actions = [{"run": r["run"], **a} for r in json.loads(explained.stdout) for a in r["interventions"]]
     verb, site = RUNGS[rung]
     released = {a["run"]: a["schedule"] for a in actions if a["verb"] == verb and a["site"] == site}
     assert len(released) == 8
