@@ -421,8 +421,8 @@ def toy(
 
     def write():
         make_dir(out)
-        save_figure(toy_figure(curves), out / "toy.png")
         atomic_write_text(out / "toy.json", json.dumps({k: {m: v.tolist() for m, v in c.items()} for k, c in curves.items()}))
+        save_figure(toy_figure(curves), out / "toy.png")
 
     _guard(write)
     for clamp, curve in curves.items():

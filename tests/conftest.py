@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
-# A compilation cache of the test session's own (inherited by the commands the tests start): a
-# cache another process wrote to at the same time, or a damaged one, must not decide a test.
-os.environ["OPTODSL_CACHE"] = tempfile.mkdtemp(prefix="optodsl-test-xla-")
+# No persistent compilation cache in the test session (inherited by the commands the tests start):
+# a cache another process wrote to, or a damaged one, must not decide a test, and serialising an
+# executable to disk once aborted the whole CI session inside XLA.
+os.environ["OPTODSL_CACHE"] = "off"
 
 import optodsl  # noqa: E402
 

@@ -57,6 +57,7 @@ def _compiles_of(name: str, fn) -> tuple[object, int]:
         def emit(self, record):
             seen.append(record.getMessage())
 
+    jax.clear_caches()  # an earlier test may have compiled the same program in this session
     handler, logger = Collect(level=logging.DEBUG), logging.getLogger("jax")
     old_level = logger.level
     logger.addHandler(handler)

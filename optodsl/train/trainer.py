@@ -39,12 +39,19 @@ Measures = Callable[[dict[str, jax.Array], dict[str, jax.Array], jax.Array], dic
 
 
 def enable_compilation_cache() -> None:
-    """Keep compiled programs on disk (`$OPTODSL_CACHE`, default ~/.cache/optodsl/xla) so a rerun skips compiling."""
+    """Keep compiled programs on disk (`$OPTODSL_CACHE`, default ~/.cache/optodsl/xla) so a rerun skips compiling.
+
+    `OPTODSL_CACHE=off` keeps everything in memory: the test session uses it, since writing an
+    executable to the cache is the one step of a run that has aborted the process (a crash inside
+    XLA's serialisation, seen once in CI), and a test gains nothing from a cache it throws away.
+    """
     import os
 
     if jax.config.jax_compilation_cache_dir:
         return
     path = os.environ.get("OPTODSL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "optodsl", "xla"))
+    if path == "off":
+        return
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
