@@ -167,8 +167,11 @@ def _task_name(config: ExperimentConfig, settings: list[tuple[str, object, Span]
 def _check_task_key(key: str, task: str, span: Span) -> None:
     """A `task.*` key the chosen task lacks is an error that lists the keys it has."""
     if key.startswith("task.") and key not in task_keys(task):
+        owners = [name for name in TASK_CONFIGS if key in task_keys(name)]
+        other = (f"'{key}' is a setting of the {' and '.join(owners)} task; choose it with set task.name = "
+                 f"\"{owners[0]}\"" if owners else "choose another task with set task.name = ...")
         raise SpecError(span, f"the {task} task has no setting '{key}'",
-                        hint=f"its settings are {', '.join(task_keys(task))}; choose another task with set task.name = ...")
+                        hint=f"its settings are {', '.join(task_keys(task))}; {other}")
 
 
 @functools.cache
