@@ -415,7 +415,7 @@ def toy(
     from .analysis.toy import train_toy
     from .report.figures import save_figure, toy_figure
 
-    from .train.checkpoint import atomic_write_text, make_dir
+    from .files import atomic_write_text, make_dir
 
     curves = {clamp: train_toy(clamp, steps, lr, seed=seed) for clamp in ("none", "c", "bc")}
 
@@ -492,7 +492,7 @@ def analyze(
         return run_analyses(run_, tuple(only) or None, groups or None, n=n, seed=seed, bare=bare)
 
     result = _guard(body)
-    from .train.checkpoint import atomic_write_text
+    from .files import atomic_write_text
 
     atomic_write_text(run_dir / "analysis.json", json.dumps(result, indent=2))
     if as_json:

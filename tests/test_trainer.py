@@ -144,9 +144,11 @@ def test_atomic_writes_give_files_the_usual_permissions(tmp_path):
     import os
     import stat
 
+    from optodsl.files import atomic_write_text
+
     old = os.umask(0o022)
     try:
-        checkpoint.atomic_write_text(tmp_path / "a.json", "{}")
+        atomic_write_text(tmp_path / "a.json", "{}")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644

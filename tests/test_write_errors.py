@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from optodsl import cli
 from optodsl.cli import app
+from optodsl.errors import DataError
 from optodsl.experiment import run_experiment
-from optodsl.train import checkpoint
+from optodsl.files import atomic_write, make_dir
 
 SMALL = {"train.sequences": 640, "eval.every": 320, "eval.sequences": 16, "data.total_classes": 200}
 SMALL_ARGS = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")] + ["--no-progress"]
@@ -77,8 +78,8 @@ def test_a_failing_write_itself_leaves_no_temporary_file(tmp_path):
     def write(f):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    with pytest.raises(checkpoint.DataError, match="cannot write: No space left on device"):
-        checkpoint._atomic_write(tmp_path / "x.json", write)
+    with pytest.raises(DataError, match="cannot write: No space left on device"):
+        atomic_write(tmp_path / "x.json", write)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -92,8 +93,8 @@ def test_a_folder_that_cannot_be_made_is_named(tmp_path, monkeypatch):
     else:
         (tmp_path / "readonly").mkdir()
         (tmp_path / "readonly").chmod(0o500)
-    with pytest.raises(checkpoint.DataError) as caught:
-        checkpoint.make_dir(target)
+    with pytest.raises(DataError) as caught:
+        make_dir(target)
     assert str(caught.value).startswith(f"{target}: error: cannot write: ")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..train.checkpoint import atomic_write_text, make_dir
+from ..files import atomic_write_text, make_dir
 from .figures import write_figures
 from .load import Run, load_runs
 from .summary import render_report

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..syntax.format import format_number
-from ..train.checkpoint import atomic_write_bytes
+from ..files import atomic_write_bytes
 from .load import LN2, Run, index_order
 
 X_LABEL = "training sequences seen"

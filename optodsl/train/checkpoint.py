@@ -9,8 +9,6 @@ checks every leaf's shape and dtype; nothing in the file is executed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -19,58 +17,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..errors import DataError, write_error
+from ..errors import DataError
+from ..files import atomic_write, atomic_write_text
+from ..files import make_dir as make_dir  # experiment.py and trainer.py still write through checkpoint.make_dir/atomic_write_text
 
 POINTER = "checkpoint.json"
-
-
-def _file_mode() -> int:
-    """The mode a plain `open` would give a new file (0o666 less the umask), not mkstemp's 0o600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call `write(file)` on a temporary file beside `path`, then fsync and rename it to `path`.
-
-    Any OSError (read-only file system, disk full, no permission) becomes a DataError naming
-    `path` and the cause, and leaves no temporary file and no partial `path` behind.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from exc
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def make_dir(path: Path) -> Path:
-    """Create a folder (and its parents) for output, or raise a DataError naming it and the cause."""
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    return Path(path)
 
 
 def save(run_dir: Path, state: Any, meta: dict) -> Path:
@@ -78,7 +29,7 @@ def save(run_dir: Path, state: Any, meta: dict) -> Path:
     run_dir = Path(run_dir)
     leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
     name = f"ckpt-{int(meta['step']):09d}.npz"
-    _atomic_write(run_dir / name, lambda f: np.savez(f, *leaves))
+    atomic_write(run_dir / name, lambda f: np.savez(f, *leaves))
     previous = read_meta(run_dir)
     # keep the previous checkpoint too: runs of a sweep resume from the step all of them reached
     kept = {"file": previous["file"], "step": previous["step"]} if previous and previous.get("file") != name else None

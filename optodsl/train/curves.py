@@ -6,7 +6,7 @@ import io
 import math
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 
 def plot_curves(metrics: list[dict], path: Path, title: str = "") -> None:
