@@ -17,6 +17,7 @@ import typer
 
 from . import rundir
 from .errors import DataError, Interrupted, OptoError, Span, SpecError, TrainingError, render
+from .tasks.records import metric_sets, set_key
 from .train.signals import EXIT_CODES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -70,10 +71,7 @@ def _guard(fn):
 
 def _accuracies(final: dict) -> str:
     """`train 1.000  heldout_labels 0.990 ...`: each evaluation set's accuracy, in the paper's order."""
-    order = ("train", "heldout_labels", "heldout_exemplars", "test_classes")
-    found = {k[: -len("/accuracy")]: v for k, v in final.items() if k.endswith("/accuracy") and k.count("/") == 1}
-    names = [n for n in order if n in found] + sorted(set(found) - set(order))
-    return "  ".join(f"{n} {found[n]:.3f}" for n in names)
+    return "  ".join(f"{n} {final[set_key(n)]:.3f}" for n in metric_sets(final))
 
 
 def _start_distributed() -> None:

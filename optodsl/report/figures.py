@@ -20,10 +20,12 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..syntax.format import format_number
 from ..files import atomic_write_bytes
+from ..tasks.records import set_order
 from .load import LN2, Run, index_order
 
 X_LABEL = "training sequences seen"
-HELDOUT_STYLES = {"heldout_labels": "--", "heldout_exemplars": ":", "test_classes": "-."}
+HELDOUT_STYLES = dict(zip(set_order()[1:], ("--", ":", "-.")))
+"""Line styles of the held-out sets (the sets after the training distribution, in the tasks' order)."""
 MAX_RUNS_WITH_HELDOUT = 3
 MEASURE_NAMES = {
     "induction": ("Induction strength", "induction strength (attention: correct label − others)"),

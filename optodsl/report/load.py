@@ -16,9 +16,8 @@ from typing import Any
 from .. import rundir
 from ..errors import DataError
 from ..sites import PAIR_KEY
+from ..tasks.records import metric_sets
 
-SETS = ("train", "heldout_labels", "heldout_exemplars", "test_classes")
-MEASURES = ("induction", "prev_token")
 LN2 = math.log(2)
 RUN_FILES = ("config.json", "metrics.jsonl")
 
@@ -49,8 +48,7 @@ class Run:
 
     def sets(self) -> list[str]:
         """Evaluation sets with an accuracy in any record, the paper's four first."""
-        found = {k[: -len("/accuracy")] for r in self.metrics for k in r if k.endswith("/accuracy") and k.count("/") == 1}
-        return [s for s in SETS if s in found] + sorted(found - set(SETS))
+        return metric_sets(k for r in self.metrics for k in r)
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """Sequences and values of `key` over the evaluations that have a finite number for it."""

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from ..files import atomic_write_bytes
+from ..tasks.records import set_key, set_of
 
 
 def plot_curves(metrics: list[dict], path: Path, title: str = "") -> None:
@@ -16,12 +17,12 @@ def plot_curves(metrics: list[dict], path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = [k[: -len("/loss")] for k in (metrics[0] if metrics else {}) if k.endswith("/loss") and k.count("/") == 1]
+    sets = [name for key in (metrics[0] if metrics else {}) if (name := set_of(key, "loss")) is not None]
     xs = [m["sequences"] for m in metrics]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for s in sets:
-        ax_loss.plot(xs, [m[f"{s}/loss"] for m in metrics], label=s)
-        ax_acc.plot(xs, [m[f"{s}/accuracy"] for m in metrics], label=s)
+        ax_loss.plot(xs, [m[set_key(s, "loss")] for m in metrics], label=s)
+        ax_acc.plot(xs, [m[set_key(s, "accuracy")] for m in metrics], label=s)
     ax_loss.axhline(math.log(2), color="grey", ls=":", lw=1, label="ln 2")
     ax_loss.set(xlabel="training sequences seen", ylabel="loss (nats)", title="loss", yscale="log")
     ax_acc.axhline(0.5, color="grey", ls=":", lw=1)
