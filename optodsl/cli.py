@@ -365,19 +365,19 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder to search for ru
 
     Example: opto runs runs/   (metrics load into pandas with pandas.read_json(RUN/"metrics.jsonl", lines=True))
     """
-    found = sorted(p.parent for p in root.rglob("config.json")) if root.exists() else []
+    found = rundir.find_runs(root)
     if not found:
-        _fail(f"{root}: no run directories (folders with config.json) found", 2)
+        _fail(f"{root}: no run directories (folders with {' or '.join(rundir.RUN_FILES)}) found", 2)
     for run_dir in found:
         spec, status, seqs, accs = "-", "not started", 0, ""
-        info, summary = run_dir / "spec.json", run_dir / "summary.json"
+        info, summary = run_dir / rundir.SPEC_RECORD, run_dir / rundir.SUMMARY
         bad = info
         try:
             if info.exists():
                 spec = json.loads(info.read_text()).get("path") or "-"
             bad = summary
             data = json.loads(summary.read_text()) if summary.exists() else None
-            bad = run_dir / "checkpoint.json"
+            bad = run_dir / rundir.POINTER
             status, seqs = rundir.status(run_dir, data)
             accs = _accuracies(data["final"]) if data else ""
         except (ValueError, KeyError, TypeError) as exc:

@@ -1,4 +1,10 @@
-"""What a run directory's files say about its run: the one rule for a run's status.
+"""A run directory: the names of its files, which folders are runs, and what its files say about
+its run (the one rule for a run's status).
+
+A run directory holds `config.json` (the resolved settings), `spec.opto` and `spec.json` (the
+spec's canonical text; its hash, path, sweep values and member name), `metrics.jsonl` (one JSON
+object per evaluation), `checkpoint.json` naming the latest `ckpt-<step>.npz`, `summary.json`
+once the run stops, `curves.png`, and `analysis.json` after `opto analyze`.
 
 `summary.json` is written when a run stops in a known way: `complete`, `interrupted` (a signal;
 it names the checkpoint a rerun resumes from), or `failed: ...`. A run with no summary is either
@@ -10,9 +16,46 @@ when the run resumes.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-SUMMARY, POINTER, METRICS = "summary.json", "checkpoint.json", "metrics.jsonl"
+CONFIG = "config.json"
+SPEC_TEXT = "spec.opto"
+SPEC_RECORD = "spec.json"
+METRICS = "metrics.jsonl"
+POINTER = "checkpoint.json"
+SUMMARY = "summary.json"
+CURVES = "curves.png"
+ANALYSIS = "analysis.json"
+
+RUN_FILES = (CONFIG, METRICS)
+"""A folder is a run directory when it holds one of these (the trainer writes both)."""
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is a run directory: a folder holding config.json or metrics.jsonl."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
+
+
+def natural_order(path: Path) -> list:
+    """Sort key that orders names by their numbers, so that run-h10 follows run-h9."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", Path(path).name)]
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """The run directories `folder` names: itself if it is one, else those below it at any depth
+    (hidden folders and the insides of runs are not searched), in natural order (h2 before h10)."""
+    folder = Path(folder)
+    if is_run_dir(folder):
+        return [folder]
+    if not folder.is_dir():
+        return []
+    runs = []
+    for child in sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_order):
+        runs.extend(find_runs(child))
+    return runs
+
 
 UNFINISHED = "running or interrupted"
 """The status of a run that has trained but has no summary: in progress, or killed."""

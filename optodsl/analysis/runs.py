@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .. import rundir
 from ..config import ExperimentConfig
 from ..errors import DataError
 from ..experiment import Experiment, load_experiment, run_dirs
@@ -36,7 +37,7 @@ class TrainedRun:
 
 def spec_record(run_dir: Path) -> dict | None:
     """The run directory's spec.json (spec hash, path, sweep bindings, member name), or None without one."""
-    info = run_dir / "spec.json"
+    info = run_dir / rundir.SPEC_RECORD
     if not info.is_file():
         return None
     try:
@@ -62,8 +63,8 @@ def member_of(exp: Experiment, run_dir: Path) -> Member:
         for m in exp.members:
             if dict(m.bindings) == record.get("bindings"):
                 return m
-    root = run_dir.parent if (run_dir / "config.json").exists() else run_dir
-    listing = "\n    ".join(f"{d}  ({_bindings_text(m.bindings)})" + ("" if (d / "config.json").exists() else "  [no run there]")
+    root = run_dir.parent if (run_dir / rundir.CONFIG).exists() else run_dir
+    listing = "\n    ".join(f"{d}  ({_bindings_text(m.bindings)})" + ("" if (d / rundir.CONFIG).exists() else "  [no run there]")
                                for m, d in zip(exp.members, run_dirs(exp, root)))
     found = ("no spec.json: not one run's directory (a sweep's folder?)" if record is None
              else f"spec.json records {_bindings_text(record.get('bindings') or {}) or 'no sweep values'}, "
@@ -81,7 +82,7 @@ def _settings_between(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, obj
 def run_member(run_dir: Path, config: ExperimentConfig) -> Member | None:
     """The member of the run's own spec.opto that trained in `run_dir`, resolved with the run's
     settings (config.json, `--set` overrides included); None when the run has no spec.opto."""
-    text = run_dir / "spec.opto"
+    text = run_dir / rundir.SPEC_TEXT
     if not text.is_file():
         return None
     member = member_of(load_experiment(text, base=config), run_dir)
@@ -96,7 +97,7 @@ def run_member(run_dir: Path, config: ExperimentConfig) -> Member | None:
 def load_run(run_dir: str | Path, step: int | None = None) -> TrainedRun:
     """Load the model a run directory checkpointed (its latest, or the one at `step`)."""
     path = Path(run_dir)
-    cfg_path = path / "config.json"
+    cfg_path = path / rundir.CONFIG
     if not cfg_path.exists():
         raise DataError(path, "not a run directory", expected="a directory written by `opto run` (config.json, checkpoint.json, ckpt-*.npz)",
                         found="no config.json" if path.is_dir() else "no such directory")

@@ -19,7 +19,6 @@ from ..sites import PAIR_KEY
 from ..tasks.records import metric_sets
 
 LN2 = math.log(2)
-RUN_FILES = ("config.json", "metrics.jsonl")
 
 _HEAD = re.compile(r"^L(\d+)\.H(\d+)$")
 
@@ -88,11 +87,6 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def is_run_dir(path: Path) -> bool:
-    """A run directory holds config.json or metrics.jsonl (the trainer writes both)."""
-    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
-
-
 def expand(paths: list[Path]) -> list[Path]:
     """Run directories named by `paths`: each a run, or a folder whose run subfolders (at any depth) are
     taken in natural order (h2 before h10); a run named twice is kept once.
@@ -107,10 +101,7 @@ def expand(paths: list[Path]) -> list[Path]:
         if not path.is_dir():
             raise DataError(path, "not a run directory", expected="a folder holding config.json and metrics.jsonl",
                             found="a file")
-        if is_run_dir(path):
-            found.append(path)
-            continue
-        inner = _runs_below(path)
+        inner = rundir.find_runs(path)
         if not inner:
             entries = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
             shown = ", ".join(entries[:8]) + (f", ... ({len(entries)} entries)" if len(entries) > 8 else "")
@@ -125,18 +116,6 @@ def expand(paths: list[Path]) -> list[Path]:
             seen.add(key)
             unique.append(p)
     return unique
-
-
-def natural_order(path: Path) -> list:
-    """Sort key that orders names by their numbers, so that run-h10 follows run-h9."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
-
-
-def _runs_below(folder: Path) -> list[Path]:
-    runs = []
-    for child in sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_order):
-        runs.extend([child] if is_run_dir(child) else _runs_below(child))
-    return runs
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -176,17 +155,17 @@ def read_metrics(path: Path) -> list[dict]:
 def load_run(path: Path) -> Run:
     """Read one run directory: metrics, and config/spec/summary/analysis where present."""
     path = Path(path)
-    metrics_path = path / "metrics.jsonl"
+    metrics_path = path / rundir.METRICS
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
-    config = read_json(path / "config.json", "run configuration") if (path / "config.json").is_file() else {}
-    info = read_json(path / "spec.json", "spec record") if (path / "spec.json").is_file() else {}
-    summary = read_json(path / "summary.json", "run summary") if (path / "summary.json").is_file() else None
-    for name, value in (("config.json", config), ("spec.json", info), ("summary.json", summary)):
+    config = read_json(path / rundir.CONFIG, "run configuration") if (path / rundir.CONFIG).is_file() else {}
+    info = read_json(path / rundir.SPEC_RECORD, "spec record") if (path / rundir.SPEC_RECORD).is_file() else {}
+    summary = read_json(path / rundir.SUMMARY, "run summary") if (path / rundir.SUMMARY).is_file() else None
+    for name, value in ((rundir.CONFIG, config), (rundir.SPEC_RECORD, info), (rundir.SUMMARY, summary)):
         if value is not None and not isinstance(value, dict):
             raise DataError(path / name, "malformed file", expected="a JSON object", found=type(value).__name__)
     analysis = None
-    if (path / "analysis.json").is_file():
-        analysis = validate_analysis(path / "analysis.json", read_json(path / "analysis.json", "analysis"))
+    if (path / rundir.ANALYSIS).is_file():
+        analysis = validate_analysis(path / rundir.ANALYSIS, read_json(path / rundir.ANALYSIS, "analysis"))
     spec = info.get("path") if isinstance(info.get("path"), str) else None
     member = info.get("member") if isinstance(info.get("member"), str) else None
     bindings = info.get("bindings") if isinstance(info.get("bindings"), dict) else {}
