@@ -121,13 +121,14 @@ def test_cli_analyze_refuses_a_run_whose_interventions_are_unknown(runs, tmp_pat
 
 
 def test_the_report_refuses_a_malformed_interventions_field(tmp_path):
+    from optodsl.analysis.schema import Analysis
     from optodsl.errors import DataError
-    from optodsl.report.load import validate_analysis
 
-    assert validate_analysis(tmp_path, {"interventions": ["ablate L2.H0"], "bare": False})["interventions"] == ["ablate L2.H0"]
-    assert validate_analysis(tmp_path, {})["interventions"] is None  # an analysis.json written before the field
+    read = Analysis.checked({"interventions": ["ablate L2.H0"], "bare": False}, tmp_path).for_report()
+    assert read["interventions"] == ["ablate L2.H0"]
+    assert Analysis.checked({}, tmp_path).for_report()["interventions"] is None  # an analysis.json written before the field
     with pytest.raises(DataError, match="interventions"):
-        validate_analysis(tmp_path, {"interventions": 3})
+        Analysis.checked({"interventions": 3}, tmp_path)
 
 
 def test_cli_analyze_a_sweep_member_under_its_own_values(runs, tmp_path):

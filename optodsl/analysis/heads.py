@@ -5,7 +5,7 @@ settings, so an analysis means exactly what the same line means in a training sp
 each one is added to the run's own interventions (the forward its evaluations used), so the full
 model scores what the run's final evaluation scored; `bare` scores the network without them. An
 analysis line that conflicts with one of the run's (another value at the same site) is refused.
-The result is one JSON-ready dict (the layout `opto report` reads).
+The result is one JSON-ready dict, an `Analysis` (`optodsl.analysis.schema`, the layout `opto report` reads).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..semantics.spec import check_conflicts
 from ..sites import layer_pairs, pair_key
 from .evaluate import Outcome, Sequences, activations, evaluate_plans, evaluation_set
 from .runs import TrainedRun
+from .schema import Analysis
 
 ANALYSES = ("heads", "groups", "paths", "composition", "subset")
 PAIRED = ("paths", "composition")
@@ -206,7 +207,7 @@ def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[G
         result["composition"] = {pair_key(la, lb): composition_scores(run, la, lb) for la, lb in layer_pairs(last)}
     if "subset" in what:
         result["subset"] = _subset(outcomes, last, heads)
-    return result
+    return Analysis.model_validate(result).to_json()
 
 
 def _subset(outcomes: dict[str, Outcome], layer: int, heads) -> dict:

@@ -18,10 +18,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from ..syntax.format import format_number
+from ..analysis.schema import index_order
 from ..files import atomic_write_bytes
+from ..syntax.format import format_number
 from ..tasks.records import set_order
-from .load import LN2, Run, index_order
+from .load import LN2, Run
 
 X_LABEL = "training sequences seen"
 HELDOUT_STYLES = dict(zip(set_order()[1:], ("--", ":", "-.")))

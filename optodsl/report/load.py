@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import rundir
+from ..analysis.schema import Analysis
 from ..errors import DataError
-from ..sites import PAIR_KEY
 from ..tasks.records import metric_sets
 
 LN2 = math.log(2)
@@ -25,7 +25,7 @@ _HEAD = re.compile(r"^L(\d+)\.H(\d+)$")
 
 @dataclass(frozen=True)
 class Run:
-    """One run directory as the report sees it; `analysis` is the validated analysis.json or None."""
+    """One run directory as the report sees it; `analysis` is its checked analysis.json (`Analysis.for_report`) or None."""
 
     path: Path
     label: str
@@ -75,12 +75,6 @@ def head_order(name: str) -> tuple[int, int]:
     """Sort key of `L<l>.H<h>` so that H10 follows H9."""
     m = _HEAD.match(name)
     return (int(m.group(1)), int(m.group(2))) if m else (math.inf, math.inf)
-
-
-def index_order(name: str) -> tuple[int, str]:
-    """Sort key of `H3` or `L2` by its number, so that H10 follows H9."""
-    digits = name[1:]
-    return (int(digits), name) if digits.isdigit() else (1 << 30, name)
 
 
 def _is_number(v: Any) -> bool:
@@ -165,7 +159,7 @@ def load_run(path: Path) -> Run:
             raise DataError(path / name, "malformed file", expected="a JSON object", found=type(value).__name__)
     analysis = None
     if (path / rundir.ANALYSIS).is_file():
-        analysis = validate_analysis(path / rundir.ANALYSIS, read_json(path / rundir.ANALYSIS, "analysis"))
+        analysis = Analysis.checked(read_json(path / rundir.ANALYSIS, "analysis"), path / rundir.ANALYSIS).for_report()
     spec = info.get("path") if isinstance(info.get("path"), str) else None
     member = info.get("member") if isinstance(info.get("member"), str) else None
     bindings = info.get("bindings") if isinstance(info.get("bindings"), dict) else {}
@@ -226,119 +220,3 @@ def plateau(run: Run, tolerance: float = 0.05, key: str = "train/loss", level: f
         else:
             length = 0
     return best
-
-
-def _number(value: Any, where: str, path: Path) -> float:
-    if value is None:
-        return math.nan
-    if not _is_number(value):
-        raise DataError(path, f"malformed analysis: {where}", expected="a number", found=repr(value)[:60])
-    return float(value)
-
-
-def _scores(value: Any, where: str, path: Path) -> dict[str, float]:
-    if not isinstance(value, dict):
-        raise DataError(path, f"malformed analysis: {where}", expected="an object with 'accuracy' and 'loss'",
-                        found=repr(value)[:60])
-    return {k: _number(value.get(k), f"{where}.{k}", path) for k in ("accuracy", "loss")}
-
-
-def _by_pair(section: Any, single: bool, where: str, path: Path) -> dict[str, Any]:
-    """A paths or composition section keyed by layer pair (`L1-L2`, ...), in layer order; an analysis
-    written before there were pairs (one unkeyed entry, `single`) is the pair L1-L2."""
-    if single:
-        return {"L1-L2": section}
-    if not isinstance(section, dict) or not section or not all(isinstance(k, str) and PAIR_KEY.match(k) for k in section):
-        raise DataError(path, f"malformed analysis: {where}", expected="an object keyed by layer pair (L1-L2, L1-L3, ...)",
-                        found=repr(section)[:60])
-    return dict(sorted(section.items(), key=lambda kv: tuple(int(x) for x in PAIR_KEY.match(kv[0]).groups())))
-
-
-def _matrix(value: Any, where: str, path: Path) -> list[list[float]]:
-    ok = (isinstance(value, list) and value and all(isinstance(row, list) and row for row in value)
-          and len({len(row) for row in value}) == 1)
-    if not ok:
-        raise DataError(path, f"malformed analysis: {where}", expected="a non-empty rectangular list of rows of numbers",
-                        found=repr(value)[:60])
-    return [[_number(v, f"{where}[{i}][{j}]", path) for j, v in enumerate(row)] for i, row in enumerate(value)]
-
-
-def validate_analysis(path: Path, data: Any) -> dict:
-    """Check analysis.json's sections (each optional) and return them with numbers as floats (NaN for null).
-
-    Raises DataError naming the file and the malformed section, so the report never draws garbage.
-    """
-    if not isinstance(data, dict):
-        raise DataError(path, "malformed analysis", expected="a JSON object", found=type(data).__name__)
-    out: dict[str, Any] = {k: data.get(k) for k in ("run_dir", "spec", "sequences", "eval", "bare", "bindings")}
-    interventions = data.get("interventions")  # absent from analyses written before it was recorded
-    if not (interventions in (None, "none") or (isinstance(interventions, list) and all(isinstance(t, str) for t in interventions))):
-        raise DataError(path, "malformed analysis: interventions", expected="'none' or a list of spec lines",
-                        found=repr(interventions)[:60])
-    out["interventions"] = interventions
-    out["chance"] = _number(data.get("chance", 0.5), "chance", path)
-    if "full" in data:
-        out["full"] = _scores(data["full"], "full", path)
-    if "heads" in data:
-        heads = data["heads"]
-        if not isinstance(heads, dict):
-            raise DataError(path, "malformed analysis: heads", expected="an object keyed by layer (L1, L2, ...)",
-                            found=repr(heads)[:60])
-        out["heads"] = {}
-        for layer in sorted(heads, key=index_order):
-            modes = heads[layer]
-            if not isinstance(modes, dict):
-                raise DataError(path, f"malformed analysis: heads.{layer}", expected="an object with ablate_one/only_one",
-                                found=repr(modes)[:60])
-            out["heads"][layer] = {}
-            for mode in ("ablate_one", "only_one"):
-                if mode in modes:
-                    per = modes[mode]
-                    if not isinstance(per, dict):
-                        raise DataError(path, f"malformed analysis: heads.{layer}.{mode}",
-                                        expected="an object keyed by head (H0, ...)", found=repr(per)[:60])
-                    out["heads"][layer][mode] = {h: _scores(per[h], f"heads.{layer}.{mode}.{h}", path)
-                                                 for h in sorted(per, key=index_order)}
-    if "groups" in data:
-        groups = data["groups"]
-        if not isinstance(groups, list):
-            raise DataError(path, "malformed analysis: groups", expected="a list of groups", found=repr(groups)[:60])
-        out["groups"] = []
-        for i, g in enumerate(groups):
-            if not isinstance(g, dict):
-                raise DataError(path, f"malformed analysis: groups[{i}]", expected="an object", found=repr(g)[:60])
-            item = {"name": str(g.get("name", f"group {i}")), "layer": g.get("layer"), "heads": g.get("heads")}
-            for mode in ("ablated", "pattern_preserving", "value_preserving"):
-                if mode in g:
-                    item[mode] = _scores(g[mode], f"groups[{i}].{mode}", path)
-            out["groups"].append(item)
-    if "paths" in data:
-        paths = _by_pair(data["paths"], isinstance(data["paths"], dict) and "accuracy" in data["paths"], "paths", path)
-        out["paths"] = {}
-        for pair, entry in paths.items():
-            if not isinstance(entry, dict) or "accuracy" not in entry:
-                raise DataError(path, f"malformed analysis: paths.{pair}", expected="an object with an 'accuracy' matrix",
-                                found=repr(entry)[:60])
-            out["paths"][pair] = {"accuracy": _matrix(entry["accuracy"], f"paths.{pair}.accuracy", path)}
-    if "composition" in data:
-        comp = data["composition"]
-        comp = _by_pair(comp, isinstance(comp, dict) and bool(set(comp) & {"Q", "K", "V"}), "composition", path)
-        out["composition"] = {}
-        for pair, kinds in comp.items():
-            if not isinstance(kinds, dict) or not set(kinds) & {"Q", "K", "V"}:
-                raise DataError(path, f"malformed analysis: composition.{pair}", expected="an object with Q, K and V matrices",
-                                found=repr(kinds)[:60])
-            out["composition"][pair] = {k: _matrix(kinds[k], f"composition.{pair}.{k}", path) for k in ("Q", "K", "V") if k in kinds}
-    if "subset" in data:
-        sub = data["subset"]
-        if not isinstance(sub, dict):
-            raise DataError(path, "malformed analysis: subset", expected="an object", found=repr(sub)[:60])
-        item = {k: sub.get(k) for k in ("reference", "sequences", "wrong")}
-        for k in ("accuracy_all", "accuracy_on_wrong"):
-            per = sub.get(k, {})
-            if not isinstance(per, dict):
-                raise DataError(path, f"malformed analysis: subset.{k}", expected="an object keyed by head",
-                                found=repr(per)[:60])
-            item[k] = {h: _number(per[h], f"subset.{k}.{h}", path) for h in sorted(per, key=index_order)}
-        out["subset"] = item
-    return out

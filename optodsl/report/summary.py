@@ -10,9 +10,10 @@ import os
 import re
 from pathlib import Path
 
+from ..analysis.schema import index_order
 from ..tasks.records import set_key, set_order
 from .figures import curves_of
-from .load import Run, index_order, phase_change, plateau
+from .load import Run, phase_change, plateau
 
 PHASE_THRESHOLD = 0.9
 PLATEAU_TOLERANCE = 0.05

@@ -1,0 +1,266 @@
+"""`analysis.json`, defined once: what `opto analyze` writes and `opto report` reads.
+
+`optodsl.analysis.heads.analyze` builds an `Analysis` and writes `to_json()`; the report checks a
+file with `Analysis.checked(data, path)` (a malformed section is a `DataError` naming the file and
+the section) and draws from `for_report()`, where a null number (no wrong sequences, say) is NaN.
+
+Every section is optional, so an analysis of some sections only (`--only`) reads back; files
+written before there were layer pairs (one unkeyed `paths` or `composition` entry, the pair
+L1-L2) and before `interventions` was recorded still read.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainValidator, StrictBool, StrictInt, ValidationError,
+                      WrapSerializer, field_validator, model_serializer, model_validator)
+
+from ..errors import DataError
+from ..sites import PAIR_KEY
+
+_NAN = "null_as_nan"
+"""Serialisation context key: dump null numbers as NaN (for drawing), not None."""
+
+
+def index_order(name: str) -> tuple[int, str]:
+    """Sort key of `H3` or `L2` by its number, so that H10 follows H9."""
+    digits = name[1:]
+    return (int(digits), name) if digits.isdigit() else (1 << 30, name)
+
+
+def _number(value: Any) -> int | float | None:
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        raise ValueError("a number")
+    return value
+
+
+def _null_as_nan(value, handler, info):
+    if value is None and (info.context or {}).get(_NAN):
+        return math.nan
+    return handler(value)
+
+
+Number = Annotated[int | float | None, PlainValidator(_number), WrapSerializer(_null_as_nan)]
+"""A score: a number, or null where there is nothing to score."""
+
+
+def _rectangular(rows: list[list]) -> list[list]:
+    if not rows or not all(rows) or len({len(row) for row in rows}) != 1:
+        raise ValueError("a non-empty rectangular list of rows of numbers")
+    return rows
+
+
+Matrix = Annotated[list[list[Number]], AfterValidator(_rectangular)]
+"""Rows of an earlier layer's heads by columns of a later layer's."""
+
+
+def _lines(value: Any) -> Any:
+    if value is None or value == "none" or (isinstance(value, list) and all(isinstance(t, str) for t in value)):
+        return value
+    raise ValueError("'none' or a list of spec lines")
+
+
+Lines = Annotated[Literal["none"] | list[str] | None, BeforeValidator(_lines)]
+"""The run's own intervention lines every score is taken under, or "none"; absent from older files."""
+
+
+def _pair(key: str) -> str:
+    if not PAIR_KEY.match(key):
+        raise ValueError("a layer pair such as L1-L2")
+    return key
+
+
+def _by_pair(section: dict) -> dict:
+    if not section:
+        raise ValueError("an object keyed by layer pair (L1-L2, L1-L3, ...)")
+    return dict(sorted(section.items(), key=lambda kv: tuple(int(x) for x in PAIR_KEY.match(kv[0]).groups())))
+
+
+def _by_index(section: dict) -> dict:
+    return dict(sorted(section.items(), key=lambda kv: index_order(kv[0])))
+
+
+PairKey = Annotated[str, AfterValidator(_pair)]
+
+
+class _Part(BaseModel):
+    """A part of the file: frozen, unknown keys ignored; the fields in `OMITTED_WHEN_ABSENT` are left
+    out of the dump when absent (None), as the writer leaves out what it did not compute."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_absent(self, handler):
+        data = handler(self)
+        for name in self.OMITTED_WHEN_ABSENT:
+            if getattr(self, name) is None:
+                data.pop(name, None)
+        return data
+
+
+class Scores(_Part):
+    """Accuracy and mean loss (nats) of one forward on the evaluation sequences."""
+
+    accuracy: Number = None
+    loss: Number = None
+
+
+class EvalSet(_Part):
+    """The sequences every score is taken on: the set, how many, and whether they are its every one."""
+
+    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("set", "sequences", "enumerated")
+
+    set: str | None = None
+    sequences: StrictInt | None = None
+    enumerated: StrictBool | None = None
+
+
+class HeadModes(_Part):
+    """One layer's heads (`H0`, ...), each ablated alone or kept on alone (Figure 4a)."""
+
+    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("ablate_one", "only_one")
+
+    ablate_one: dict[str, Scores] | None = None
+    only_one: dict[str, Scores] | None = None
+
+    @field_validator("ablate_one", "only_one")
+    @classmethod
+    def _in_order(cls, heads: dict | None) -> dict | None:
+        return None if heads is None else _by_index(heads)
+
+
+class Group(_Part):
+    """A group of one layer's heads ablated, and ablated keeping the next layer's pattern or values (Table 1)."""
+
+    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("ablated", "pattern_preserving", "value_preserving")
+
+    name: str
+    layer: Any = None
+    heads: Any = None
+    ablated: Scores | None = None
+    pattern_preserving: Scores | None = None
+    value_preserving: Scores | None = None
+
+
+class PathMap(_Part):
+    """Accuracy with one head of the earlier layer and one of the later layer kept on (Figure 11b)."""
+
+    accuracy: Matrix
+
+
+class Composition(_Part):
+    """Q-, K- and V-composition scores from the earlier layer's heads to the later layer's (Figure 11c)."""
+
+    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("Q", "K", "V")
+
+    Q: Matrix | None = None
+    K: Matrix | None = None
+    V: Matrix | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> "Composition":
+        if self.Q is None and self.K is None and self.V is None:
+            raise ValueError("an object with Q, K and V matrices")
+        return self
+
+
+class Subset(_Part):
+    """Table 2: each head's accuracy kept on alone, on all sequences and on those the reference head gets wrong."""
+
+    reference: str | None = None
+    sequences: StrictInt | None = None
+    wrong: StrictInt | None = None
+    accuracy_all: dict[str, Number] = {}
+    accuracy_on_wrong: dict[str, Number] = {}
+
+    @field_validator("accuracy_all", "accuracy_on_wrong")
+    @classmethod
+    def _in_order(cls, heads: dict) -> dict:
+        return _by_index(heads)
+
+
+class Analysis(_Part):
+    """One run's `analysis.json`: which checkpoint, under which interventions, on which sequences,
+    and the sections `opto analyze` computed."""
+
+    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("full", "heads", "groups", "paths", "composition", "subset")
+
+    run_dir: str | None = None
+    spec: str | None = None
+    sequences: StrictInt | None = None
+    bare: StrictBool | None = None
+    interventions: Lines = None
+    bindings: dict[str, Any] | None = None
+    eval: EvalSet | None = None
+    chance: Number = 0.5
+    full: Scores | None = None
+    heads: dict[str, HeadModes] | None = None
+    groups: list[Group] | None = None
+    paths: dict[PairKey, PathMap] | None = None
+    composition: dict[PairKey, Composition] | None = None
+    subset: Subset | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_layouts(cls, data: Any) -> Any:
+        """Unnamed groups are named by their place; one unkeyed paths or composition entry is the pair L1-L2."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("groups"), list):
+            data["groups"] = [{"name": f"group {i}", **g} if isinstance(g, dict) and "name" not in g else g
+                              for i, g in enumerate(data["groups"])]
+        paths, comp = data.get("paths"), data.get("composition")
+        if isinstance(paths, dict) and "accuracy" in paths:
+            data["paths"] = {"L1-L2": paths}
+        if isinstance(comp, dict) and set(comp) & {"Q", "K", "V"}:
+            data["composition"] = {"L1-L2": comp}
+        return data
+
+    @field_validator("heads")
+    @classmethod
+    def _layers_in_order(cls, layers: dict | None) -> dict | None:
+        return None if layers is None else _by_index(layers)
+
+    @field_validator("paths", "composition")
+    @classmethod
+    def _pairs_in_order(cls, pairs: dict | None) -> dict | None:
+        return None if pairs is None else _by_pair(pairs)
+
+    def to_json(self) -> dict:
+        """The JSON-ready dict `opto analyze` prints and writes: absent sections left out, nulls kept."""
+        return self.model_dump(mode="json")
+
+    def for_report(self) -> dict:
+        """The dict the report draws from: absent sections left out, null numbers as NaN."""
+        return self.model_dump(context={_NAN: True})
+
+    @classmethod
+    def checked(cls, data: Any, path) -> "Analysis":
+        """`data` (a parsed analysis.json) checked against the layout; a DataError names `path` and the
+        first malformed section."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where, value = _located(data, error["loc"])
+            expected = error["msg"].removeprefix("Value error, ")
+            raise DataError(path, "malformed analysis" + (f": {where}" if where else ""), expected=expected,
+                            found=repr(value)[:60]) from None
+
+
+def _located(data: Any, loc: tuple) -> tuple[str, Any]:
+    """The deepest part of `data` along a validation error's location, as `groups[0].ablated`, and its value."""
+    where, value = "", data
+    for key in loc:
+        if isinstance(value, dict) and key in value:
+            where += f".{key}" if where else str(key)
+        elif isinstance(value, list) and isinstance(key, int) and 0 <= key < len(value):
+            where += f"[{key}]"
+        else:
+            break
+        value = value[key]
+    return where, value
