@@ -11,7 +11,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from .tasks.base import previous_occurrence
+from .tasks.base import induction_targets
+from .tasks.fewshot import correct_labels
 
 Measure = Callable[[dict[str, jax.Array], dict[str, jax.Array], int], dict[str, jax.Array]]
 MEASURES: dict[str, Measure] = {}
@@ -31,12 +32,13 @@ def _per_head(name: str, values: jax.Array, layer: int) -> dict[str, jax.Array]:
 @measure("induction")
 def induction_strength(acts, batch, layers: int) -> dict[str, jax.Array]:
     """Attention from the query to the correct label token minus the mean to the other label tokens; on a
-    token task, the prefix-matching score (Olsson et al. 2022): the mean attention from each position to
-    the position after the previous occurrence of its token, over positions whose token occurred before."""
+    token task, the prefix-matching score (Olsson et al. 2022): the attention from each position to the
+    positions after earlier occurrences of its token (all of them: a segment repeated three times, or a
+    Markov chain's statistical induction head, spreads over several), averaged over positions whose token
+    occurred before. A perfect `induction` pattern of strength s scores s."""
     if "tokens" in batch:
         return _prefix_matching(acts, batch["tokens"], layers)
-    cls = batch["classes"]
-    correct = (cls[:, :-1] == cls[:, -1:]).astype(jnp.float32)  # (B, P)
+    correct = correct_labels(batch["classes"])  # (B, P)
     n_other = jnp.maximum(correct.shape[1] - 1, 1)
     out = {}
     for layer in range(1, layers + 1):
@@ -49,15 +51,21 @@ def induction_strength(acts, batch, layers: int) -> dict[str, jax.Array]:
 
 
 def _prefix_matching(acts, tokens: jax.Array, layers: int) -> dict[str, jax.Array]:
-    target = previous_occurrence(tokens)  # (B, T)
-    found = (target >= 0).astype(jnp.float32)
+    targets = induction_targets(tokens).astype(jnp.float32)  # (B, T, S)
+    found = targets.max(-1)  # (B, T): t's token occurred before
     out = {}
     for layer in range(1, layers + 1):
-        pattern = acts[f"L{layer}.pattern"]  # (B, H, T, T)
-        onto = jnp.take_along_axis(pattern, jnp.maximum(target, 0)[:, None, :, None], axis=-1)[..., 0]  # (B, H, T)
+        pattern = acts[f"L{layer}.pattern"]  # (B, H, T, S)
+        onto = (pattern * targets[:, None]).sum(-1)  # (B, H, T)
         score = (onto * found[:, None]).sum((0, 2)) / jnp.maximum(found.sum(), 1.0)
         out.update(_per_head("induction", score, layer))
     return out
+
+
+def previous_token_attention(pattern: jax.Array) -> jax.Array:
+    """Per head, the mean attention from each position i >= 1 to position i-1: (B, H, T, T) -> (H,)."""
+    t = pattern.shape[-1]
+    return pattern[:, :, jnp.arange(1, t), jnp.arange(t - 1)].mean((0, 2))
 
 
 @measure("prev_token")
@@ -65,10 +73,7 @@ def prev_token_attention(acts, batch, layers: int) -> dict[str, jax.Array]:
     """Mean attention from each position i >= 1 to position i-1."""
     out = {}
     for layer in range(1, layers + 1):
-        pattern = acts[f"L{layer}.pattern"]
-        t = pattern.shape[-1]
-        prev = pattern[:, :, jnp.arange(1, t), jnp.arange(t - 1)]  # (B, H, T-1)
-        out.update(_per_head("prev_token", prev.mean((0, 2)), layer))
+        out.update(_per_head("prev_token", previous_token_attention(acts[f"L{layer}.pattern"]), layer))
     return out
 
 

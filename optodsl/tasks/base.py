@@ -114,6 +114,15 @@ def previous_occurrence(tokens: jax.Array) -> jax.Array:
     return jnp.where(last >= 0, last + 1, -1)
 
 
+def induction_targets(tokens: jax.Array) -> jax.Array:
+    """(B, T, T): True where position s follows an earlier occurrence of token t (tokens[s-1] ==
+    tokens[t], s-1 < t): every place an induction head may look from t to predict the next token."""
+    t = tokens.shape[1]
+    pos = jnp.arange(t)
+    before = jnp.concatenate([jnp.full_like(tokens[:, :1], -1), tokens[:, :-1]], axis=1)  # token at s-1
+    return (tokens[:, :, None] == before[:, None, :]) & (pos[None, :] >= 1)[None] & (pos[None, :] <= pos[:, None])[None]
+
+
 def induction_rows(tokens: jax.Array, strength: jax.Array) -> jax.Array:
     """The token tasks' `induction` pattern (B, 1, T, T): row t puts `strength` on the position after
     the previous occurrence of token t and the rest on t itself; a row whose token has not occurred

@@ -56,6 +56,27 @@ def test_a_pattern_the_task_does_not_define_lists_the_ones_it_has():
     assert info.value.hint == "its patterns are prev_token, induction, uniform, attend_first" and info.value.span.line == 11
 
 
+def test_the_prefix_matching_score_counts_every_earlier_occurrence():
+    """A segment seen twice before: a head that splits its attention between the positions after both
+    earlier occurrences is a perfect induction head (score 1), and so is the `induction` pattern, which
+    picks the latest; attention to the occurrences themselves scores 0."""
+    from optodsl.measures import measures_fn
+
+    tokens = jax.numpy.array([[5, 6, 7, 5, 6, 7, 5, 6]])
+    t = tokens.shape[1]
+    split = np.zeros((1, 1, t, t), np.float32)
+    onto_token = np.zeros((1, 1, t, t), np.float32)
+    for i in range(t):
+        after = [s for s in range(1, i + 1) if tokens[0, s - 1] == tokens[0, i]]
+        same = [s for s in range(i) if tokens[0, s] == tokens[0, i]]
+        split[0, 0, i, after or [i]] = 1 / max(len(after), 1)
+        onto_token[0, 0, i, same or [i]] = 1 / max(len(same), 1)
+    score = measures_fn(("induction",), 1)
+    for pattern, expected in ((split, 1.0), (induction_rows(tokens, 1.0), 1.0), (onto_token, 0.0)):
+        value = score({"L1.pattern": jax.numpy.asarray(pattern)}, {"tokens": tokens}, None)["induction/L1.H0"]
+        assert float(value) == pytest.approx(expected)
+
+
 def test_an_induction_head_forms_and_the_in_context_score_jumps():
     metrics = run("", 24_000, 8_000)
     first, last = metrics[0], metrics[-1]
