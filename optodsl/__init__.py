@@ -12,5 +12,6 @@ from .config import (
 )
 from .errors import DataError as DataError, SpecError as SpecError, TrainingError as TrainingError, render as render
 from .model.overrides import Context as Context, Overrides as Overrides
+from .model.protocol import Intervenable as Intervenable, Site as Site
 from .model.transformer import Transformer as Transformer, init_model as init_model
-from .train.trainer import train as train
+from .train.trainer import load_trained as load_trained, train as train

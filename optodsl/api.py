@@ -5,23 +5,30 @@ import optodsl
 compiled = optodsl.compile("clamp L1.H2.pattern = prev_token", optodsl.ModelConfig())
 logits, acts = compiled.forward(model, batch, optodsl.Context(sequences=jnp.asarray(0)))
 ```
-Any Equinox model that follows the `Intervenable` protocol (`model(batch, overrides) ->
-(query logits, activations)`, with each site passed through `overrides.apply(key, value)`)
-can be driven by a compiled spec; see docs/embedding.md.
+A model of one's own that implements the site protocol (`optodsl.model.protocol.Intervenable`:
+`sites(layout)` declares its sites, `model(batch, overrides) -> (logits, activations)` passes each
+through `overrides.apply(key, value)`) is compiled for with `compile(..., model=mine)`, which
+resolves the spec against its sites; see docs/embedding.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import jax
 
-from .compile.lower import CompiledPlan, overrides
+from .compile.lower import CompiledPlan, compile_member, overrides
 from .config import DataConfig, ExperimentConfig, ModelConfig
-from .experiment import Experiment, load_experiment, plan_for
+from .experiment import Experiment, graft_warnings, load_experiment, plan_for
 from .model.overrides import Context, Overrides
-from .tasks import layout
+from .model.protocol import ModelSource, SiteTable, declared
+from .semantics.spec import resolve_spec
+from .syntax import format_spec, load_spec, load_text
+from .tasks import Layout, layout
+from .train.trainer import load_trained
 
 
 @dataclass
@@ -30,6 +37,11 @@ class Compiled:
 
     experiment: Experiment
     plans: list[CompiledPlan]
+
+    @property
+    def config(self) -> ExperimentConfig:
+        """The resolved settings of the first run (the spec's `set` statements applied): what `train` takes."""
+        return self.experiment.members[0].config
 
     @property
     def forward(self) -> CompiledPlan:
@@ -48,10 +60,14 @@ class Compiled:
 
 
 def compile(source: str | Path, model_config: ModelConfig | ExperimentConfig | None = None,
-            data_config: DataConfig | None = None, settings: dict[str, object] | None = None) -> Compiled:
+            data_config: DataConfig | None = None, settings: dict[str, object] | None = None, *,
+            model: ModelSource | None = None) -> Compiled:
     """Parse, validate and compile a spec (text or a `.opto` path) for a model configuration.
 
-    Raises `SpecError` (render it with `optodsl.errors.render`) for any problem in the spec.
+    With `model` (a model of one's own: an instance, or a factory `key -> model`), selectors resolve
+    against its declared sites instead of the built-in transformer's, and the settings (an
+    `ExperimentConfig`) give the task it runs on. Raises `SpecError` (render it with
+    `optodsl.errors.render`) for any problem in the spec.
     """
     base = ExperimentConfig()
     if isinstance(model_config, ExperimentConfig):
@@ -60,5 +76,22 @@ def compile(source: str | Path, model_config: ModelConfig | ExperimentConfig | N
         base = base.model_copy(update={"model": model_config})
     if data_config is not None:
         base = base.model_copy(update={"data": data_config})
-    exp = load_experiment(source, settings, base=base)
-    return Compiled(exp, [plan_for(m) for m in exp.members])
+    if model is None:
+        exp = load_experiment(source, settings, base=base)
+        return Compiled(exp, [plan_for(m) for m in exp.members])
+    sites = declared(model).sites
+    exp = _experiment(source, settings, base, sites)
+    return Compiled(exp, [compile_member(m, {run: load_trained(run, m.config, model=model)[0] for run in m.grafts}, sites)
+                          for m in exp.members])
+
+
+def _experiment(source: str | Path, settings: dict[str, object] | None, base: ExperimentConfig,
+                sites: Callable[[Layout], SiteTable]) -> Experiment:
+    """`load_experiment` with selectors resolved against a model's own site declaration; a `graft`
+    there reads a run of the same model."""
+    is_path = isinstance(source, Path) or (source.endswith(".opto") and "\n" not in source)
+    spec = load_spec(source) if is_path else load_text(source)
+    canonical = format_spec(spec)
+    members, warnings = resolve_spec(spec, base, settings or {}, sites=sites)
+    return Experiment(spec, canonical, hashlib.sha256(canonical.encode()).hexdigest(), members,
+                      warnings + graft_warnings(members))

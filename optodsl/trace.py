@@ -9,29 +9,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .compile.lower import Probed
+from .compile.lower import CompiledPlan, Probed, compile_member
 from .experiment import plan_for
 from .model.overrides import Context
+from .model.protocol import ModelSource, declared, factory
 from .semantics.plan import Member
 from .tasks import build_task
 from .train.trainer import load_trained, new_model
 
 
 def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir: Path | None, seed: int,
-               pass_name: str = "last") -> dict:
+               pass_name: str = "last", model: ModelSource | None = None) -> dict:
     """Tokens of one sampled training sequence and each requested site's values under the plan, in
-    pass `pass_name` ("first" or "last", `PASS_NAMES`; a one-pass plan's only pass is both)."""
+    pass `pass_name` ("first" or "last", `PASS_NAMES`; a one-pass plan's only pass is both).
+
+    `model` is a model of one's own (an instance, or a factory `key -> model`) that `member` was
+    resolved against (`optodsl.compile(..., model=...)`); without it, the built-in transformer."""
     config = member.config
-    model = new_model(config, jax.random.PRNGKey(config.seed.init))
+    init = jax.random.PRNGKey(config.seed.init)
+    network = new_model(config, init) if model is None else factory(model)(init)
     sequences = 0
     if run_dir is not None:
-        model, sequences = load_trained(run_dir, config)
+        network, sequences = load_trained(run_dir, config, model=model)
     task = build_task(config)
     batch = task.sample(jax.random.PRNGKey(seed), "train", 1)
-    plan = plan_for(member)
+    plan = plan_for(member) if model is None else member_plan(member, model)
     plan = plan.plan if isinstance(plan, Probed) else plan
     run = eqx.filter_jit(lambda m, b, n: plan.each_pass(m, b, Context(sequences=n, training=False)))
-    logits, passes = run(model, batch, jnp.asarray(sequences))
+    logits, passes = run(network, batch, jnp.asarray(sequences))
     acts = passes[pass_name]
     out = {}
     for label, key, head in sites:
@@ -39,3 +44,10 @@ def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir
         out[label] = (value[head] if head is not None else value).tolist()
     return {"task": config.task.name, "tokens": task.words(batch), "input": task.inputs(batch),
             **task.readout(logits, batch), "sequences": sequences, "pass": pass_name, "passes": plan.passes, "sites": out}
+
+
+def member_plan(member: Member, model: ModelSource) -> CompiledPlan | Probed:
+    """A member resolved against a model of one's own, compiled against its site table; a `graft`
+    reads its source run as a checkpoint of the same model."""
+    grafts = {run: load_trained(run, member.config, model=model)[0] for run in member.grafts}
+    return compile_member(member, grafts, declared(model).sites)

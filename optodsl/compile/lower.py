@@ -8,6 +8,8 @@ stack into one vmapped program.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,7 @@ import numpy as np
 from ..config import DataConfig, ModelConfig
 from ..errors import DataError
 from ..model.overrides import Context, Overrides, Plan
+from ..model.protocol import SiteTable
 from ..semantics.plan import Action, Member
 from ..sites import sequence_dims, site_table
 from ..tasks import Layout, layout
@@ -59,9 +62,10 @@ def _merge_key(a: Action) -> tuple:
 
 
 def lower_actions(actions: tuple[Action, ...], model_cfg: ModelConfig, data_cfg: DataConfig | Layout,
-                  grafts: dict | None = None) -> tuple[Term, ...]:
-    """Merge actions into terms in first-appearance order; `data_cfg` is the task's layout (or few-shot data settings)."""
-    table = site_table(model_cfg, data_cfg)
+                  grafts: dict | None = None, sites: SiteTable | None = None) -> tuple[Term, ...]:
+    """Merge actions into terms in first-appearance order; `data_cfg` is the task's layout (or few-shot
+    data settings); `sites` is a model's own site table (default: the built-in transformer's)."""
+    table = sites if sites is not None else site_table(model_cfg, data_cfg)
     t = sequence_dims(data_cfg)[0]
     groups: dict[tuple, list[Action]] = {}
     for a in actions:
@@ -159,15 +163,18 @@ class Probed(Plan):
         return self.plan(model, batch, ctx)
 
 
-def compile_member(member: Member, grafts: dict | None = None) -> CompiledPlan | Probed:
+def compile_member(member: Member, grafts: dict | None = None,
+                   sites: Callable[[Layout], SiteTable] | None = None) -> CompiledPlan | Probed:
     """A member's actions as a CompiledPlan (a Probed one with `eval.perfected` lines); `grafts`
-    maps each graft source to its trained model."""
+    maps each graft source to its trained model; `sites` is the declaration of the model the member
+    was resolved against (`model.sites`), if not the built-in transformer."""
     missing = set(member.grafts) - set(grafts or {})
     if missing:
         raise DataError(sorted(missing)[0], "graft source not loaded", expected="load it with optodsl.experiment.load_graft")
     cfg = member.config
-    plan = CompiledPlan(lower_actions(member.actions, cfg.model, layout(cfg), grafts))
+    table = sites(layout(cfg)) if sites is not None else None
+    plan = CompiledPlan(lower_actions(member.actions, cfg.model, layout(cfg), grafts, table))
     if not member.probes:
         return plan
-    return Probed(plan, {f"perfected[{text}]": CompiledPlan(lower_actions(member.actions + extra, cfg.model, layout(cfg), grafts))
+    return Probed(plan, {f"perfected[{text}]": CompiledPlan(lower_actions(member.actions + extra, cfg.model, layout(cfg), grafts, table))
                          for text, extra in member.probes})

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import DataConfig, ModelConfig
+from ..tasks.base import Layout
 from .overrides import Overrides
+from .protocol import Site
 
 NEG = -1e9
 """The masked-out attention logit: effectively -inf (softmax gives exactly 0) but finite, so
@@ -56,7 +58,8 @@ class Block(eqx.Module):
 
 
 class Transformer(eqx.Module):
-    """Exemplar/label embeddings (or a token embedding), attention blocks, final norm and unembedding."""
+    """Exemplar/label embeddings (or a token embedding), attention blocks, final norm and unembedding;
+    it implements the site protocol (`optodsl.model.protocol.Intervenable`)."""
 
     w_exemplar: jax.Array | None  # (F, D); None in a token model
     b_exemplar: jax.Array | None  # (D,)
@@ -68,6 +71,22 @@ class Transformer(eqx.Module):
     b_out: jax.Array  # (L,) or (V,)
     config: ModelConfig = eqx.field(static=True)
     w_token: jax.Array | None = None  # (V, D): token tasks embed `batch["tokens"]` (B, T)
+
+    def sites(self, layout: Layout) -> dict[str, Site]:
+        """Every site `__call__` records, in forward order, for sequences of `layout`; the same
+        table as `optodsl.sites.site_table(self.config, layout)`, which adds what each site means."""
+        cfg, t = self.config, layout.length
+        dh, d = cfg.head_dim, cfg.d_model
+        heads = {"q": dh, "k": dh, "v": dh, "q_rot": dh, "k_rot": dh, "attn_logits": t, "pattern": t, "z": dh, "out": d}
+        stream = Site((t, d))
+        table = {"embed": stream}
+        for layer in range(1, cfg.layers + 1):
+            p = f"L{layer}."
+            table.update({p + "resid_in": stream, p + "normed": stream})
+            table.update({p + name: Site((cfg.heads, t, width), per_head=True) for name, width in heads.items()})
+            table.update({p + name: stream for name in (("attn_out", "mlp_out", "resid_out") if cfg.mlp else ("attn_out", "resid_out"))})
+        table.update({"final_norm": stream, "logits": Site((t, layout.outputs))})
+        return table
 
     def embed(self, batch: dict[str, jax.Array]) -> jax.Array:
         """The `embed` site's computed value (B, T, D): tokens plus positions; a fixed (sinusoidal)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import Callable
 
 from ..config import ExperimentConfig
 from ..errors import Span, SpecError
-from ..sites import GLOBAL_SITES, HEAD_SITES, LAYER_SITES
+from ..model.protocol import LAYER_KEY, SiteTable, layer_count
+from ..sites import site_table
 from ..syntax import ast
 from ..syntax.hints import capitals_hint
-from ..tasks import layout
+from ..tasks import Layout, layout
 from .plan import MAX_SEQUENCES
 
 NUMBERING = "layers count from 1, heads from 0, as in the paper"
@@ -44,14 +46,22 @@ class SiteSel:
 class Resolver:
     """Resolves the parts of statements for one model configuration and one sweep binding."""
 
-    def __init__(self, config: ExperimentConfig, bindings: dict[str, object] | None = None):
+    def __init__(self, config: ExperimentConfig, bindings: dict[str, object] | None = None,
+                 sites: Callable[[Layout], SiteTable] | None = None):
+        """`sites` is a model's site declaration (`model.sites`, see `optodsl.model.protocol`);
+        without one, selectors resolve against the built-in transformer of `config.model`."""
         self.config = config
         self.bindings = bindings or {}
-        self.layers = config.model.layers
-        self.heads = config.model.heads
         self.layout = layout(config)
         self.seq_len = self.layout.length
-        self.layer_sites = [n for n in LAYER_SITES if n != "mlp_out" or config.model.mlp]
+        self.sites = sites(self.layout) if sites is not None else site_table(config.model, self.layout)
+        parsed = [(LAYER_KEY.match(key), info) for key, info in self.sites.items()]
+        by_layer = [(int(m.group(1)), m.group(2), info) for m, info in parsed if m]
+        self.global_sites = [key for key in self.sites if not LAYER_KEY.match(key)]
+        self.head_sites = list(dict.fromkeys(name for _, name, info in by_layer if info.per_head))
+        self.layer_sites = list(dict.fromkeys(name for _, name, info in by_layer if not info.per_head))
+        self.layers = layer_count(self.sites)
+        self.heads = next((info.shape[0] for _, _, info in by_layer if info.per_head), 0)
 
     # values -------------------------------------------------------------------------------
     def value(self, node):
@@ -126,25 +136,29 @@ class Resolver:
     def select(self, sel, default_head_site: str | None = None, allow_layer_only: bool = True) -> list[SiteSel]:
         """Every (site, layer, head) a selector names; an empty selection is an error."""
         if isinstance(sel, ast.GlobalSite):
-            if sel.name not in GLOBAL_SITES:
-                every = list(GLOBAL_SITES) + ["L<layer>.<site>", "L<layer>.H<head>.<site>"]
+            if sel.name not in self.global_sites:
+                every = self.global_sites + ["L<layer>.<site>", "L<layer>.H<head>.<site>"]
                 raise SpecError(sel.span, f"unknown site '{sel.name}'",
                                 hint=capitals_hint(sel.name) or close(sel.name, every, "sites"))
             return [SiteSel(sel.name, None, None, sel.span)]
         layers = self.indices(sel.layers, "layer", self.layers, 1)
         site = sel.site
-        if site is not None and site not in HEAD_SITES and site not in self.layer_sites:
+        if site is not None and site not in self.head_sites and site not in self.layer_sites:
             raise SpecError(_site_span(sel.span, site), f"unknown site '{site}'",
-                            hint=capitals_hint(span_text(sel.span)) or close(site, list(HEAD_SITES) + self.layer_sites, "sites"))
+                            hint=capitals_hint(span_text(sel.span)) or close(site, self.head_sites + self.layer_sites, "sites"))
         if site in self.layer_sites:
             if sel.heads is not None or sel.except_heads:
                 raise SpecError(sel.span, f"'{site}' is a layer site, not a head site",
-                                hint=f"write L<layer>.{site} without a head; head sites are {', '.join(HEAD_SITES)}")
-            return [SiteSel(f"L{layer}.{site}", layer, None, sel.span) for layer in layers]
+                                hint=f"write L<layer>.{site} without a head; head sites are {', '.join(self.head_sites)}")
+            return self._present([SiteSel(f"L{layer}.{site}", layer, None, sel.span) for layer in layers])
         if site is None:
             if default_head_site is None:
                 raise SpecError(sel.span, "this statement needs a site here",
                                 hint="name one, e.g. L1.H2.pattern or L1.resid_out")
+            if default_head_site not in self.head_sites:
+                raise SpecError(sel.span, f"this statement's default site '{default_head_site}' is not a head site of this model",
+                                hint=f"name one of its head sites, e.g. L1.H0.{self.head_sites[0]}" if self.head_sites
+                                else "this model has no head sites; name a layer site, e.g. L1.resid_out")
             site = default_head_site
         if sel.heads is None and not allow_layer_only and not sel.except_heads:
             heads = list(range(self.heads))
@@ -157,7 +171,17 @@ class Resolver:
         if not heads:
             raise SpecError(sel.span, "this selection is empty: 'except' removes every head",
                             hint=f"heads are H0..H{self.heads - 1}")
-        return [SiteSel(f"L{layer}.{site}", layer, h, sel.span) for layer in layers for h in heads]
+        return self._present([SiteSel(f"L{layer}.{site}", layer, h, sel.span) for layer in layers for h in heads])
+
+    def _present(self, selected: list[SiteSel]) -> list[SiteSel]:
+        """The selection, or an error at the first site the model lacks in that layer (a model of
+        one's own may have a site in some layers only)."""
+        for s in selected:
+            if s.site not in self.sites:
+                layer_has = [m.group(2) for m in map(LAYER_KEY.match, self.sites) if m and int(m.group(1)) == s.layer]
+                raise SpecError(s.span, f"layer L{s.layer} of this model has no site '{s.site.split('.', 1)[1]}'",
+                                hint=f"its sites are {', '.join(layer_has)}")
+        return selected
 
     # positions and schedules --------------------------------------------------------------
     def rows(self, positions) -> tuple[int, ...] | None:

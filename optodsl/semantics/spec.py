@@ -9,17 +9,18 @@ import functools
 import itertools
 from pathlib import Path
 
-from typing import Annotated
+from typing import Annotated, Callable
 
 from pydantic import TypeAdapter, ValidationError
 
 from ..config import ExperimentConfig, TASK_CONFIGS, section_models, setting_keys, task_keys, with_settings
 from ..errors import Span, SpecError, SpecWarning
+from ..model.protocol import SiteTable
 from ..syntax import ast
 from ..syntax.format import format_number
 from .plan import Action, Member
 from .registry import VERBS
-from ..tasks import layout
+from ..tasks import Layout, layout
 from .resolve import Resolver, close, span_text
 
 
@@ -287,19 +288,21 @@ def _overwritten(actions: list[Action], seq_len: int) -> list[SpecWarning]:
 
 
 def resolve_spec(spec: ast.Spec, base: ExperimentConfig, cli: dict[str, object] | None = None,
-                 cli_span: Span | None = None) -> tuple[list[Member], list[SpecWarning]]:
-    """Expand a spec into its runs (one per sweep combination) and the warnings of `opto check`."""
+                 cli_span: Span | None = None, sites: Callable[[Layout], SiteTable] | None = None,
+                 ) -> tuple[list[Member], list[SpecWarning]]:
+    """Expand a spec into its runs (one per sweep combination) and the warnings of `opto check`;
+    selectors resolve against `sites` (a model's own declaration), else the built-in transformer."""
     members: list[Member] = []
     warnings: list[SpecWarning] = []
     stem = Path(spec.path).stem if spec.path else "spec"
     bindings_list = sweep_bindings(spec)
     for variant, flat in variants(spec):
         for bindings in bindings_list:
-            r = Resolver(base, bindings)
+            r = Resolver(base, bindings, sites)
             config = apply_settings(base, flat, r)
             if cli:
                 config = apply_cli(config, cli, cli_span)
-            r = Resolver(config, bindings)
+            r = Resolver(config, bindings, sites)
             actions = lower(flat, r)
             check_conflicts(actions, r.seq_len)
             for w in warnings_for(actions, config):

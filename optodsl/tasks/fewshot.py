@@ -38,6 +38,8 @@ class FewShot(Task):
     lacks_patterns: ClassVar[tuple[str, ...]] = ()
     query_rows_as_declared: ClassVar[bool] = True
     verbs: ClassVar[tuple[str, ...]] = ("copy", "attend")
+    loss_marks: ClassVar[tuple[tuple[str, float], ...]] = (("ln 2", math.log(2)),)  # the paper's plateau
+    accuracy_marks: ClassVar[tuple[float, ...]] = (0.5,)
 
     features: jax.Array  # (classes, exemplars, F)
     train_label_sets: jax.Array  # (n_train, P) sorted label sets usable in training
@@ -117,6 +119,12 @@ class FewShot(Task):
     def gather(self, classes: jax.Array, exemplar_ids: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
         """The model's batch for sequences given as table indices."""
         return {"exemplars": self.features[classes, exemplar_ids], "labels": labels, "classes": classes}
+
+
+def correct_labels(classes: jax.Array) -> jax.Array:
+    """(B, P) 1.0 where a context pair's class is the query's (its label is the answer), else 0.0, from
+    a batch's `classes` (B, P+1); read by the `induction` pattern and the induction-strength measure."""
+    return (classes[:, :-1] == classes[:, -1:]).astype(jnp.float32)
 
 
 def label_sets(n_labels: int, pairs: int, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

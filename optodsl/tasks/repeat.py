@@ -34,6 +34,7 @@ class Repeat(Task):
     name: ClassVar[str] = "repeat"
     sets: ClassVar[tuple[str, ...]] = ("train",)
     measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token")
+    reference_losses: ClassVar[tuple[str, ...]] = ("first_loss", "repeated_loss")
 
     config: RepeatTaskConfig = eqx.field(static=True)
 

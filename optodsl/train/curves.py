@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 
 from ..files import atomic_write_bytes
+from ..tasks import Task
 from ..tasks.records import set_key, set_of
 
 
-def plot_curves(metrics: list[dict], path: Path, title: str = "") -> None:
-    """Draw loss (with ln 2 marked) and accuracy per evaluation set; written atomically."""
+def plot_curves(metrics: list[dict], path: Path, task: type[Task], title: str = "") -> None:
+    """`curve_figure` as a PNG, written atomically."""
+    import matplotlib.pyplot as plt
+
+    fig = curve_figure(metrics, task, title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def curve_figure(metrics: list[dict], task: type[Task], title: str = ""):
+    """Loss and accuracy per evaluation set, with the levels and reference losses the task declares
+    (the few-shot task's ln 2 plateau; the Markov task's unigram and bigram predictors)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,9 +35,14 @@ def plot_curves(metrics: list[dict], path: Path, title: str = "") -> None:
     for s in sets:
         ax_loss.plot(xs, [m[set_key(s, "loss")] for m in metrics], label=s)
         ax_acc.plot(xs, [m[set_key(s, "accuracy")] for m in metrics], label=s)
-    ax_loss.axhline(math.log(2), color="grey", ls=":", lw=1, label="ln 2")
+        for name in task.reference_losses:
+            if set_key(s, name) in metrics[0]:
+                ax_loss.plot(xs, [m[set_key(s, name)] for m in metrics], ls="--", lw=1, label=f"{s}/{name}")
+    for label, level in task.loss_marks:
+        ax_loss.axhline(level, color="grey", ls=":", lw=1, label=label)
     ax_loss.set(xlabel="training sequences seen", ylabel="loss (nats)", title="loss", yscale="log")
-    ax_acc.axhline(0.5, color="grey", ls=":", lw=1)
+    for level in task.accuracy_marks:
+        ax_acc.axhline(level, color="grey", ls=":", lw=1)
     ax_acc.set(xlabel="training sequences seen", ylabel="accuracy (fraction)", title="accuracy", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):
         ax.legend(fontsize=8)
@@ -33,7 +50,4 @@ def plot_curves(metrics: list[dict], path: Path, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    return fig

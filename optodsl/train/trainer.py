@@ -26,6 +26,7 @@ from ..config import ExperimentConfig, SeedConfig
 from ..errors import DataError, Interrupted, TrainingError
 from ..measures import measures_fn
 from ..model.overrides import Context, Forward, as_forward
+from ..model.protocol import Intervenable, ModelSource, check_sites, declared, factory, layer_count
 from ..model.transformer import Transformer, init_model
 from ..tasks import Task, build_task, eval_sets, layout
 from ..tasks.base import query_loss_and_accuracy
@@ -106,6 +107,8 @@ class Program:
     measures: Measures | None = None
     steps_per_eval: int = 1
     sharding: Any = None
+    init_model: Callable[[jax.Array], Intervenable] | None = None
+    """A model of one's own as a factory `key -> model`; None builds the built-in `new_model`."""
     _chunks: dict[int, Callable] = field(default_factory=dict)
 
     @property
@@ -120,9 +123,10 @@ class Program:
         cfg = self.config
         keys = jnp.stack([jax.random.PRNGKey(c.seed.init) for c in self.configs])
         lrs = jnp.asarray([c.train.lr for c in self.configs], jnp.float32)
+        make = self.init_model if self.init_model is not None else (lambda key: new_model(cfg, key))
 
         def one(key, lr):
-            model = new_model(cfg, key)
+            model = make(key)
             return model, make_optimizer(cfg, lr).init(eqx.filter(model, eqx.is_array)), jnp.zeros((), jnp.int32)
 
         return self.place(eqx.filter_vmap(one)(keys, lrs))
@@ -202,11 +206,13 @@ class Program:
 
 
 def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=None, *, features=None,
-                  measures: Measures | None = None) -> Program:
+                  measures: Measures | None = None, model: ModelSource | None = None) -> Program:
     """Assemble task, evaluation sets and member-stacked forwards for runs that share shapes.
 
     `configs` may differ only in seeds and learning rate (see `sweep_key`); `forwards` are
     overrides builders, Forwards or None, one per config (or one for all), whose static parts agree.
+    `model` is a model of one's own (an instance, or a factory `key -> model`) in place of the
+    built-in transformer; its forward must record the sites it declares (`check_sites`).
     """
     configs = [configs] if isinstance(configs, ExperimentConfig) else list(configs)
     if not isinstance(forwards, (list, tuple)):
@@ -232,35 +238,44 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
     shared_eval = len({c.seed.eval for c in configs}) == 1
     eval_batches = batches(config) if shared_eval else jax.tree.map(lambda *xs: jnp.stack(xs), *[batches(c) for c in configs])
     steps_per_eval = max(1, round(config.eval.every / config.train.batch))
+    layers = config.model.layers
+    if model is not None:
+        lay = layout(config)
+        check_sites(model, jax.eval_shape(lambda key: task.sample(key, eval_sets(config)[0], 1), jax.random.PRNGKey(0)), lay)
+        layers = layer_count(declared(model).sites(lay))
     if measures is None:
-        measures = measures_fn(config.eval.measures, config.model.layers)
+        measures = measures_fn(config.eval.measures, layers)
     devices = jax.local_devices()
     sharding = None
     if len(configs) > 1 and len(devices) > 1 and len(configs) % len(devices) == 0:
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
         sharding = NamedSharding(Mesh(np.array(devices), ("members",)), PartitionSpec("members"))
-    program = Program(configs, static, forward_arrays, task, eval_batches, shared_eval, measures, steps_per_eval, sharding)
+    program = Program(configs, static, forward_arrays, task, eval_batches, shared_eval, measures, steps_per_eval, sharding,
+                      init_model=factory(model) if model is not None else None)
     program.forward_arrays = program.place(forward_arrays)
     if not shared_eval:
         program.eval_batches = program.place(eval_batches)
     return program
 
 
-def load_trained(run_dir: str | Path, config: ExperimentConfig, step: int | None = None) -> tuple[Transformer, int]:
+def load_trained(run_dir: str | Path, config: ExperimentConfig, step: int | None = None,
+                 model: ModelSource | None = None) -> tuple[Intervenable, int]:
     """The model a run directory checkpointed (its latest, or the kept one at `step`) and the
-    training sequences it had seen; `config` is the run's resolved settings."""
-    template = new_model(config, jax.random.PRNGKey(0))
+    training sequences it had seen; `config` is the run's resolved settings, and `model` the model
+    of one's own it trained (an instance or factory of the same architecture), if not the built-in."""
+    key = jax.random.PRNGKey(0)
+    template = new_model(config, key) if model is None else factory(model)(key)
     opt_state = make_optimizer(config).init(eqx.filter(template, eqx.is_array))
-    (model, _, at_step), meta = checkpoint.load(Path(run_dir), (template, opt_state, jnp.zeros((), jnp.int32)), step=step)
-    return model, int(meta.get("sequences", int(at_step) * config.train.batch))
+    (trained, _, at_step), meta = checkpoint.load(Path(run_dir), (template, opt_state, jnp.zeros((), jnp.int32)), step=step)
+    return trained, int(meta.get("sequences", int(at_step) * config.train.batch))
 
 
 @dataclass
 class RunResult:
     """What `train` returns: the final model, every metrics record and where they were written."""
 
-    model: Transformer
+    model: Intervenable
     metrics: list[dict]
     run_dir: Path | None
     summary: dict
@@ -342,8 +357,9 @@ def _prepare_dir(run_path: Path, config: ExperimentConfig) -> None:
 def train(config: ExperimentConfig, forward=None, run_dir: str | Path | None = None, **kwargs) -> RunResult:
     """Train one experiment; with `run_dir`, write it there and resume from its checkpoint if any.
 
-    `forward` is an overrides builder `(model, batch) -> Overrides`, a Forward, or None; see
-    `train_sweep` for the keyword arguments.
+    `forward` is an overrides builder `(model, batch) -> Overrides`, a Forward (a compiled spec's
+    `forward`), or None; `model=` trains a model of one's own (see `train_sweep` for it and the
+    other keyword arguments).
     """
     return train_sweep([config], [forward], [run_dir] if run_dir is not None else None, **kwargs)[0]
 
@@ -358,6 +374,7 @@ def train_sweep(
     progress: bool | None = None,
     stop_after_chunks: int | None = None,
     on_record: Callable[[int, dict], None] | None = None,
+    model: ModelSource | None = None,
 ) -> list[RunResult]:
     """Train runs that share shapes as one vmapped program (sharded over local devices), each
     written to its own run directory and resumed from its checkpoint.
@@ -368,10 +385,15 @@ def train_sweep(
         run_dirs: where each run's config, metrics.jsonl, summary.json, checkpoints and curves.png go.
         stop_after_chunks: stop (as if killed) after this many evaluation chunks; for tests.
         on_record: called as `on_record(member, record)` with every metrics record as it is written.
+        model: a model of one's own in place of the built-in transformer: an instance (every run starts
+            from it) or a factory `key -> model` (each run from its `seed.init`). It implements the site
+            protocol (`optodsl.model.protocol.Intervenable`); compile its spec against it
+            (`optodsl.compile(..., model=...)`).
     """
     enable_compilation_cache()
     n = len(configs)
-    program = build_program(configs, forwards if forwards is not None else [None] * n, features=features, measures=measures)
+    program = build_program(configs, forwards if forwards is not None else [None] * n, features=features, measures=measures,
+                            model=model)
     config = program.config
     state = program.init_state()
     total_steps, batch = config.train.steps, config.train.batch
@@ -455,7 +477,7 @@ def train_sweep(
                     save(state, step)
                     saved_step, last_ckpt_seq = step, step * batch
                     for i, path in enumerate(paths):
-                        plot_curves(metrics[i], path / "curves.png", title=path.name)
+                        plot_curves(metrics[i], path / "curves.png", type(program.task), title=path.name)
                 if stopping:
                     break
                 if stop_after_chunks is not None and chunks >= stop_after_chunks and step < total_steps:
@@ -487,7 +509,7 @@ def train_sweep(
             if paths is not None and status != "stopped":
                 checkpoint.atomic_write_text(paths[i] / "summary.json", json.dumps(summary, indent=2))
                 if metrics[i]:
-                    plot_curves(metrics[i], paths[i] / "curves.png", title=paths[i].name)
+                    plot_curves(metrics[i], paths[i] / "curves.png", type(program.task), title=paths[i].name)
             model = jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, state[0])
             results.append(RunResult(model, metrics[i], paths[i] if paths else None, summary))
     if status == "interrupted" and stops.received is not None:

@@ -1,0 +1,167 @@
+"""A model of one's own: a spec resolves against the sites it declares, and `optodsl.train`,
+`load_trained` and `trace_spec` run it in place of the built-in transformer."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optodsl
+from optodsl.config import ExperimentConfig, ModelConfig
+from optodsl.errors import SpecError, render
+from optodsl.model.protocol import Intervenable, Site, check_sites
+from optodsl.model.transformer import init_model
+from optodsl.sites import site_table
+from optodsl.tasks import build_task, layout
+from optodsl.trace import trace_spec
+
+SETTINGS = {"task.name": "repeat", "task.vocab": 16, "task.length": 12, "train.sequences": 640, "train.lr": 1e-2,
+            "eval.every": 320, "eval.sequences": 64}
+
+
+class Mixer(eqx.Module):
+    """Two blocks whose token mixing is a learned pattern per head that ignores the input (an
+    MLP-mixer's token mixing, made causal and normalised), then a residual MLP. It has no queries or
+    keys, a layer site the built-in transformer lacks (`mixed`), and no final norm."""
+
+    embedding: jax.Array  # (V, D)
+    mixing: jax.Array  # (layers, H, T, T): pattern logits
+    w_v: jax.Array  # (layers, H, D, Dh)
+    w_o: jax.Array  # (layers, H, Dh, D)
+    w_mlp: jax.Array  # (layers, D, D)
+    unembed: jax.Array  # (D, V)
+
+    def sites(self, layout):
+        layers, h, t, _ = self.mixing.shape
+        d, dh = self.w_v.shape[-2:]
+        table = {"embed": Site((t, d))}
+        for i in range(1, layers + 1):
+            table.update({f"L{i}.v": Site((h, t, dh), per_head=True), f"L{i}.pattern": Site((h, t, t), per_head=True),
+                          f"L{i}.z": Site((h, t, dh), per_head=True), f"L{i}.mixed": Site((t, d)),
+                          f"L{i}.resid_out": Site((t, d))})
+        table["logits"] = Site((t, self.unembed.shape[1]))
+        return table
+
+    def __call__(self, batch, overrides=None):
+        ov = overrides if overrides is not None else optodsl.Overrides.empty()
+        acts = {}
+
+        def site(key, value):
+            value = ov.apply(key, value)
+            acts[key] = value
+            return value
+
+        x = site("embed", self.embedding[batch["tokens"]])
+        b, t, _ = x.shape
+        causal = jnp.tril(jnp.ones((t, t), bool))
+        for i in range(self.mixing.shape[0]):
+            p = f"L{i + 1}."
+            v = site(p + "v", jnp.einsum("btd,hde->bhte", x, self.w_v[i]))
+            own = jax.nn.softmax(jnp.where(causal, self.mixing[i], -1e9), axis=-1)
+            pattern = site(p + "pattern", jnp.broadcast_to(own, (b, *own.shape)))
+            z = site(p + "z", pattern @ v)
+            x = x + site(p + "mixed", jnp.einsum("bhte,hed->btd", z, self.w_o[i]))
+            x = site(p + "resid_out", x + jax.nn.gelu(x @ self.w_mlp[i]))
+        return site("logits", x @ self.unembed), acts
+
+
+def mixer(key, vocab=16, length=12, layers=2, heads=4, d=32, dh=8):
+    """A Mixer with LeCun-normal maps, as a factory `key -> model`."""
+    shapes = [(vocab, d), (layers, heads, length, length), (layers, heads, d, dh), (layers, heads, dh, d),
+              (layers, d, d), (d, vocab)]
+    keys = jax.random.split(key, len(shapes))
+    return Mixer(*[jax.random.normal(k, s) / np.sqrt(s[-2]) for k, s in zip(keys, shapes)])
+
+
+def prev_token(t):
+    rows = np.arange(t)
+    return np.eye(t)[np.maximum(rows - 1, 0)]
+
+
+def clamp_error(acts, batch, logits):
+    """How far head 0 of layer 1 is from the previous-token pattern, measured at each evaluation."""
+    return {"clamp_error": jnp.abs(acts["L1.pattern"][:, 0] - prev_token(acts["L1.pattern"].shape[-1])).max()}
+
+
+def test_a_clamp_from_a_spec_holds_on_a_model_of_ones_own_throughout_training(tmp_path):
+    compiled = optodsl.compile("clamp L1.H0.pattern = prev_token\nablate L2.H3", settings=SETTINGS, model=mixer)
+    assert [(r["site"], r["value"]) for r in compiled.explain()] == [("L1.H0.pattern", "prev_token"), ("L2.H3.v", "zero")]
+    result = optodsl.train(compiled.config, compiled.forward, tmp_path / "run", model=mixer, measures=clamp_error, progress=False)
+
+    assert len(result.metrics) == 3 and result.summary["status"] == "complete"
+    assert all(r["train/clamp_error"] == 0.0 for r in result.metrics)  # before, during and after training
+    assert result.metrics[-1]["train/loss"] < result.metrics[0]["train/loss"] - 0.2
+    batch = {"tokens": jnp.zeros((1, 12), jnp.int32)}
+    _, free = result.model(batch)
+    assert np.abs(free["L1.pattern"][0, 0] - prev_token(12)).max() > 0.1  # the clamp, not the model, holds it
+
+    trained, sequences = optodsl.load_trained(tmp_path / "run", compiled.config, model=mixer)
+    assert sequences == 640
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(result.model)))
+    traced = trace_spec(compiled.experiment.members[0], [("pattern", "L1.pattern", 0), ("v", "L2.v", 3)],
+                        tmp_path / "run", seed=0, model=mixer)
+    np.testing.assert_array_equal(traced["sites"]["pattern"], prev_token(12))
+    np.testing.assert_array_equal(traced["sites"]["v"], 0.0)
+
+
+def test_an_instance_trains_in_place_of_a_factory():
+    model = mixer(jax.random.PRNGKey(3))
+    compiled = optodsl.compile("clamp L1.H2.pattern = prev_token", settings={**SETTINGS, "train.sequences": 64},
+                               model=model)
+    result = optodsl.train(compiled.config, compiled.forward, model=model, measures=clamp_error, progress=False)
+    assert jax.tree.structure(result.model) == jax.tree.structure(model)
+    assert not np.array_equal(result.model.mixing, model.mixing)
+
+
+@pytest.mark.parametrize("text, message, listed", [
+    ("clamp L1.H0.attention = prev_token", "unknown site 'attention'", "did you mean 'pattern'?"),
+    ("clamp L1.H0.scores = prev_token", "unknown site 'scores'", "valid sites: v, pattern, z, mixed, resid_out"),
+    ("clamp L1.H0.q = prev_token", "unknown site 'q'", "valid sites: v, pattern, z, mixed, resid_out"),
+    ("ablate final_norm", "unknown site 'final_norm'", "valid sites: embed, logits"),
+    ("clamp L3.H0.pattern = prev_token", "no layer L3 in this model", "valid layers are L1..L2"),
+    ("ablate L1.H4", "no head H4 in this model", "valid heads are H0..H3"),
+])
+def test_selectors_resolve_against_the_models_own_sites(tmp_path, text, message, listed):
+    spec = tmp_path / "mine.opto"
+    spec.write_text(text + "\n")
+    with pytest.raises(SpecError) as err:
+        optodsl.compile(spec, settings=SETTINGS, model=mixer)
+    assert err.value.message == message and listed in err.value.hint
+    shown = render(err.value).splitlines()
+    assert shown[0] == f"{spec}:1:{err.value.span.column}: error: {message}" and shown[-1] == f"  hint: {err.value.hint}"
+
+
+def test_a_site_a_model_declares_in_some_layers_only_is_refused_in_the_others():
+    class Uneven(Mixer):
+        def sites(self, layout):
+            table = dict(super().sites(layout))
+            del table["L2.mixed"]
+            return table
+
+    with pytest.raises(SpecError, match="layer L2 of this model has no site 'mixed'"):
+        optodsl.compile("ablate L*.mixed", settings=SETTINGS, model=Uneven(*jax.tree.leaves(mixer(jax.random.PRNGKey(0)))))
+
+
+def test_the_built_in_transformer_conforms_and_declares_the_documented_table(small_data):
+    for cfg, settings in [(ModelConfig(), {}), (ModelConfig(mlp=True, layers=3), {}), (ModelConfig(), {"task.name": "markov"})]:
+        config = ExperimentConfig(model=cfg, data=small_data)
+        config = optodsl.compile("", config, settings=settings).config
+        lay = layout(config)
+        model = init_model(cfg, small_data, jax.random.PRNGKey(0), vocab=lay.vocab, length=lay.length)
+        assert isinstance(model, Intervenable)
+        assert {k: (s.shape, s.per_head) for k, s in model.sites(lay).items()} == \
+               {k: (s.shape, s.per_head) for k, s in site_table(cfg, lay).items()}
+        check_sites(model, jax.eval_shape(lambda k: build_task(config).sample(k, "train", 2), jax.random.PRNGKey(0)), lay)
+
+
+def test_a_declaration_that_disagrees_with_the_forward_is_refused():
+    class Misdeclared(Mixer):
+        def sites(self, layout):
+            return {**super().sites(layout), "L1.pattern": Site((4, 12, 11), per_head=True)}
+
+    model = Misdeclared(*jax.tree.leaves(mixer(jax.random.PRNGKey(0))))
+    with pytest.raises(ValueError, match=r"site L1.pattern has shape \(4, 12, 12\) per sequence, but sites\(\) declares \(4, 12, 11\)"):
+        optodsl.train(optodsl.compile("", settings=SETTINGS, model=model).config, model=model)
