@@ -109,8 +109,10 @@ def run(
     from .experiment import run_experiments
 
     def body():
+        settings = _settings(set_)
         try:
-            return run_experiments(specs, out, _settings(set_), progress=progress, tensorboard=tensorboard)
+            return [res for wave, root in _training_waves(specs, out, settings)
+                    for res in run_experiments(wave, root, settings, progress=progress, tensorboard=tensorboard)]
         except Interrupted as stop:
             _interrupted(stop.sequences, EXIT_CODES.get(stop.signum, 130))
         except KeyboardInterrupt:
@@ -140,29 +142,83 @@ def _interrupted(sequences: dict[str, int], code: int) -> None:
           f"to resume, run the same command again: {again}", code)
 
 
+def _graft_check(loaded: list[tuple[Path, object]], root) -> object:
+    """`semantics.grafts.check_graft_sources` over the specs of one command line (path, Experiment),
+    each training into `root(path, exp)` (a spec's run root, as `opto run` picks it)."""
+    from .experiment import run_dirs
+    from .semantics.grafts import SpecRuns, check_graft_sources
+
+    return check_graft_sources([SpecRuns(str(path), exp.members, run_dirs(exp, root(path, exp))) for path, exp in loaded])
+
+
+def _spec_warnings(exp) -> list:
+    """The spec's own warnings, less the per-spec 'graft source does not exist' ones that the
+    command line's graft check decides instead (an error, or a warning naming the spec that trains it)."""
+    from .experiment import graft_warnings
+
+    decided = graft_warnings(exp.members)
+    return [w for w in exp.warnings if w not in decided]
+
+
+def _training_waves(specs: list[Path], out: Optional[Path], settings: dict) -> list[tuple[list[Path], Optional[Path]]]:
+    """The specs of `opto run` as (specs, --out) calls of `run_experiments`, those that train a graft
+    source before those that graft from it; prints the graft warnings, and every graft error (exit 2)."""
+    from .experiment import load_experiment
+
+    several = len(specs) > 1
+
+    def root(path: Path, exp) -> Optional[Path]:
+        return (out or Path("runs")) / Path(exp.spec.path or "spec").stem if several else out
+
+    loaded = [(path, load_experiment(path, settings)) for path in specs]
+    grafts = _graft_check(loaded, root)
+    for warning in (w for ws in grafts.warnings for w in ws):
+        typer.echo(render(warning, "warning"), err=True)
+    errors = [e for es in grafts.errors for e in es]
+    if errors:
+        _fail("\n".join(render(e) for e in errors), 2)
+    if len(grafts.order) == 1:
+        return [(list(specs), out)]
+    return [([specs[i] for i in wave], out if len(wave) > 1 else root(*loaded[wave[0]])) for wave in grafts.order]
+
+
 @app.command()
 def check(
     specs: List[Path] = typer.Argument(..., help="spec files to check"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Check specs without running anything: errors (exit 2) and warnings for clauses with no effect.
+    A graft source that does not exist is an error, unless another spec given here trains it.
 
     Example: opto check specs/paper/*.opto
     """
     from .experiment import load_experiment
 
-    failed = False
+    outcomes: list[tuple[Path, object]] = []
     for path in specs:
         try:
-            exp = load_experiment(path, _settings(set_))
+            outcomes.append((path, load_experiment(path, _settings(set_))))
         except SpecError as err:
-            typer.echo(render(err), err=True)
+            outcomes.append((path, err))
+    loaded = [(path, exp) for path, exp in outcomes if not isinstance(exp, SpecError)]
+    grafts = _graft_check(loaded, lambda path, exp: None)
+    checked = {id(exp): (errors, warnings) for (_, exp), errors, warnings in zip(loaded, grafts.errors, grafts.warnings)}
+    failed = False
+    for path, exp in outcomes:
+        if isinstance(exp, SpecError):
+            typer.echo(render(exp), err=True)
             failed = True
             continue
-        for w in exp.warnings:
+        errors, extra = checked[id(exp)]
+        warnings = _spec_warnings(exp) + extra
+        for w in warnings:
             typer.echo(render(w, "warning"), err=True)
-        runs = len(exp.members)
-        typer.echo(f"{path}: ok ({runs} run{'s' if runs != 1 else ''}, {len(exp.warnings)} warning{'s' if len(exp.warnings) != 1 else ''})")
+        for e in errors:
+            typer.echo(render(e), err=True)
+        failed = failed or bool(errors)
+        if not errors:
+            runs = len(exp.members)
+            typer.echo(f"{path}: ok ({runs} run{'s' if runs != 1 else ''}, {len(warnings)} warning{'s' if len(warnings) != 1 else ''})")
     if failed:
         raise typer.Exit(2)
 
@@ -181,7 +237,7 @@ def explain(
     Example: opto explain specs/paper/fig5b.opto --json
     """
     from .experiment import load_experiment
-    from .explain import explain_experiment
+    from .explain import ALL_DEFAULTS, explain_experiment
 
     cli = _guard(lambda: _settings(set_))
     exp = _guard(lambda: load_experiment(spec, cli))
@@ -197,6 +253,8 @@ def explain(
         for s in r["settings"]:
             default = "the default" if s["value"] == s["default"] else f"default {_setting_text(s['default'])}"
             typer.echo(f"  set {s['key']} = {_setting_text(s['value'])}  ({default})")
+        if not r["settings"]:
+            typer.echo(f"  {ALL_DEFAULTS}")
         for p in r["perfected"]:
             typer.echo(f"  eval.perfected: {p['line']}  (evaluation only, {len(p['interventions'])} more intervention{'s' if len(p['interventions']) != 1 else ''})")
         if r["passes"] > 1 or len(r["pass_structure"]) > 1:
@@ -236,7 +294,8 @@ def _site_text(layer: str | None, head: str | None, name: str) -> str:
 
 def _site_names(texts: list[str], config) -> list[tuple[str, str, int | None]]:
     """Parse `--site` names (`L1.H2.pattern`, `L1.pattern`, `embed`) to (label, key, head)."""
-    from .semantics.resolve import NUMBERING, close
+    from .semantics.resolve import NUMBERING
+    from .syntax.hints import close
     from .sites import site_table
     from .tasks import layout
 
@@ -533,6 +592,8 @@ def eval_(
         return evaluate_spec(load_experiment(spec, _settings(set_)), checkpoint, n, seed)
 
     result = _guard(body)
+    for line in result["warnings"]:
+        typer.echo(line, err=True)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -4,6 +4,8 @@ The spec decides everything but the weights: each of its runs (variants, sweep m
 compiled on its own (its interventions alone, not the checkpoint's training ones) and scored
 with the checkpoint's network on the spec's evaluation sets, all runs that share data settings
 on the same sequences (`analysis.evaluate`). Schedules see the checkpoint's sequence count.
+A spec whose data or seed settings differ from the run's still scores, with one warning line:
+its sequences are then not those the run trained and was evaluated on.
 """
 
 from __future__ import annotations
@@ -14,14 +16,46 @@ from .analysis.evaluate import evaluate_plans, evaluation_set
 from .analysis.runs import load_run
 from .compile.lower import compile_member
 from .errors import DataError
-from .experiment import Experiment, architecture_difference, load_graft
+from .config import ExperimentConfig
+from .experiment import ARCHITECTURE_SETTINGS, Experiment, architecture_difference, flat_settings, load_graft
 from .tasks import eval_sets
+
+DATA_SETTINGS = ("data.", "task.", "seed.")
+"""Prefixes of the settings that decide which sequences a network meets (the feature table, the class,
+exemplar and label splits, the task, the seeds); `architecture_difference` already refuses some."""
+
+
+def data_difference(mine: ExperimentConfig, run: ExperimentConfig) -> tuple[str, str] | None:
+    """The data and seed settings in which a spec's run differs from the checkpoint's run, other than
+    the architecture's: (the spec's, the run's) as `key = value` lists, or None when they agree."""
+    a, b = flat_settings(mine), flat_settings(run)
+    keys = [k for k in a if k.startswith(DATA_SETTINGS) and k not in ARCHITECTURE_SETTINGS and a[k] != b.get(k)]
+    if not keys:
+        return None
+    return ", ".join(f"{k} = {a[k]}" for k in keys), ", ".join(f"{k} = {b.get(k)}" for k in keys)
+
+
+def data_warnings(exp: Experiment, run_config: ExperimentConfig, run_dir: Path) -> list[str]:
+    """One line per distinct way the spec's runs' data or seeds differ from the checkpoint's run, since
+    then `opto eval` scores the network on other sequences than it trained and was evaluated on."""
+    out: list[str] = []
+    for member in exp.members:
+        differs = data_difference(member.config, run_config)
+        if differs is None:
+            continue
+        line = (f"{run_dir / 'config.json'}: warning: {exp.spec.path or 'the spec'} has {differs[0]} but the checkpoint's "
+                f"run had {differs[1]}: the scores are on the spec's data, not the run's (set them in the spec or "
+                "with --set to score the run's own)")
+        if line not in out:
+            out.append(line)
+    return out
 
 
 def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: int = 0) -> dict:
     """Accuracy and loss of `run_dir`'s latest checkpoint under every run of `exp` on each of its
     evaluation sets: the training set's every distinct sequence when `n` is None and it can be
-    enumerated, else `n` (default 10,000) sampled sequences per set."""
+    enumerated, else `n` (default 10,000) sampled sequences per set. `warnings` holds a line for
+    each difference in data or seed settings between the spec and the run (`data_warnings`)."""
     run = load_run(run_dir)
     for member in exp.members:
         differs = architecture_difference(member.config, run.config)
@@ -45,4 +79,4 @@ def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: in
             for i, outcome in zip(idx, outcomes):
                 results[exp.members[i].name]["sets"][which] = outcome.summary()
     return {"checkpoint": str(run_dir), "sequences_trained": run.sequences, "spec": exp.spec.path,
-            "eval": used, "runs": results}
+            "warnings": data_warnings(exp, run.config, run_dir), "eval": used, "runs": results}

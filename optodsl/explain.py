@@ -23,6 +23,11 @@ def settings_of(member: Member, named: set[str]) -> list[dict]:
     return [{"key": k, "value": _plain(mine[k]), "default": _plain(default.get(k))} for k in keys]
 
 
+ALL_DEFAULTS = "settings: all at their defaults (the spec and --set name none; docs/language.md#settings lists them)"
+"""What `opto explain` prints for a run whose settings list is empty, so that an all-defaults run
+says so rather than showing nothing between its header and its passes."""
+
+
 def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 

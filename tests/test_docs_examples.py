@@ -2,8 +2,9 @@
 
 tests/test_specs_and_docs.py resolves the ```opto examples; this file checks the shell side:
 each `opto ...` line of a ```bash/```console/```sh block or an inline code span in README.md and
-docs/*.md is parsed against the typer app itself, every `specs/...` path named exists, and the
-documented pandas call runs on a real (tiny) run directory. tests/test_docs_snippets.py runs the
+docs/*.md (and each `$OPTO ...` line of the specs/paper/*.sh scripts) is parsed against the typer
+app itself, every `--group` value is read by `opto analyze`'s own group parser, every `specs/...`
+path named exists, and the documented pandas call runs on a real (tiny) run directory. tests/test_docs_snippets.py runs the
 ```python blocks and the cheap commands as printed.
 """
 
@@ -23,6 +24,7 @@ import optodsl.cli
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = [README] + sorted((ROOT / "docs").glob("*.md"))
+SCRIPTS = sorted((ROOT / "specs" / "paper").glob("*.sh"))
 APP = typer.main.get_command(optodsl.cli.app)
 
 SHELL_FENCE = re.compile(r"^```(?:bash|console|sh)[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
@@ -32,6 +34,7 @@ SEPARATOR = re.compile(r"\s*(?:&&|\|\||;|\|)\s*")
 COMMAND = re.compile(r"^(?:\$\s+)?(?:time\s+)?(?:\.venv/bin/)?opto(?:\s|$)")
 PLACEHOLDER = re.compile(r"[\[\]<>]|\.\.\.|\b[A-Z][A-Z_]+\b")
 SPEC_PATH = re.compile(r"(?<![\w./-])specs/[\w./*-]*")
+SCRIPT_COMMAND = re.compile(r'^"?\$\{?(?:OPTO|opto)\}?"?(?=\s|$)')
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,29 @@ def _doc_lines(path: Path) -> list[Line]:
     return out
 
 
+def _script_lines(path: Path) -> list[Line]:
+    """The `opto` commands of a shell script, called as `$OPTO ...` or `"$opto" ...` (the variable
+    that names the program), with continuation lines joined; comments are skipped."""
+    name = str(path.relative_to(ROOT))
+    out, pending, start = [], "", 0
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not pending:
+            start = number
+            if raw.lstrip().startswith("#"):
+                continue
+        pending += raw
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        for part in SEPARATOR.split(" ".join(pending.split())):
+            if SCRIPT_COMMAND.match(part):
+                out.append(Line(f"{name}:{start}", SCRIPT_COMMAND.sub("opto", part, count=1), False))
+        pending = ""
+    return out
+
+
 LINES = [line for path in DOCS for line in _doc_lines(path)]
+SCRIPT_LINES = [line for path in SCRIPTS for line in _script_lines(path)]
 
 
 def _is(error: Exception, kind: str) -> bool:
@@ -181,7 +206,58 @@ def test_the_docs_show_command_lines():
     assert ("docs/performance.md", "time .venv/bin/opto run specs/examples/baseline.opto") in texts
 
 
-@pytest.mark.parametrize("line", LINES, ids=[f"{line.where} {line.text}" for line in LINES])
+def test_the_paper_scripts_show_command_lines():
+    starts = {(line.where.split(":")[0], " ".join(line.args[:2])) for line in SCRIPT_LINES}
+    assert ("specs/paper/anchor.sh", "analyze $OUT/opto") in starts
+    assert ("specs/paper/anchor.sh", "features export") in starts
+    assert ("specs/paper/reproduce.sh", "run ${specs[@]}") in starts
+
+
+def _group_values(args: list[str]) -> list[str]:
+    """The values `opto analyze ARGS` gives `--group`; a usage line's `[--group L1.H[1,2,5]]...`
+    gives `L1.H[1,2,5]`."""
+    if not args or args[0] != "analyze":
+        return []
+    out = []
+    for i, option in enumerate(args):
+        name, equals, value = option.lstrip("[").partition("=")
+        if name != "--group" or not (equals or i + 1 < len(args)):
+            continue
+        value = value if equals else args[i + 1]
+        out.append(value.removesuffix("...").removesuffix("]") if option.startswith("[") else value)
+    return out
+
+
+GROUPS = [(line.where, value) for line in LINES + SCRIPT_LINES for value in _group_values(line.args)]
+
+
+def test_the_docs_and_scripts_name_head_groups():
+    wheres = {where.split(":")[0] for where, _ in GROUPS}
+    assert {"README.md", "docs/reproduction.md", "specs/paper/anchor.sh"} <= wheres
+    assert _group_values(["analyze", "R", "[--group", "L1.H[1,2,5]]...", "--group=L1.*"]) == ["L1.H[1,2,5]", "L1.*"]
+
+
+@pytest.mark.parametrize("where,value", GROUPS, ids=[f"{w} {v}" for w, v in GROUPS])
+def test_every_group_shown_is_one_analyze_reads(where: str, value: str):
+    from optodsl.errors import SpecError, render
+    from optodsl.experiment import DEFAULT
+
+    try:
+        (group,) = optodsl.cli._parse_groups([value], DEFAULT)
+    except SpecError as err:
+        pytest.fail(f"{where}: --group {value} is refused by opto analyze:\n{render(err)}")
+    assert group.heads, f"{where}: --group {value} names no head"
+
+
+def test_the_group_check_refuses_the_old_comma_form():
+    from optodsl.errors import SpecError
+    from optodsl.experiment import DEFAULT
+
+    with pytest.raises(SpecError, match="cannot read selector 'L1.H1,H2,H5'"):
+        optodsl.cli._parse_groups(["L1.H1,H2,H5"], DEFAULT)
+
+
+@pytest.mark.parametrize("line", LINES + SCRIPT_LINES, ids=[f"{line.where} {line.text}" for line in LINES + SCRIPT_LINES])
 def test_command_line_names_a_real_command_and_real_options(line: Line):
     problems = _problems(line.args, line.inline)
     assert not problems, f"{line.where}: `{line.text}`: " + "; ".join(problems)

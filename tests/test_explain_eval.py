@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from optodsl.cli import app
 from optodsl.experiment import DEFAULT, run_experiment
+from optodsl.explain import ALL_DEFAULTS
+from optodsl.model.transformer import NEG
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI_GOLDEN = ROOT / "tests" / "golden" / "cli"
@@ -40,6 +42,16 @@ def test_explain_of_a_baseline_shows_its_settings(monkeypatch):
     assert {"key": "train.lr", "value": 1e-5, "default": 1e-5} in runs[0]["settings"]
 
 
+def test_explain_of_an_all_defaults_spec_says_its_settings_are_the_defaults(tmp_path, monkeypatch):
+    result = _invoke(tmp_path, monkeypatch, "ablate L2.H3\n", "explain")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[:2] == ["run s: 1 pass, 1 intervention", f"  {ALL_DEFAULTS}"]
+    assert "all at their defaults" in ALL_DEFAULTS
+    assert json.loads(_invoke(tmp_path, monkeypatch, "ablate L2.H3\n", "explain", "--json").stdout)[0]["settings"] == []
+    named = _invoke(tmp_path, monkeypatch, "ablate L2.H3\n", "explain", "--set", "train.lr=1e-5")
+    assert "  set train.lr = 1e-05  (the default)" in named.stdout and ALL_DEFAULTS not in named.stdout
+
+
 def test_explain_shows_perfected_lines_and_settings_from_set(tmp_path, monkeypatch):
     text = 'set eval.perfected = ["clamp L1.H2.pattern = prev_token"]\nablate L2.H3\n'
     result = _invoke(tmp_path, monkeypatch, text, "explain", "--set", "train.lr=1e-4")
@@ -54,7 +66,8 @@ def test_explain_shows_perfected_lines_and_settings_from_set(tmp_path, monkeypat
 def test_explain_of_the_layer1_clamp_and_copy_says_which_pass_the_copy_reads(tmp_path, monkeypatch):
     result = _invoke(tmp_path, monkeypatch, CLAMP_AND_COPY, "explain")
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
+    lines = result.stdout.splitlines()[1:]  # after the header
+    assert lines[0] == f"  {ALL_DEFAULTS}"
     assert lines[1].startswith("  2 passes: the first pass computes reference activations")
     assert lines[2] == ("  line 1 `clamp L1.resid_out = prev_token_input`: in the first pass it sets L1.resid_out = shift_embed; "
                         "in the last pass L1.resid_out = embed; it holds L2.H0..7.pattern at their first-pass values, so they "
@@ -69,12 +82,20 @@ def test_explain_of_the_layer1_clamp_and_copy_says_which_pass_the_copy_reads(tmp
 
 
 def test_trace_pass_prints_the_pass_explain_names(tmp_path, monkeypatch):
-    args = ("trace", "--json", "--site", "L1.resid_out", "--site", "L2.H1.pattern", "--set", "data.total_classes=200")
+    args = ("trace", "--json", "--site", "L1.resid_out", "--site", "L2.H1.pattern", "--site", "logits",
+            "--site", "L2.H1.attn_logits", "--set", "data.total_classes=200")
     first = json.loads(_invoke(tmp_path, monkeypatch, CLAMP_AND_COPY, *args, "--pass", "first").stdout)
     last = json.loads(_invoke(tmp_path, monkeypatch, CLAMP_AND_COPY, *args, "--pass", "last").stdout)
     assert (first["pass"], last["pass"], first["passes"]) == ("first", "last", 2)
     assert first["sites"]["L1.resid_out"] != last["sites"]["L1.resid_out"]  # shift_embed, then embed
     np.testing.assert_allclose(first["sites"]["L2.H1.pattern"], last["sites"]["L2.H1.pattern"], atol=1e-6)  # held
+    # the copy reads what explain says: the first pass's L2.H1.attn_logits, from the query to each label token
+    copied, read = np.asarray(last["sites"]["logits"])[-1], np.asarray(first["sites"]["L2.H1.attn_logits"])[-1]
+    labels = last["input"]["labels"][:-1]  # the in-context labels, at positions 1, 3, ...
+    np.testing.assert_allclose([copied[label] for label in labels], read[1::2][:len(labels)], rtol=1e-6)
+    assert not np.allclose(read[1::2], np.asarray(last["sites"]["L2.H1.attn_logits"])[-1][1::2])  # not the last pass's
+    others = [c for i, c in enumerate(copied) if i not in labels]
+    assert others and max(others) <= NEG  # every label not in the context: -inf (the mask value)
     shown = _invoke(tmp_path, monkeypatch, CLAMP_AND_COPY, "trace", "--site", "L1.resid_out", "--pass", "first",
                     "--set", "data.total_classes=200")
     assert shown.stdout.splitlines()[1] == "pass first: 1 of 2"
@@ -112,13 +133,48 @@ def test_eval_refuses_a_checkpoint_of_another_architecture(base_run, tmp_path, m
     assert "model.heads = 4" in result.stderr and "model.heads = 8" in result.stderr and "Traceback" not in result.output
 
 
-def test_the_table1_spec_evaluates_nine_runs_on_a_checkpoint(base_run, monkeypatch):
+def test_eval_warns_when_the_spec_scores_other_data_than_the_run(base_run, tmp_path, monkeypatch):
+    args = ("eval", "--checkpoint", str(base_run), "--sequences", "32", "--json", "--set", "data.total_classes=200")
+    same = _invoke(tmp_path, monkeypatch, "ablate L1.H0\n", *args)
+    assert (same.exit_code, same.stderr, json.loads(same.stdout)["warnings"]) == (0, "", [])
+    other = _invoke(tmp_path, monkeypatch, "ablate L1.H0\n", *args, "--set", "data.seed=1", "--set", "seed.init=6")
+    assert other.exit_code == 0, other.output
+    line = (f"{base_run / 'config.json'}: warning: s.opto has data.seed = 1, seed.init = 6 but the checkpoint's run had "
+            "data.seed = 0, seed.init = 5: the scores are on the spec's data, not the run's (set them in the spec or with "
+            "--set to score the run's own)")
+    assert other.stderr == line + "\n" and json.loads(other.stdout)["warnings"] == [line]
+    shown = _invoke(tmp_path, monkeypatch, "ablate L1.H0\n", *args[:-3], "--set", "data.total_classes=300")
+    assert shown.stderr.count("warning:") == 1 and "data.total_classes = 300" in shown.stderr and shown.exit_code == 0
+
+
+TABLE1_GROUPS = {"prev_token_heads": "L1.H[1,2,4,5]", "rest": "L1.H[0,3,6,7]", "all_layer1": "L1.*"}
+"""Table 1's variants in specs/paper/table1.opto and the `--group` that names the same heads."""
+
+
+def test_the_table1_spec_gives_the_accuracies_of_analyze_groups(base_run, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    result = CliRunner().invoke(app, ["eval", "specs/paper/table1.opto", "--checkpoint", str(base_run), "--sequences", "32",
-                                      "--json", "--set", "data.total_classes=200"])
-    assert result.exit_code == 0, result.output
-    runs = json.loads(result.stdout)["runs"]
-    assert len(runs) == 9 and "table1-prev_token_heads_pattern_preserving" in runs
+    n = "256"
+    evaluated = CliRunner().invoke(app, ["eval", "specs/paper/table1.opto", "--checkpoint", str(base_run), "--sequences", n,
+                                         "--json", "--set", "data.total_classes=200", "--set", "eval.sets=[train]"])
+    assert evaluated.exit_code == 0 and evaluated.stderr == "", evaluated.output
+    runs = json.loads(evaluated.stdout)["runs"]
+    assert len(runs) == 9
+    copy = tmp_path / "run"  # analyze writes analysis.json into the run directory
+    shutil.copytree(base_run, copy)
+    analyzed = CliRunner().invoke(app, ["analyze", str(copy), "--only", "groups", "--sequences", n, "--json",
+                                        *sum((["--group", g] for g in TABLE1_GROUPS.values()), [])])
+    assert analyzed.exit_code == 0, analyzed.output
+    groups = json.loads(analyzed.stdout)["groups"]
+    assert [g["heads"] for g in groups] == [[1, 2, 4, 5], [0, 3, 6, 7], list(range(8))]
+    seen = []
+    for variant, group in zip(TABLE1_GROUPS, groups):
+        for suffix, kind in (("", "ablated"), ("_pattern_preserving", "pattern_preserving"),
+                             ("_value_preserving", "value_preserving")):
+            scored = runs[f"table1-{variant}{suffix}"]["sets"]["train"]
+            assert scored["accuracy"] == group[kind]["accuracy"], (variant, kind)
+            assert scored["loss"] == pytest.approx(group[kind]["loss"], rel=1e-5), (variant, kind)
+            seen.append(scored["accuracy"])
+    assert len(set(seen)) > 3, seen  # the ablations differ, so equal numbers are not a coincidence
 
 
 def test_analyze_group_takes_the_spec_selectors(base_run, tmp_path):

@@ -91,9 +91,50 @@ def test_fmt_refuses_a_spec_that_check_refuses(monkeypatch):
     assert result.stderr == (SEMANTIC_GOLDEN / "unknown_verb.err").read_text()
 
 
-def test_check_warns_of_a_graft_source_that_does_not_exist(monkeypatch):
+def test_check_refuses_a_graft_source_that_does_not_exist(monkeypatch):
     monkeypatch.chdir(CLI_GOLDEN)
     result = CliRunner().invoke(app, ["check", "graft_missing_source.opto"])
-    assert result.exit_code == 0
+    assert result.exit_code == 2
     assert result.stderr == (CLI_GOLDEN / "graft_missing_source.err").read_text()
-    assert result.stdout == "graft_missing_source.opto: ok (1 run, 1 warning)\n"
+    assert result.stdout == ""
+    alone = CliRunner().invoke(app, ["check", "graft_from_plain.opto"])
+    assert alone.exit_code == 2 and alone.stderr == (CLI_GOLDEN / "graft_from_plain_alone.err").read_text()
+
+
+def test_check_warns_of_a_graft_source_another_spec_on_the_command_line_trains(monkeypatch):
+    monkeypatch.chdir(CLI_GOLDEN)
+    result = CliRunner().invoke(app, ["check", "plain.opto", "graft_from_plain.opto"])
+    assert result.exit_code == 0
+    assert result.stderr == (CLI_GOLDEN / "graft_from_plain.err").read_text()
+    assert result.stdout == "plain.opto: ok (1 run, 0 warnings)\ngraft_from_plain.opto: ok (1 run, 1 warning)\n"
+
+
+def test_run_refuses_a_missing_graft_source_before_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(CLI_GOLDEN)
+    result = CliRunner().invoke(app, ["run", "graft_missing_source.opto", "--out", str(tmp_path / "run"), *SMALL])
+    assert result.exit_code == 2
+    assert result.stderr == (CLI_GOLDEN / "graft_missing_source.err").read_text()
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_trains_a_graft_source_named_on_the_same_command_line_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("plain.opto", "graft_from_plain.opto"):
+        (tmp_path / name).write_text((CLI_GOLDEN / name).read_text())
+    result = CliRunner().invoke(app, ["run", "graft_from_plain.opto", "plain.opto", *SMALL])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (CLI_GOLDEN / "graft_from_plain.err").read_text()
+    trained = [line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("run directory: ")]
+    assert trained == [str(Path("runs") / "plain"), str(Path("runs") / "graft_from_plain")]
+    assert all((tmp_path / d / "summary.json").is_file() for d in trained)
+
+
+def test_check_refuses_grafts_whose_sources_wait_on_each_other(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.opto").write_text('graft L1.resid_out from "runs/b"\n')
+    (tmp_path / "b.opto").write_text('graft L1.resid_out from "runs/a"\n')
+    result = CliRunner().invoke(app, ["check", "a.opto", "b.opto"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[0] == ("a.opto:1:1: error: graft source run 'runs/b' does not exist (no runs/b/config.json), "
+                                             "and b.opto, which trains it, waits on this spec's runs too")
+    assert "b.opto:1:1: error: graft source run 'runs/a' does not exist" in result.stderr

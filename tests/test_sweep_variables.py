@@ -1,9 +1,10 @@
 """Sweep variables in schedules, positions and head lists: members that differ only there resolve to
-their own schedules and rows and still train as one program."""
+their own schedules and rows, still train as one program, and each gets the metrics of its run alone."""
 
 from __future__ import annotations
 
 import jax
+import numpy as np
 from typer.testing import CliRunner
 
 from optodsl.cli import app
@@ -12,7 +13,7 @@ from optodsl.config import DataConfig, ExperimentConfig
 from optodsl.experiment import run_experiments
 from optodsl.semantics.spec import resolve_spec
 from optodsl.syntax import load_text
-from test_sweep import SETTINGS, _compiles_of
+from test_sweep import SETTINGS, _compiles_of, _metrics
 
 CONFIG = ExperimentConfig(data=DataConfig(total_classes=200))
 
@@ -59,3 +60,31 @@ def test_head_lists_and_schedule_ends_take_paired_variables():
     assert [sorted(x.head for x in m.actions) for m in members] == [[1, 5], [2, 6]]
     assert [{(x.start, x.stop) for x in m.actions} for m in members] == [{(10_000, 2**31 - 1)}, {(20_000, 2**31 - 1)}]
     assert [m.name for m in members] == ["s-a1-b5-k10k", "s-a2-b6-k20k"]
+
+
+RELEASES = ((320, "labels"), (640, "query"))
+"""(k, p) of each member: clamped at rows p for the first k sequences, then released."""
+
+
+def test_members_differing_in_schedule_and_position_match_their_runs_alone(tmp_path):
+    tiny = {**SETTINGS, "train.sequences": 960, "eval.every": 320, "eval.sequences": 32}  # evaluations 0, 320, 640, 960
+    clause = "clamp L1.H2.pattern @ {p} = prev_token during 0..{k}"
+    spec = tmp_path / "release.opto"
+    rows = ", ".join(f"({k}, {p})" for k, p in RELEASES)
+    spec.write_text(f"sweep (k, p) in [{rows}]\nablate L2.* except H3\n{clause.format(k='$k', p='$p')}\n")
+    together = run_experiments([spec], tmp_path / "together", tiny, progress=False)
+    assert [r.summary["runs_in_program"] for r in together] == [2, 2]
+    curves = []
+    for (k, p), member in zip(RELEASES, together):
+        alone = tmp_path / f"alone_k{k}_{p}.opto"
+        alone.write_text(f"ablate L2.* except H3\n{clause.format(k=k, p=p)}\n")
+        (single,) = run_experiments([alone], tmp_path / alone.stem, tiny, progress=False)
+        assert single.summary["runs_in_program"] == 1
+        stacked, by_itself = _metrics(member.run_dir), _metrics(single.run_dir)
+        assert [m["sequences"] for m in stacked] == [m["sequences"] for m in by_itself] == [0, 320, 640, 960]
+        for a, b in zip(stacked, by_itself):
+            for key, value in b.items():
+                if isinstance(value, float):
+                    np.testing.assert_allclose(a[key], value, rtol=2e-4, atol=2e-5, err_msg=f"k={k} p={p} {key}")
+        curves.append([m["train/loss"] for m in stacked])
+    assert curves[0][2:] != curves[1][2:]  # the members train differently

@@ -19,6 +19,7 @@ from ..compile.lower import CompiledPlan, compile_member
 from ..config import ExperimentConfig
 from ..errors import DataError, SpecError
 from ..experiment import load_experiment, load_graft
+from ..measures import previous_token_attention
 from ..semantics.plan import Member
 from ..semantics.spec import check_conflicts
 from ..sites import layer_pairs, pair_key
@@ -105,8 +106,7 @@ class Planner:
 def prev_token_scores(run: TrainedRun, task, seqs: Sequences, layer: int = 1, plan: CompiledPlan | None = None) -> np.ndarray:
     """Mean attention from each position to the one before it, per head of `layer` (under `plan`, if given)."""
     pattern = activations(run.model, task, seqs, plan=plan, sequences_seen=run.sequences)[f"L{layer}.pattern"]
-    t = pattern.shape[-1]
-    return np.asarray(pattern[:, :, jnp.arange(1, t), jnp.arange(t - 1)].mean((0, 2)))
+    return np.asarray(previous_token_attention(pattern))
 
 
 def default_groups(scores: np.ndarray) -> list[Group]:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from ..tasks.base import induction_rows
+from ..tasks.fewshot import correct_labels
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,7 @@ def _prev_token(params, batch, t):
 def _induction(params, batch, t):
     if "tokens" in batch:  # a token task: after the previous occurrence of each row's token
         return induction_rows(batch["tokens"], params["strength"])
-    cls = batch["classes"]
-    correct = (cls[:, :-1] == cls[:, -1:]).astype(jnp.float32)  # (B, P)
+    correct = correct_labels(batch["classes"])  # (B, P)
     s = params["strength"]
     n_other = jnp.maximum(correct.shape[1] - 1, 1)
     return _query_row(correct * s + (1 - correct) * (1 - s) / n_other, t)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from ..errors import SpecError
 from ..semantics.plan import Action
-from ..semantics.resolve import Resolver, close, span_text
+from ..semantics.resolve import Resolver, span_text
 from ..syntax import ast
+from ..syntax.format import format_value
+from ..syntax.hints import close
 from ..tasks import task_class
 from .patterns import PATTERNS
 from ..semantics.registry import VERBS, register
@@ -77,28 +79,13 @@ def _pattern_params(r: Resolver, value) -> tuple[str, tuple]:
                             hint=(close(key, names, "parameters") if names else f"'{name}' takes no parameters"))
         node = r.value(node)
         if not isinstance(node, ast.Number) or not param.lo <= node.value <= param.hi:
-            shown = _shown(node)
+            shown = format_value(node)
             raise SpecError(node.span, f"{name}({key}=...) must be a number in [{param.lo:g}, {param.hi:g}], not {shown}",
                             hint=f"for example {name}({key}={param.default:g}), the default")
         params[key] = float(node.value)
     for param in pattern.params:
         params.setdefault(param.name, param.default)
     return name, tuple(sorted(params.items()))
-
-
-def _shown(node) -> str:
-    """A value as written, for messages: 2, true, "x", mean, f(...), [...]."""
-    if isinstance(node, ast.Bool):
-        return "true" if node.value else "false"
-    if isinstance(node, ast.String):
-        return f'"{node.value}"'
-    if isinstance(node, ast.Name):
-        return node.name
-    if isinstance(node, ast.Call):
-        return f"{node.name}(...)"
-    if isinstance(node, ast.ListValue):
-        return "a list"
-    return str(node.value)
 
 
 def _example(stmt: ast.Intervention) -> str:

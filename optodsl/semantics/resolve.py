@@ -6,7 +6,6 @@ so and gives the valid range. Sweep variables are substituted here from `binding
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -15,22 +14,13 @@ from ..errors import Span, SpecError
 from ..model.protocol import LAYER_KEY, SiteTable, layer_count
 from ..sites import site_table
 from ..syntax import ast
-from ..syntax.hints import capitals_hint
+from ..syntax.hints import capitals_hint, close, did_you_mean
 from ..tasks import Layout, layout
 from .plan import MAX_SEQUENCES
 
 NUMBERING = "layers count from 1, heads from 0, as in the paper"
 POSITIONS_VAR = "sweep positions over indices or names, e.g. sweep p in [labels, query, 2]"
 SCHEDULE_VAR = "sweep schedule bounds over sequence counts, e.g. sweep k in [50k, 100k]"
-
-
-def close(word: str, options, what: str) -> str:
-    """A hint naming the closest valid spelling, or listing the valid options."""
-    options = list(options)
-    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    if match:
-        return f"did you mean '{match[0]}'?"
-    return f"valid {what}: " + ", ".join(options)
 
 
 @dataclass(frozen=True)
@@ -70,7 +60,7 @@ class Resolver:
             if node.name not in self.bindings:
                 if not self.bindings:
                     hint = "declare it first: sweep NAME in a..b"
-                elif difflib.get_close_matches(node.name, list(self.bindings), n=1, cutoff=0.6):
+                elif did_you_mean(node.name, self.bindings):
                     hint = close(node.name, self.bindings, "variables")
                 else:
                     hint = "declared sweep variables: " + ", ".join(f"${name}" for name in self.bindings)
@@ -195,9 +185,8 @@ class Resolver:
         if isinstance(positions, ast.NamedPositions):
             roles = self.layout.roles
             if positions.name not in roles:
-                near = difflib.get_close_matches(positions.name, list(roles), n=1, cutoff=0.6)
                 raise SpecError(positions.span, f"the {self.config.task.name} task has no positions '{positions.name}'",
-                                hint=(f"did you mean '{near[0]}'? " if near else "")
+                                hint=did_you_mean(positions.name, roles)
                                 + f"its positions are {', '.join(roles)}, an index like 2, or a slice like 2:4")
             return roles[positions.name]
         if isinstance(positions, ast.IndexPosition):

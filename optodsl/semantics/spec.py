@@ -4,7 +4,6 @@ conflicts refused and no-effect clauses reported as warnings. Runs no JAX.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import itertools
 from pathlib import Path
@@ -18,10 +17,11 @@ from ..errors import Span, SpecError, SpecWarning
 from ..model.protocol import SiteTable
 from ..syntax import ast
 from ..syntax.format import format_number
+from ..syntax.hints import close, did_you_mean
 from .plan import Action, Member
 from .registry import VERBS
 from ..tasks import Layout, layout
-from .resolve import Resolver, close, span_text
+from .resolve import Resolver, span_text
 
 
 PAIRED_HINT = "a paired sweep takes a list of tuples, e.g. sweep (classes, labels) in [(100, 5), (50, 10)]"
@@ -349,9 +349,8 @@ def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | Non
     for key, value in ordered:
         where = where_of(key, value)
         if key not in keys:
-            match = difflib.get_close_matches(key, list(keys), n=1)
             raise SpecError(where, f"unknown setting '{key}'",
-                            hint=f"did you mean '{match[0]}'?" if match else "settings are section.field, e.g. train.lr")
+                            hint=did_you_mean(key, keys).rstrip() or "settings are section.field, e.g. train.lr")
         _check_task_key(key, task, where)
         try:
             config = with_settings(config, {key: tuple(value) if isinstance(value, list) else value})

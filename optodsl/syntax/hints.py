@@ -144,9 +144,16 @@ def word_at(line: str, column: int) -> str:
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
-    """A ' (did you mean X?)' suffix naming the closest option, or '' when none is close."""
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'? " if close else ""
+    """`did you mean 'X'? ` naming the option spelled closest to `word` (difflib ratio at least 0.6), or ''
+    when none is close: the one rule behind every spelling hint."""
+    near = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"did you mean '{near[0]}'? " if near else ""
+
+
+def close(word: str, options: Iterable[str], what: str) -> str:
+    """A hint naming the closest valid spelling, or else listing the valid options (`valid {what}: ...`)."""
+    options = list(options)
+    return did_you_mean(word, options).rstrip() or f"valid {what}: " + ", ".join(options)
 
 
 def accepted(error: UnexpectedInput) -> frozenset[str]:

@@ -56,7 +56,7 @@ table1 all_plain --opto_ablate_heads "${ALL[@]}"
 
 # 3. Table 1 with optodsl, the same groups, on 10,000 training sequences.
 $OPTO analyze "$OUT/opto" --only groups --sequences 10000 \
-  --group L1.H1,H2,H5 --group L1.H0,H3,H4,H6,H7 --group L1.H0,H1,H2,H3,H4,H5,H6,H7 > /dev/null
+  --group 'L1.H[1,2,5]' --group 'L1.H[0,3,4,6,7]' --group 'L1.*' > /dev/null
 
 # 4. The figure and the tables.
 "$PYTHON" specs/paper/anchor_compare.py "$OUT" --figure docs/figures/anchor_fig3a.png
