@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer,
+                      model_validator)
 
 
 class _Frozen(BaseModel):
@@ -155,8 +156,28 @@ class SeedConfig(_Frozen):
     eval: int = 1
 
 
+class SemanticsConfig(_Frozen):
+    """Where an intervention's meaning may follow the paper's code or optodsl's own choice
+    (docs/semantics.md gives both for each, with the paper's code and the test that pins it)."""
+
+    first_pass: Literal["intervened", "clean"] = Field(
+        "intervened", description="the first (reference) pass of a two-pass plan: `intervened` applies the spec's "
+                                  "single-pass interventions in it too, and `copy` reads the last pass; `clean` is the "
+                                  "paper's base pass (no interventions but those that define the pass), which every "
+                                  "reading verb, `copy` included, reads")
+    graft_source: Literal["own", "bare"] = Field(
+        "own", description="how a graft's source network runs: `own` under its own run's interventions (its spec.opto, "
+                           "as the paper's code does), `bare` with none")
+    mean_reference: int = Field(
+        0, ge=0, le=100_000, description="`ablate ... = mean` averages over the current batch (0), or over a fixed "
+                                         "set of this many training sequences, the same for every step and evaluation")
+
+
 class ExperimentConfig(_Frozen):
-    """Everything one run needs besides the interventions."""
+    """Everything one run needs besides the interventions.
+
+    `semantics` is written to a run's config.json only where it differs from the defaults, so a
+    run directory written before the section existed still resumes (its settings compare equal)."""
 
     task: TaskConfig = FewShotTaskConfig()
     model: ModelConfig = ModelConfig()
@@ -164,6 +185,7 @@ class ExperimentConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     seed: SeedConfig = SeedConfig()
+    semantics: SemanticsConfig = SemanticsConfig()
 
     @model_validator(mode="after")
     def _task_fits(self) -> "ExperimentConfig":
@@ -171,6 +193,13 @@ class ExperimentConfig(_Frozen):
 
         check_config(self)
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict:
+        data = handler(self)
+        if info.mode == "json" and self.semantics == SemanticsConfig():
+            data.pop("semantics", None)
+        return data
 
 
 def section_models(section: str) -> tuple[type[BaseModel], ...]:

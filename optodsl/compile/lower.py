@@ -19,9 +19,11 @@ from ..config import DataConfig, ModelConfig
 from ..errors import DataError
 from ..model.overrides import Context, Overrides, Plan
 from ..model.protocol import SiteTable
-from ..semantics.plan import Action, Member
+from ..semantics.plan import Action, Member, passes_needed
 from ..sites import sequence_dims, site_table
 from ..tasks import Layout, layout
+from .grafts import graft_sources
+from .reference import reference_batch
 from .values import ENTRIES, value
 
 
@@ -85,24 +87,37 @@ def lower_actions(actions: tuple[Action, ...], model_cfg: ModelConfig, data_cfg:
     return tuple(terms)
 
 
-def overrides(terms, model, batch, ctx: Context, records: dict[str, jax.Array] | None = None) -> Overrides:
-    """The overrides these terms make for one batch, chained in order (later terms win)."""
+def overrides(terms, model, batch, ctx: Context, records: dict[str, jax.Array] | None = None,
+              means: dict[str, jax.Array] | None = None) -> Overrides:
+    """The overrides these terms make for one batch, chained in order (later terms win); `means`
+    are the reference set's activations that `= mean` terms average instead of `records`."""
     out = Overrides.empty()
     for term in terms:
-        record = records[term.record] if term.record is not None else None
+        source = means if means is not None and term.builder == "mean" else records
+        record = source[term.record] if term.record is not None else None
         written = value(term, model, batch, record)
         out = out.then(Overrides({term.site: written}, {term.site: term.mask & term.active(ctx)}))
     return out
 
 
 class CompiledPlan(Plan):
-    """A member's interventions as a Forward: one pass, or a recording pass and a final pass."""
+    """A member's interventions as a Forward: one pass, or a recording pass and a final pass.
+
+    `clean` is `semantics.first_pass = "clean"`, the paper's base pass: the first pass runs only
+    the terms that define it (`record` stage), the last pass applies held sites before the other
+    terms (so those override what is held, as in the paper's `standard_call`), and `copy` reads
+    the first pass. Otherwise the first pass also runs every single-pass term, so held sites agree
+    with the spec's other interventions, and `copy` reads the last pass (`_held_logits`).
+    `reference` is the fixed set `= mean` terms average over (`semantics.mean_reference`), or
+    None for the current batch."""
 
     terms: tuple[Term, ...]
+    clean: bool = eqx.field(static=True, default=False)
+    reference: dict[str, jax.Array] | None = None
 
     @property
     def passes(self) -> int:
-        return 2 if any(t.stage in ("record", "final") for t in self.terms) else 1
+        return passes_needed((t.stage for t in self.terms), "clean" if self.clean else "intervened")
 
     def __call__(self, model, batch, ctx: Context):
         """Forward `batch` under the plan: `(query logits, activations of the last pass)`."""
@@ -112,16 +127,20 @@ class CompiledPlan(Plan):
     def each_pass(self, model, batch, ctx: Context):
         """Forward `batch` under the plan: `(query logits, {"first": ..., "last": ...})`, each pass's
         activations (a one-pass plan's only pass is both)."""
-        records = None
+        records = means = None
+        first = [t for t in self.terms if t.stage in (("record",) if self.clean else ("both", "record"))]
         if self.passes == 2:
-            first = [t for t in self.terms if t.stage in ("both", "record")]
             _, records = model(batch, overrides(first, model, batch, ctx))
+        if self.reference is not None and any(t.builder == "mean" for t in self.terms):
+            _, means = model(self.reference, overrides(first, model, self.reference, ctx))
         last = [t for t in self.terms if t.stage in ("both", "final")]
-        logits, acts = model(batch, overrides(last, model, batch, ctx, records))
+        if self.clean:
+            last = [t for t in last if t.builder == "record"] + [t for t in last if t.builder != "record"]
+        logits, acts = model(batch, overrides(last, model, batch, ctx, records, means))
         post = [t for t in self.terms if t.stage == "post"]
         if post:
             acts = dict(acts)
-            reads = _held_logits(post, last, acts, records, ctx)
+            reads = (acts if records is None else records) if self.clean else _held_logits(post, last, acts, records, ctx)
             acts["logits"] = overrides(post, model, batch, ctx, reads).apply("logits", acts["logits"])
             logits = acts["logits"][:, -1]
         return logits, {"first": acts if records is None else records, "last": acts}
@@ -163,18 +182,32 @@ class Probed(Plan):
         return self.plan(model, batch, ctx)
 
 
+def with_semantics(plan: CompiledPlan | Probed, config) -> CompiledPlan | Probed:
+    """`plan` (and each variant of a Probed one) run as the settings' `semantics` say: the first
+    pass clean or intervened, and the reference set of its `= mean` terms, if it has any."""
+    if isinstance(plan, Probed):
+        return Probed(with_semantics(plan.plan, config), {k: with_semantics(v, config) for k, v in plan.variants.items()})
+    reference = reference_batch(config) if any(t.builder == "mean" for t in plan.terms) else None
+    return CompiledPlan(plan.terms, clean=config.semantics.first_pass == "clean",
+                        reference=None if reference is None else {k: jnp.asarray(v) for k, v in reference.items()})
+
+
 def compile_member(member: Member, grafts: dict | None = None,
                    sites: Callable[[Layout], SiteTable] | None = None) -> CompiledPlan | Probed:
     """A member's actions as a CompiledPlan (a Probed one with `eval.perfected` lines); `grafts`
-    maps each graft source to its trained model; `sites` is the declaration of the model the member
-    was resolved against (`model.sites`), if not the built-in transformer."""
+    maps each graft source to its trained model (or a `GraftSource`); `sites` is the declaration of
+    the model the member was resolved against (`model.sites`), if not the built-in transformer. The
+    settings' `semantics` decide the first pass, what a graft's source runs under and what `= mean`
+    averages over (docs/semantics.md)."""
     missing = set(member.grafts) - set(grafts or {})
     if missing:
         raise DataError(sorted(missing)[0], "graft source not loaded", expected="load it with optodsl.experiment.load_graft")
     cfg = member.config
+    grafts = graft_sources(member, grafts, compile_member)
     table = sites(layout(cfg)) if sites is not None else None
     plan = CompiledPlan(lower_actions(member.actions, cfg.model, layout(cfg), grafts, table))
     if not member.probes:
-        return plan
-    return Probed(plan, {f"perfected[{text}]": CompiledPlan(lower_actions(member.actions + extra, cfg.model, layout(cfg), grafts, table))
-                         for text, extra in member.probes})
+        return with_semantics(plan, cfg)
+    variants = {f"perfected[{text}]": CompiledPlan(lower_actions(member.actions + extra, cfg.model, layout(cfg), grafts, table))
+                for text, extra in member.probes}
+    return with_semantics(Probed(plan, variants), cfg)

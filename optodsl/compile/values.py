@@ -1,9 +1,10 @@
 """Value builders: what each action writes into its site, as pure functions of arrays.
 
 Each builder takes `(term, model, batch, record)` and returns a value that broadcasts against
-the batched site `(B, *site_shape)`; `record` is the first pass's (or, for `post` actions, the
-same pass's) activation the action reads. The built-in patterns are not builders here: `value`
-reads them from their declarations in `optodsl.interventions.patterns`.
+the batched site `(B, *site_shape)`; `record` is the activation the action reads: the first
+pass's (for `post` actions, the pass `CompiledPlan` reads for them; for `= mean`, possibly the
+reference set's). The built-in patterns are not builders here: `value` reads them from their
+declarations in `optodsl.interventions.patterns`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def const(term, model, batch, record):
 
 @builder("mean")
 def mean(term, model, batch, record):
+    """The mean over sequences of the first pass's activation: of the current batch, or of the fixed
+    reference set when `semantics.mean_reference` is set (`CompiledPlan` passes its activations)."""
     return record.mean(axis=0, keepdims=True)
 
 

@@ -93,8 +93,9 @@ def _example(stmt: ast.Intervention) -> str:
     return VERBS[stmt.verb].example
 
 
-@register("ablate", "set a site to zero (a head: its values), or to its batch mean with `= mean`; "
-          "`preserving SITES` holds those sites at their values from an unablated first pass", "ablate L2.* except H3")
+@register("ablate", "set a site to zero (a head: its values), or to its mean with `= mean` (over the batch, or a fixed "
+          "set: semantics.mean_reference); `preserving SITES` holds those sites at their values from an unablated first pass",
+          "ablate L2.* except H3")
 def ablate(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "preserving", "value")
     common = _common(stmt, r)
@@ -195,7 +196,8 @@ def _head_logit_sites(stmt: ast.Intervention, r: Resolver):
     return sites
 
 
-@register("temperature", "divide a head's attention logits (from an unmodified first pass) by t", "temperature L2.H3 = 2.0")
+@register("temperature", "divide a head's attention logits, read from a first pass without the temperature "
+          "(semantics.first_pass says whether the spec's other interventions act in it), by t", "temperature L2.H3 = 2.0")
 def temperature(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     _no_modifiers(stmt, "positions", "value")
     t = _number(r, _required(stmt, "'temperature' needs a value"), stmt, 1e-6, 1e6, "temperature")

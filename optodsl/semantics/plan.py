@@ -77,17 +77,32 @@ PASS_NAMES = ("first", "last")
 (a one-pass plan's only pass is both)."""
 
 
-def reads_pass(action: Action, actions: tuple[Action, ...]) -> str | None:
+def passes_needed(stages, first_pass: str = "intervened") -> int:
+    """How many passes actions of these stages need (`semantics.first_pass` decides for `copy`).
+
+    Two when an action acts in only the first or only the last pass. With a clean first pass
+    (the paper's base pass) a `copy` reads that pass, so it needs a second pass as soon as any
+    other action changes the network; alone, the clean pass is the only one."""
+    stages = set(stages)
+    if stages & {"record", "final"}:
+        return 2
+    return 2 if first_pass == "clean" and "post" in stages and "both" in stages else 1
+
+
+def reads_pass(action: Action, actions: tuple[Action, ...], first_pass: str = "intervened") -> str | None:
     """Which pass the activation an action reads comes from ("first" or "last"), None if it reads none.
 
     Last-pass actions read the first (reference) pass. The perfect copy, after the last pass,
     reads the last pass's logits, except for a head whose pattern the last pass holds at its
     first-pass value: then it reads the first pass's logits, which made that pattern (the rule of
-    `compile.lower._held_logits`)."""
+    `compile.lower._held_logits`). With `first_pass="clean"` (the paper's semantics) the copy
+    reads the first pass whenever the plan has two."""
     if action.record is None:
         return None
     if action.stage != "post":
         return "first"
+    if first_pass == "clean":
+        return "first" if passes_needed((a.stage for a in actions), first_pass) == 2 else "last"
     pattern = action.record.replace(".attn_logits", ".pattern")
     held = any(a.builder == "record" and a.site == pattern and a.head == action.param("head") and a.stage == "final"
                for a in actions)
@@ -109,4 +124,4 @@ class Member(BaseModel):
 
     @property
     def passes(self) -> int:
-        return 2 if any(a.stage in ("record", "final") for a in self.actions) else 1
+        return passes_needed((a.stage for a in self.actions), self.config.semantics.first_pass)
