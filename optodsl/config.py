@@ -95,7 +95,7 @@ class MarkovTaskConfig(_Frozen):
 
 
 class RepeatTaskConfig(_Frozen):
-    """Repeated random tokens (Olsson et al. 2022): the sequence's first half repeats as its second."""
+    """Repeated random tokens (Olsson et al. 2022): a random segment of T/4..T/2 tokens repeated to fill the sequence."""
 
     name: Literal["repeat"] = "repeat"
     vocab: int = Field(64, ge=2, le=65536, description="token ids 0..vocab-1, drawn uniformly")
