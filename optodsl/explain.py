@@ -101,10 +101,12 @@ def pass_structure(member: Member) -> list[str]:
             parts.append(f"it holds {heads_text(held)} at their first-pass values, so they see {seen}"
                          + (f" while the rest of the last pass sees {_sets(last)}" if last else
                             " while the rest of the last pass sees them"))
+        first_pass = member.config.semantics.first_pass
         for a in post:
+            reads = reads_pass(a, member.actions, first_pass)
+            why = {"intervened": " (the pass whose logits made the held pattern)", "clean": " (the clean base pass)"}
             parts.append(f"after the last pass it writes {a.text} = {a.builder}, reading {a.record} of the "
-                         f"{reads_pass(a, member.actions)} pass"
-                         + (" (the pass whose logits made the held pattern)" if reads_pass(a, member.actions) == "first" else ""))
+                         f"{reads} pass" + (why[first_pass] if reads == "first" else ""))
         text = actions[0].span.line_text.strip()
         lines.append(f"line {line} `{text}`: " + "; ".join(parts))
     return lines
@@ -113,7 +115,8 @@ def pass_structure(member: Member) -> list[str]:
 def intervention_records(member: Member, actions: tuple[Action, ...] | None = None) -> list[dict]:
     """One `Action.explain` record per action, with the pass each reading verb reads (`reads_pass`)."""
     actions = member.actions if actions is None else actions
-    return [{**a.explain(layout(member.config).length), "reads_pass": reads_pass(a, actions)} for a in actions]
+    first_pass = member.config.semantics.first_pass
+    return [{**a.explain(layout(member.config).length), "reads_pass": reads_pass(a, actions, first_pass)} for a in actions]
 
 
 def explain_member(member: Member, named: set[str]) -> dict:

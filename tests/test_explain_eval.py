@@ -81,6 +81,14 @@ def test_explain_of_the_layer1_clamp_and_copy_says_which_pass_the_copy_reads(tmp
     assert alone["interventions"][0]["reads_pass"] == "last"
 
 
+def test_explain_says_the_copy_reads_the_clean_base_pass_under_the_papers_semantics(tmp_path, monkeypatch):
+    text = 'set semantics.first_pass = "clean"\n' + CLAMP_AND_COPY
+    result = _invoke(tmp_path, monkeypatch, text, "explain")
+    assert "reading L2.attn_logits of the first pass (the clean base pass)" in result.stdout
+    copy = json.loads(_invoke(tmp_path, monkeypatch, text, "explain", "--json").stdout)[0]["interventions"][-1]
+    assert copy["reads_pass"] == "first"
+
+
 def test_trace_pass_prints_the_pass_explain_names(tmp_path, monkeypatch):
     args = ("trace", "--json", "--site", "L1.resid_out", "--site", "L2.H1.pattern", "--site", "logits",
             "--site", "L2.H1.attn_logits", "--set", "data.total_classes=200")
