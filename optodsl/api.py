@@ -25,6 +25,7 @@ from .config import DataConfig, ExperimentConfig, ModelConfig
 from .experiment import Experiment, graft_warnings, load_experiment, plan_for
 from .model.overrides import Context, Overrides
 from .model.protocol import ModelSource, SiteTable, declared
+from .semantics.plan import in_pass
 from .semantics.spec import resolve_spec
 from .syntax import format_spec, load_spec, load_text
 from .tasks import Layout, layout
@@ -51,8 +52,7 @@ class Compiled:
     def overrides(self, model, batch, ctx: Context, records: dict[str, jax.Array] | None = None) -> Overrides:
         """The single-pass overrides of the first run for one batch (pass `records` for a plan's last pass)."""
         plan = self.plans[0]
-        stages = ("both",) if records is None else ("both", "final")
-        return overrides([t for t in plan.terms if t.stage in stages], model, batch, ctx, records)
+        return overrides(in_pass(plan.terms, "every" if records is None else "last"), model, batch, ctx, records)
 
     def explain(self) -> list[dict]:
         """The `opto explain --json` records of every run."""

@@ -19,7 +19,7 @@ from ..config import DataConfig, ModelConfig
 from ..errors import DataError
 from ..model.overrides import Context, Overrides, Plan
 from ..model.protocol import SiteTable
-from ..semantics.plan import Action, Member, passes_needed
+from ..semantics.plan import Action, Member, in_pass, passes_needed
 from ..sites import sequence_dims, site_table
 from ..tasks import Layout, layout
 from .grafts import graft_sources
@@ -128,16 +128,17 @@ class CompiledPlan(Plan):
         """Forward `batch` under the plan: `(query logits, {"first": ..., "last": ...})`, each pass's
         activations (a one-pass plan's only pass is both)."""
         records = means = None
-        first = [t for t in self.terms if t.stage in (("record",) if self.clean else ("both", "record"))]
+        first_pass = "clean" if self.clean else "intervened"
+        first = in_pass(self.terms, "first", first_pass)
         if self.passes == 2:
             _, records = model(batch, overrides(first, model, batch, ctx))
         if self.reference is not None and any(t.builder == "mean" for t in self.terms):
             _, means = model(self.reference, overrides(first, model, self.reference, ctx))
-        last = [t for t in self.terms if t.stage in ("both", "final")]
+        last = in_pass(self.terms, "last", first_pass)
         if self.clean:
             last = [t for t in last if t.builder == "record"] + [t for t in last if t.builder != "record"]
         logits, acts = model(batch, overrides(last, model, batch, ctx, records, means))
-        post = [t for t in self.terms if t.stage == "post"]
+        post = in_pass(self.terms, "post", first_pass)
         if post:
             acts = dict(acts)
             reads = (acts if records is None else records) if self.clean else _held_logits(post, last, acts, records, ctx)

@@ -89,6 +89,23 @@ def passes_needed(stages, first_pass: str = "intervened") -> int:
     return 2 if first_pass == "clean" and "post" in stages and "both" in stages else 1
 
 
+PASS_STAGES = {
+    "first": {"intervened": ("both", "record"), "clean": ("record",)},
+    "last": {"intervened": ("both", "final"), "clean": ("both", "final")},
+    "post": {"intervened": ("post",), "clean": ("post",)},
+    "every": {"intervened": ("both",), "clean": ("both",)},
+}
+"""Which stages act in which pass: a two-pass plan's `first` (reference) pass, its `last` pass,
+`post` (on the output logits after the last pass), and `every` (the single-pass actions alone);
+a clean first pass (the paper's base pass) runs only the actions that define it."""
+
+
+def in_pass(items, which: str, first_pass: str = "intervened") -> list:
+    """The actions (or terms: anything with a `stage`) of `items` that act in pass `which`."""
+    stages = PASS_STAGES[which][first_pass]
+    return [item for item in items if item.stage in stages]
+
+
 def reads_pass(action: Action, actions: tuple[Action, ...], first_pass: str = "intervened") -> str | None:
     """Which pass the activation an action reads comes from ("first" or "last"), None if it reads none.
 

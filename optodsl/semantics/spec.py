@@ -18,7 +18,7 @@ from ..model.protocol import SiteTable
 from ..syntax import ast
 from ..syntax.format import format_number
 from ..syntax.hints import close, did_you_mean
-from .plan import Action, Member
+from .plan import Action, Member, in_pass
 from .registry import VERBS
 from ..tasks import Layout, layout
 from .resolve import Resolver, span_text
@@ -241,7 +241,7 @@ def warnings_for(actions: list[Action], config: ExperimentConfig) -> list[SpecWa
             out.append(SpecWarning(span=a.span, message=f"no effect on {a.text}: L{a.layer}.H{a.head}.pattern is set by line {clamp.span.line}",
                                    hint="a head's pattern decides its attention; its queries, keys and logits then change nothing downstream"))
     out.extend(_overwritten(actions, t))
-    written = {(a.site, a.head): a for a in actions if a.builder != "record" and a.stage in ("both", "final")}
+    written = {(a.site, a.head): a for a in in_pass(actions, "last") if a.builder != "record"}
     for a in actions:
         undone = written.get((a.site, a.head)) if a.verb == "preserve" else None
         if undone is not None:
