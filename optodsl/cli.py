@@ -18,7 +18,7 @@ import typer
 from . import rundir
 from .errors import DataError, Interrupted, OptoError, Span, SpecError, TrainingError, render
 from .tasks.records import metric_sets, set_key
-from .train.signals import EXIT_CODES
+from .train.signals import exit_code
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="optodsl: clamp and ablate transformer activations throughout training.\n\n"
@@ -114,9 +114,9 @@ def run(
             return [res for wave, root in _training_waves(specs, out, settings)
                     for res in run_experiments(wave, root, settings, progress=progress, tensorboard=tensorboard)]
         except Interrupted as stop:
-            _interrupted(stop.sequences, EXIT_CODES.get(stop.signum, 130))
-        except KeyboardInterrupt:
-            _interrupted({}, 130)
+            _interrupted(stop.sequences, exit_code(stop))
+        except KeyboardInterrupt as stop:
+            _interrupted({}, exit_code(stop))
 
     for res in _guard(body):
         final = res.summary["final"]
@@ -439,7 +439,7 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder to search for ru
             bad = run_dir / rundir.POINTER
             status, seqs = rundir.status(run_dir, data)
             accs = _accuracies(data["final"]) if data else ""
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             status = f"unreadable {bad}: {exc}"
         typer.echo(f"{run_dir}  [{spec}]  {status}  {seqs:,} sequences  {accs}")
 

@@ -18,11 +18,12 @@ from . import interventions  # noqa: F401  (registers the built-in verbs with se
 from .compile.lower import CompiledPlan, compile_member
 from .config import ExperimentConfig
 from .errors import DataError, SpecError, SpecWarning
-from .semantics.plan import Member
+from .semantics.plan import Action, Member
 from .semantics.spec import resolve_spec
 from .syntax import ast, format_spec, load_spec, load_text
 from .train import checkpoint
-from .train.trainer import RunResult, load_trained, sweep_key, train_sweep
+from .train.trainer import GROWABLE, RunResult, load_trained, sweep_key, train_sweep
+from .train.trainer import _prepare_dir as prepare_dir
 
 DEFAULT = ExperimentConfig()
 """Settings a spec starts from: the paper's (lr 1e-5, 1,000,000 sequences, evaluation every 5,000
@@ -156,19 +157,98 @@ def _read_json(path: Path, what: str, check=lambda data: data):
                         found=str(exc).splitlines()[0], hint="restore the file, or train into another --out") from exc
 
 
+def _spec_record(data) -> dict:
+    """spec.json's content, checked: an object with the spec's sha256 (and its sweep values, if any)."""
+    if not isinstance(data, dict) or not isinstance(data.get("sha256"), str) \
+            or not isinstance(data.get("bindings", {}), dict):
+        raise ValueError("not the JSON object with 'sha256' and 'bindings' that `opto run` writes")
+    return data
+
+
+def _changed_settings(old: ExperimentConfig, new: ExperimentConfig) -> dict[str, tuple]:
+    """The `section.field` settings whose values differ: {name: (old, new)}."""
+    a, b = flat_settings(old), flat_settings(new)
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def recorded_member(run_dir: Path, bindings: dict, config: ExperimentConfig) -> Member:
+    """The member that trained in `run_dir`: its spec.opto resolved with its settings (config.json,
+    `--set` overrides included), the one whose sweep values spec.json records."""
+    text = run_dir / "spec.opto"
+
+    def pick(cli: dict) -> Member:
+        members = resolve_spec(load_spec(text), config, cli)[0]
+        found = [m for m in members if len(members) == 1 or dict(m.bindings) == bindings]
+        if not found:
+            raise DataError(run_dir / "spec.json", "the sweep values it records are no run of spec.opto",
+                            found=json.dumps(bindings), hint="restore the file, or train into another --out")
+        return found[0]
+
+    try:
+        member = pick({})
+        if member.config != config:
+            member = pick({k: new for k, (_, new) in _changed_settings(member.config, config).items()})
+    except SpecError as exc:
+        raise DataError(text, "unreadable spec (edited by hand?)", expected="the spec.opto `opto run` writes",
+                        found=exc.message, hint="restore the file, or train into another --out") from exc
+    return member
+
+
+def _action_text(action: Action) -> str:
+    """One resolved intervention in words: verb, site, value and schedule (and positions and pass where set)."""
+    params = ", ".join(f"{k}={v}" for k, v in action.params)
+    where = "" if action.rows is None else f" @ {list(action.rows)}"
+    stage = "" if action.stage == "both" else f" ({action.stage} pass)"
+    value = f"{action.builder}({params})" if params else action.builder
+    return f"{action.verb} {action.text}{where} = {value} during {action.schedule_text()}{stage}"
+
+
+def intervention_changes(old: Member, new: Member) -> str | None:
+    """The interventions one member has and the other lacks, in words; None when they are the same
+    (where each is written in the spec does not matter)."""
+    def keyed(member: Member) -> dict[str, Action]:
+        return {json.dumps(a.model_dump(exclude={"span"}), sort_keys=True, default=str): a for a in member.actions}
+
+    a, b = keyed(old), keyed(new)
+    if a.keys() == b.keys():
+        return None
+    gone = " and ".join(_action_text(a[k]) for k in a if k not in b) or "nothing more"
+    added = " and ".join(_action_text(b[k]) for k in b if k not in a) or "nothing more"
+    return f"interventions: {gone} in the run, {added} now"
+
+
+def spec_changes(run_dir: Path, record: dict, config: ExperimentConfig, member: Member) -> list[str]:
+    """What makes `member` another experiment than the run in `run_dir` (recorded in spec.json and
+    config.json), as `name: value in the run, value now`: its settings but a longer train.sequences,
+    and its interventions. Empty when the member may resume or continue the run."""
+    changes = [f"{k}: {json.dumps(a, default=str)} in the run, {json.dumps(b, default=str)} now"
+               for k, (a, b) in _changed_settings(config, member.config).items() if k != GROWABLE]
+    actions = intervention_changes(recorded_member(run_dir, record.get("bindings") or {}, config), member)
+    return changes + ([actions] if actions else [])
+
+
 def _claim(run_dir: Path, exp: Experiment, member: Member) -> None:
-    """Write the spec beside the run, refusing a directory that holds another spec's run."""
+    """Write the spec beside the run, refusing a directory that holds another experiment's run.
+
+    A different spec text alone is no reason to refuse: the run's own member (its spec.opto resolved
+    with its config.json) is compared with this one, and a spec whose only difference is a longer
+    `train.sequences` continues the run; any other difference is refused, naming each setting and
+    intervention that differs. The record changes only once the run's settings accept the new ones.
+    """
     checkpoint.make_dir(run_dir)
     info = run_dir / "spec.json"
     record = {"sha256": exp.sha256, "path": exp.spec.path, "bindings": dict(member.bindings), "member": member.name}
     settings = run_dir / "config.json"
-    if settings.exists():
-        _read_json(settings, "run settings", ExperimentConfig.model_validate)
+    config = _read_json(settings, "run settings", ExperimentConfig.model_validate) if settings.exists() else None
     if info.exists():
-        old = _read_json(info, "spec record")
-        if old.get("sha256") != exp.sha256 or old.get("bindings") != record["bindings"]:
-            raise DataError(run_dir, "this run directory holds a run of a different spec",
-                            expected=f"spec sha256 {exp.sha256[:12]}", found=f"spec sha256 {str(old.get('sha256'))[:12]}; use another --out")
+        old = _read_json(info, "spec record", _spec_record)
+        if config is not None and (old["sha256"], old.get("bindings")) != (exp.sha256, record["bindings"]):
+            changes = spec_changes(run_dir, old, config, member)
+            if changes:
+                raise DataError(run_dir, "this run directory holds a run of a different spec",
+                                expected=f"the run's own settings and interventions (only {GROWABLE} may grow, "
+                                         "to continue the run), or another --out", found="; ".join(changes))
+            prepare_dir(run_dir, member.config)
     checkpoint.atomic_write_text(run_dir / "spec.opto", exp.canonical)
     checkpoint.atomic_write_text(info, json.dumps(record, indent=2))
 

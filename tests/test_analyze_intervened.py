@@ -8,7 +8,6 @@ import json
 import shutil
 
 import jax
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -54,19 +53,26 @@ def _variant(runs, tmp_path, spec_text: str | None):
     return run_dir
 
 
-def test_the_full_model_is_the_run_as_its_evaluations_scored_it(runs):
-    """On the very sequences of the run's last evaluation, the analysis's full model gives its numbers."""
-    run = load_run(runs / "copied")
+def _on_the_last_evaluation(run_dir):
+    """The analysis's full model under the run's own interventions and bare, scored on the very
+    sequences of the run's last evaluation of the training set, and that evaluation's record."""
+    run = load_run(run_dir)
     cfg = run.config
     task = make_task(cfg.data)
     idx = jax.device_get(task.sample_indices(jax.random.fold_in(jax.random.PRNGKey(cfg.seed.eval), 0), "train", cfg.eval.sequences))
     seqs = Sequences("train", idx["classes"], idx["exemplar_ids"], idx["labels"], False)
-    final = _final(runs / "copied")
+    final = _final(run_dir)
     assert final["sequences"] == run.sequences
     (ours,) = evaluate_plans(run.model, [Planner(run, bare=False).plan("")], task, seqs, run.sequences)
+    (bare,) = evaluate_plans(run.model, [Planner(run, bare=True).plan("")], task, seqs, run.sequences)
+    return ours, bare, final
+
+
+def test_the_full_model_is_the_run_as_its_evaluations_scored_it(runs):
+    """On the very sequences of the run's last evaluation, the analysis's full model gives its numbers."""
+    ours, bare, final = _on_the_last_evaluation(runs / "copied")
     assert ours.accuracy == pytest.approx(final["train/accuracy"], abs=1e-6)
     assert ours.loss == pytest.approx(final["train/loss"], rel=1e-4)
-    (bare,) = evaluate_plans(run.model, [Planner(run, bare=True).plan("")], task, seqs, run.sequences)
     assert abs(bare.loss - final["train/loss"]) > 0.3  # the bare network is another forward
 
 
@@ -148,3 +154,30 @@ def test_cli_analyze_a_sweep_member_under_its_own_values(runs, tmp_path):
     res = _analyze(run_dir, "--only", "composition")
     assert res.exit_code == 2, res.output
     assert "spec.json records $h=5" in res.output and "($h=1)" in res.output and "($h=3)" in res.output
+
+
+def test_a_graft_run_is_analysed_under_its_own_graft_and_bare_only_when_asked(tmp_path):
+    """A run that trained on another run's L1.resid_out (from a donor of another init seed) is scored
+    with that graft, as its evaluations were; --bare scores its own, never-trained, first layer."""
+    (tmp_path / "donor.opto").write_text("set train.lr = 1e-3\nset seed.init = 7\n")
+    run_experiment(tmp_path / "donor.opto", tmp_path / "donor", dict(SETTINGS), progress=False)
+    graft = f'graft L1.resid_out from "{tmp_path / "donor"}"'
+    (tmp_path / "grafted.opto").write_text(f"set train.lr = 1e-3\n{graft}\n")
+    run_dir = run_experiment(tmp_path / "grafted.opto", tmp_path / "grafted", dict(SETTINGS), progress=False)[0].run_dir
+
+    ours, bare, final = _on_the_last_evaluation(run_dir)
+    assert ours.accuracy == pytest.approx(final["train/accuracy"], abs=1e-6)
+    assert ours.loss == pytest.approx(final["train/loss"], rel=1e-4)
+    assert abs(bare.loss - ours.loss) > 0.5
+
+    res = _analyze(run_dir, "--only", "heads")
+    assert res.exit_code == 0, res.output
+    assert f"scored under the run's own interventions, every ablation added to them: {graft}" in res.output
+    grafted = json.loads((run_dir / "analysis.json").read_text())
+    assert grafted["interventions"] == [graft] and grafted["bare"] is False
+    res = _analyze(run_dir, "--only", "heads", "--bare")
+    assert res.exit_code == 0, res.output
+    assert "scored on the bare network (--bare)" in res.output
+    bared = json.loads((run_dir / "analysis.json").read_text())
+    assert bared["bare"] is True and bared["interventions"] == "none"
+    assert abs(bared["full"]["loss"] - grafted["full"]["loss"]) > 0.5

@@ -131,3 +131,38 @@ def test_runs_names_the_unreadable_file(run):
     result = _invoke("runs", run.parent)
     assert result.exit_code == 0
     assert f"unreadable {run / 'summary.json'}: " in result.output
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an object"])
+@pytest.mark.parametrize("command", ["run", "analyze", "report"])
+def test_a_damaged_spec_json_is_named(run, command, damage):
+    if damage == "truncated":
+        _truncate(run / "spec.json", 20)
+    else:
+        (run / "spec.json").write_text("[]")
+    args = _commands(run).get(command) or ["report", run, "--out", run.parent / "report"]
+    result = _invoke(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.startswith(f"{run / 'spec.json'}: error: ")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an object"])
+def test_runs_lists_a_run_with_a_damaged_spec_json_naming_it(run, damage):
+    if damage == "truncated":
+        _truncate(run / "spec.json", 20)
+    else:
+        (run / "spec.json").write_text("[]")
+    result = _invoke("runs", run.parent)
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert f"unreadable {run / 'spec.json'}: " in result.output
+
+
+def test_runs_and_report_name_an_unreadable_checkpoint_json_of_a_run_without_summary(run):
+    (run / "summary.json").unlink()
+    _truncate(run / "checkpoint.json", 10)
+    status = "running or interrupted (its checkpoint.json is unreadable)"
+    result = _invoke("runs", run.parent)
+    assert result.exit_code == 0 and status in result.output
+    result = _invoke("report", run, "--out", run.parent / "report")
+    assert result.exit_code == 0, result.output
+    assert status in (run.parent / "report" / "report.md").read_text()

@@ -3,7 +3,9 @@ most the rows after the last checkpoint, and every resume reproduces the uninter
 by row, with no duplicated row and no run marked complete that is not.
 
 The in-process battery triggers each signal from `on_record` at seeded points (deterministic);
-the command-line tests send real signals to a real `opto run` when it prints a progress line.
+the SIGKILL battery kills a training process at seeded rows and between a checkpoint's `.npz`
+and its `checkpoint.json` (a fault injected into the write); the command-line tests send real
+signals to a real `opto run` when it prints a progress line.
 """
 
 from __future__ import annotations
@@ -12,17 +14,21 @@ import json
 import os
 import random
 import signal
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from optodsl import rundir
 from optodsl.cli import app
 from optodsl.config import DataConfig, EvalConfig, ExperimentConfig, TrainConfig
 from optodsl.errors import DataError, Interrupted
 from optodsl.train import checkpoint
+from optodsl.train.signals import StopNow
 from optodsl.train.trainer import train
 
 SMALL = ExperimentConfig(
@@ -81,23 +87,81 @@ def test_signals_stop_at_a_checkpoint_and_every_resume_matches_the_uninterrupted
 
 def test_a_second_signal_stops_at_once_and_the_run_still_resumes_exactly(tmp_path, whole):
     run = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(StopNow) as stop:
         train(SMALL, None, run, progress=False, on_record=_signal_at(1920, signal.SIGINT, times=2))
+    assert stop.value.signum == signal.SIGINT
     summary = _summary(run)
     assert summary["status"] == "interrupted" and summary["sequences"] == 1280  # the checkpoint, not the rows
     train(SMALL, None, run, progress=False)
     assert _rows(run) == whole
 
 
+KILL = textwrap.dedent("""
+    import json, os, signal, sys
+    from optodsl.config import ExperimentConfig
+    from optodsl.train import checkpoint
+    from optodsl.train.trainer import train
+
+    config, run, how, at = ExperimentConfig.model_validate_json(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+    write = checkpoint.atomic_write_text
+
+    def pointer(path, text):
+        # the checkpoint's .npz is written; die before its checkpoint.json is
+        if how == "pointer" and path.name == "checkpoint.json" and json.loads(text)["sequences"] == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        write(path, text)
+
+    def row(member, record):
+        if how == "row" and record["sequences"] == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint.atomic_write_text = pointer
+    train(config, None, run, progress=False, on_record=row)
+""")
+
+
+def _kill(run: Path, how: str, at: int, whole: list[dict]) -> None:
+    """Train SMALL into `run` in a process SIGKILLed at row `at` ("row") or between the .npz and the
+    checkpoint.json of the checkpoint at `at` ("pointer"); then check what the kill left."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", KILL, SMALL.model_dump_json(), str(run), how, str(at)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    rows = _rows(run)
+    assert rows == whole[:len(rows)] and rows[-1]["sequences"] == at  # identical values, no row twice
+    assert not (run / "summary.json").exists()
+    assert rundir.status(run, None)[0].startswith("running or interrupted")
+    if how == "pointer":
+        assert (run / f"ckpt-{at // SMALL.train.batch:09d}.npz").is_file()
+        meta = checkpoint.read_meta(run)
+        assert meta is None or meta["sequences"] < at
+
+
 def test_reruns_without_a_checkpoint_do_not_duplicate_rows(tmp_path, whole):
-    config = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"checkpoint_every": 100_000})})
+    """Killed before its first checkpoint, a run leaves rows and no checkpoint.json (even with the
+    first checkpoint's .npz written); each rerun starts from 0 and writes no row twice."""
     run = tmp_path / "run"
-    for point in (640, 1280):
-        with pytest.raises(Interrupted):
-            train(config, None, run, progress=False, on_record=_signal_at(point, signal.SIGINT))
-        assert _rows(run)[-1]["sequences"] == point
-    train(config, None, run, progress=False)
-    assert _rows(run) == whole
+    _kill(run, "row", 640, whole)
+    assert checkpoint.read_meta(run) is None and len(_rows(run)) == 2
+    assert rundir.status(run, None)[0] == "running or interrupted before its first checkpoint (rerun to start again)"
+    _kill(run, "pointer", 1280, whole)
+    assert checkpoint.read_meta(run) is None and len(_rows(run)) == 3
+    train(SMALL, None, run, progress=False)
+    assert _rows(run) == whole and _summary(run)["status"] == "complete"
+
+
+def test_sigkill_at_seeded_points_after_a_checkpoint_resumes_exactly(tmp_path, whole):
+    """SIGKILL at a seeded row after a checkpoint, then (resuming) at a seeded checkpoint between its
+    .npz and checkpoint.json: each resume drops the rows past its checkpoint, and the end matches."""
+    rng = random.Random(11)
+    run = tmp_path / "run"
+    row, pointer = rng.choice([1920, 2560]), rng.choice([2560, 3200])
+    _kill(run, "row", row, whole)
+    assert checkpoint.read_meta(run)["sequences"] == 1280
+    _kill(run, "pointer", pointer, whole)
+    assert checkpoint.read_meta(run)["sequences"] == {2560: 1280, 3200: 2560}[pointer]  # the checkpoint before
+    train(SMALL, None, run, progress=False)
+    assert _rows(run) == whole and _summary(run)["status"] == "complete"
 
 
 def test_a_finished_run_continues_to_a_longer_length_as_if_it_had_never_stopped(tmp_path, whole):
@@ -182,3 +246,78 @@ def test_a_rerun_of_a_complete_run_says_so_and_trains_nothing(tmp_path):
     assert again.exit_code == 0 and "already complete at 640 sequences: nothing to train" in again.output
     assert "steps/s" not in again.output and "ETA" not in again.output
     assert (tmp_path / "r" / "summary.json").read_text() == before
+
+
+def test_a_second_sigterm_exits_with_sigterms_own_code(tmp_path, monkeypatch):
+    """`opto run` stopped at once by a second SIGTERM exits 143, as after one SIGTERM (not Ctrl-C's 130)."""
+    import optodsl.experiment as experiment
+
+    real = experiment.train_sweep
+    monkeypatch.setattr(experiment, "train_sweep",
+                        lambda *a, **kw: real(*a, **{**kw, "on_record": _signal_at(640, signal.SIGTERM, times=2)}))
+    (tmp_path / "s.opto").write_text(SPEC)
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "s.opto"), "--out", str(tmp_path / "r"), *CLI_SETTINGS,
+                                   "--no-progress"])
+    assert res.exit_code == 143, res.output
+    assert "interrupted" in res.output and "to resume, run the same command again" in res.output
+    summary = _summary(tmp_path / "r")
+    assert summary["status"] == "interrupted" and summary["sequences"] == 0
+
+
+GROWING = "set train.lr = 1e-3\nset data.total_classes = 200\nset train.sequences = {n}\nablate L2.H1\n"
+GROW_ARGS = ["--set", "eval.every=320", "--set", "eval.sequences=16", "--set", "train.checkpoint_every=320", "--no-progress"]
+
+
+def _opto_run(spec: Path, run: Path, *args: str):
+    return CliRunner().invoke(app, ["run", str(spec), "--out", str(run), *GROW_ARGS, *args])
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A finished run of 640 sequences (its spec beside it) and the rows of the same spec run to 1280."""
+    root = tmp_path_factory.mktemp("grown")
+    for name, n in (("short", "640"), ("long", "1280")):
+        (root / f"{name}.opto").write_text(GROWING.format(n=n))
+        res = _opto_run(root / f"{name}.opto", root / name)
+        assert res.exit_code == 0, res.output
+    return root, _rows(root / "long")
+
+
+def _copy_short(grown, tmp_path) -> tuple[Path, Path]:
+    shutil.copy(grown[0] / "short.opto", tmp_path / "short.opto")
+    shutil.copytree(grown[0] / "short", tmp_path / "short")
+    return tmp_path / "short.opto", tmp_path / "short"
+
+
+def test_opto_run_continues_a_finished_run_with_a_larger_set_length(grown, tmp_path):
+    spec, run = _copy_short(grown, tmp_path)
+    res = _opto_run(spec, run, "--set", "train.sequences=1280")
+    assert res.exit_code == 0, res.output
+    assert _rows(run) == grown[1] and _summary(run)["status"] == "complete" and _summary(run)["sequences"] == 1280
+
+
+def test_opto_run_continues_a_finished_run_whose_spec_now_asks_for_more(grown, tmp_path):
+    spec, run = _copy_short(grown, tmp_path)
+    spec.write_text(GROWING.format(n="1280"))
+    res = _opto_run(spec, run)
+    assert res.exit_code == 0, res.output
+    assert _rows(run) == grown[1] and _summary(run)["sequences"] == 1280
+    assert "train.sequences = 1280" in (run / "spec.opto").read_text()
+    assert json.loads((run / "config.json").read_text())["train"]["sequences"] == 1280
+
+
+@pytest.mark.parametrize("edit, named", [
+    (GROWING.format(n="1280").replace("1e-3", "1e-4"), "train.lr: 0.001 in the run, 0.0001 now"),
+    (GROWING.format(n="1280").replace("L2.H1", "L2.H3"),
+     "interventions: ablate L2.H1.v = zero during always in the run, ablate L2.H3.v = zero during always now"),
+    (GROWING.format(n="320"), "already trained 640 sequences"),
+], ids=["setting", "intervention", "shorter"])
+def test_opto_run_refuses_an_edited_spec_naming_what_differs(grown, tmp_path, edit, named):
+    spec, run = _copy_short(grown, tmp_path)
+    before = {name: (run / name).read_text() for name in ("spec.opto", "spec.json", "config.json")}
+    spec.write_text(edit)
+    res = _opto_run(spec, run)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert named in res.output
+    assert "train.sequences:" not in res.output  # a longer length is no difference
+    assert {name: (run / name).read_text() for name in before} == before

@@ -87,6 +87,18 @@ def test_a_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_ch
     assert all(np.isfinite(r["train/loss"]) for r in _metrics(tmp_path / "run"))
 
 
+def test_any_other_error_marks_the_run_failed_with_its_kind_at_its_last_checkpoint(tmp_path):
+    def fail(member, record):
+        if record["sequences"] == 1920:
+            raise RuntimeError("a bug in a hook")
+
+    with pytest.raises(RuntimeError, match="a bug in a hook"):
+        train(SMALL, None, tmp_path / "run", progress=False, on_record=fail)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed: RuntimeError" and summary["sequences"] == 1280
+    assert checkpoint.read_meta(tmp_path / "run")["sequences"] == 1280
+
+
 def test_a_run_directory_of_another_experiment_is_refused_naming_what_differs(tmp_path):
     train(SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 640})}), None, tmp_path / "run", progress=False)
     other = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 640, "lr": 1e-4}),

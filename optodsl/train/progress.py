@@ -11,6 +11,7 @@ import time
 
 
 def _clock(seconds: float) -> str:
+    """A duration as `1h02m` or `3m05s`."""
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
@@ -31,10 +32,11 @@ class Progress:
         self.next_line = start + self.STRIDE * self.total
         self.bar = None
         if mode == "bar":
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
-            self.bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+            self.bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                           TimeRemainingColumn(), transient=False, console=Console(file=self.stream))
             self.task = self.bar.add_task("train", total=total, completed=start, info="")
             self.bar.start()
 
@@ -53,5 +55,6 @@ class Progress:
                 self.next_line += self.STRIDE * self.total
 
     def close(self) -> None:
+        """Stop the bar (leaving its last state on the terminal); plain lines need nothing."""
         if self.bar is not None:
             self.bar.stop()

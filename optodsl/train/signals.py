@@ -2,8 +2,9 @@
 
 While a `StopRequests` is active, the first SIGINT or SIGTERM only records itself; the trainer
 looks at `received` after each fused chunk, checkpoints there and stops. A second signal of
-either kind gives up waiting and raises KeyboardInterrupt at once (the run still resumes from
-its last checkpoint). Outside the main thread signals cannot be caught, and nothing changes.
+either kind gives up waiting and raises `StopNow` (a KeyboardInterrupt that remembers the
+signal, so the command exits with that signal's own code); the run still resumes from its last
+checkpoint. Outside the main thread signals cannot be caught, and nothing changes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 """The shell's convention for a process ended by a signal: 128 + the signal's number."""
 
 
+class StopNow(KeyboardInterrupt):
+    """A second stop signal: stop at once, without a new checkpoint; `signum` is that signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def exit_code(stop: BaseException) -> int:
+    """The exit status of a command stopped by `stop`: 128 + its signal's number (a plain
+    KeyboardInterrupt is Ctrl-C, SIGINT)."""
+    return EXIT_CODES.get(getattr(stop, "signum", signal.SIGINT), 130)
+
+
 class StopRequests:
     """A context manager that turns the first stop signal into a flag (`received`)."""
 
@@ -24,7 +39,7 @@ class StopRequests:
 
     def _handle(self, signum, frame) -> None:
         if self.received is not None:
-            raise KeyboardInterrupt
+            raise StopNow(signum)
         self.received = signum
 
     def __enter__(self) -> "StopRequests":
