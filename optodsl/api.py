@@ -13,23 +13,18 @@ resolves the spec against its sites; see docs/embedding.md.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import jax
 
-from .compile.lower import CompiledPlan, compile_member, overrides
+from .compile.lower import CompiledPlan, overrides
 from .config import DataConfig, ExperimentConfig, ModelConfig
-from .experiment import Experiment, graft_warnings, load_experiment, plan_for
 from .model.overrides import Context, Overrides
-from .model.protocol import ModelSource, SiteTable, declared
+from .model.protocol import ModelSource
+from .pipeline import Experiment, compile_spec
 from .semantics.plan import in_pass
-from .semantics.spec import resolve_spec
-from .syntax import format_spec, load_spec, load_text
-from .tasks import Layout, layout
-from .train.trainer import load_trained
+from .tasks import layout
 
 
 @dataclass
@@ -76,22 +71,5 @@ def compile(source: str | Path, model_config: ModelConfig | ExperimentConfig | N
         base = base.model_copy(update={"model": model_config})
     if data_config is not None:
         base = base.model_copy(update={"data": data_config})
-    if model is None:
-        exp = load_experiment(source, settings, base=base)
-        return Compiled(exp, [plan_for(m) for m in exp.members])
-    sites = declared(model).sites
-    exp = _experiment(source, settings, base, sites)
-    return Compiled(exp, [compile_member(m, {run: load_trained(run, m.config, model=model)[0] for run in m.grafts}, sites)
-                          for m in exp.members])
-
-
-def _experiment(source: str | Path, settings: dict[str, object] | None, base: ExperimentConfig,
-                sites: Callable[[Layout], SiteTable]) -> Experiment:
-    """`load_experiment` with selectors resolved against a model's own site declaration; a `graft`
-    there reads a run of the same model."""
-    is_path = isinstance(source, Path) or (source.endswith(".opto") and "\n" not in source)
-    spec = load_spec(source) if is_path else load_text(source)
-    canonical = format_spec(spec)
-    members, warnings = resolve_spec(spec, base, settings or {}, sites=sites)
-    return Experiment(spec, canonical, hashlib.sha256(canonical.encode()).hexdigest(), members,
-                      warnings + graft_warnings(members))
+    compiled = compile_spec(source, base, settings, model=model)
+    return Compiled(compiled.experiment, compiled.plans)

@@ -17,7 +17,7 @@ from .analysis.runs import load_run
 from .compile.lower import compile_member
 from .errors import DataError
 from .config import ExperimentConfig
-from .experiment import ARCHITECTURE_SETTINGS, Experiment, architecture_difference, flat_settings, load_graft
+from .pipeline import ARCHITECTURE_SETTINGS, Experiment, architecture_difference, flat_settings, load_graft
 from .tasks import eval_sets
 
 DATA_SETTINGS = ("data.", "task.", "seed.")

@@ -8,7 +8,7 @@ statement saying what each pass does and why later sites are held.
 
 from __future__ import annotations
 
-from .experiment import DEFAULT, Experiment, flat_settings
+from .pipeline import DEFAULT, Experiment, flat_settings
 from .tasks import layout
 from .semantics.plan import Action, Member, reads_pass
 from .semantics.spec import variants

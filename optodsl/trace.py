@@ -9,13 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .compile.lower import CompiledPlan, Probed, compile_member
-from .experiment import plan_for
+from .compile.lower import Probed
 from .model.overrides import Context
-from .model.protocol import ModelSource, declared, factory
+from .model.protocol import ModelSource, factory
+from .pipeline import member_plan as member_plan, plan_for
 from .semantics.plan import Member
 from .tasks import build_task
-from .train.trainer import load_trained, new_model
+from .train.restore import load_trained, new_model
 
 
 def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir: Path | None, seed: int,
@@ -44,10 +44,3 @@ def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir
         out[label] = (value[head] if head is not None else value).tolist()
     return {"task": config.task.name, "tokens": task.words(batch), "input": task.inputs(batch),
             **task.readout(logits, batch), "sequences": sequences, "pass": pass_name, "passes": plan.passes, "sites": out}
-
-
-def member_plan(member: Member, model: ModelSource) -> CompiledPlan | Probed:
-    """A member resolved against a model of one's own, compiled against its site table; a `graft`
-    reads its source run as a checkpoint of the same model."""
-    grafts = {run: load_trained(run, member.config, model=model)[0] for run in member.grafts}
-    return compile_member(member, grafts, declared(model).sites)

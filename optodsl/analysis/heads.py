@@ -18,7 +18,7 @@ import numpy as np
 from ..compile.lower import CompiledPlan, compile_member
 from ..config import ExperimentConfig
 from ..errors import DataError, SpecError
-from ..experiment import load_experiment, load_graft
+from ..pipeline import check_spec, load_graft
 from ..measures import previous_token_attention
 from ..semantics.plan import Member
 from ..semantics.spec import check_conflicts
@@ -56,7 +56,7 @@ class Group:
 def _text_member(text: str, config: ExperimentConfig) -> Member:
     """The single run of spec `text` resolved against `config`, without its evaluation-only probes."""
     config = config.model_copy(update={"eval": config.eval.model_copy(update={"perfected": ()})})
-    return load_experiment(text + "\n", base=config).members[0]
+    return check_spec(text + "\n", config).members[0]
 
 
 def compile_text(text: str, config: ExperimentConfig) -> CompiledPlan:

@@ -12,11 +12,11 @@ from pydantic import ValidationError
 from .. import rundir
 from ..config import ExperimentConfig
 from ..errors import DataError
-from ..experiment import Experiment, load_experiment, run_dirs
+from ..pipeline import Experiment, check_spec, run_dirs
 from ..model.transformer import Transformer
 from ..semantics.plan import Member
 from ..train import checkpoint
-from ..train.trainer import load_trained
+from ..train.restore import load_trained
 
 
 @dataclass
@@ -85,9 +85,9 @@ def run_member(run_dir: Path, config: ExperimentConfig) -> Member | None:
     text = run_dir / rundir.SPEC_TEXT
     if not text.is_file():
         return None
-    member = member_of(load_experiment(text, base=config), run_dir)
+    member = member_of(check_spec(text, config), run_dir)
     if member.config != config:
-        member = member_of(load_experiment(text, _settings_between(member.config, config), base=config), run_dir)
+        member = member_of(check_spec(text, config, _settings_between(member.config, config)), run_dir)
     if member.config != config:
         raise DataError(text, "the spec does not resolve to the run's settings", expected="the config.json beside it",
                         found="settings " + ", ".join(_settings_between(member.config, config)))

@@ -27,12 +27,13 @@ from ..errors import DataError, Interrupted, TrainingError
 from ..measures import measures_fn
 from ..model.overrides import Context, Forward, as_forward
 from ..model.protocol import Intervenable, ModelSource, check_sites, declared, factory, layer_count
-from ..model.transformer import Transformer, init_model
+from ..model.transformer import init_model
 from ..tasks import Task, build_task, eval_sets, layout
 from ..tasks.base import query_loss_and_accuracy
 from . import checkpoint
 from .curves import plot_curves
 from .progress import Progress
+from .restore import load_trained as load_trained, make_optimizer as make_optimizer, new_model as new_model
 from .signals import StopRequests
 
 Measures = Callable[[dict[str, jax.Array], dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
@@ -57,35 +58,8 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def make_optimizer(cfg: ExperimentConfig, lr=None) -> optax.GradientTransformation:
-    """Adam (or AdamW/SGD) times the schedule's shape times a learning rate kept in the state.
-
-    The learning rate lives in the optimiser state (`inject_hyperparams`), so sweep members with
-    different learning rates share one program; `lr` (default `train.lr`) is the value `init`
-    stores, and may be a traced array.
-    """
-    t = cfg.train
-    parts = []
-    if t.optimizer in ("adam", "adamw"):
-        parts.append(optax.scale_by_adam())
-    if t.optimizer == "adamw":
-        parts.append(optax.add_decayed_weights(t.weight_decay))
-    if t.schedule == "cosine":
-        parts.append(optax.scale_by_schedule(optax.cosine_decay_schedule(1.0, max(t.steps, 1))))
-    elif t.schedule == "linear_warmup":
-        parts.append(optax.scale_by_schedule(optax.linear_schedule(0.0, 1.0, max(t.warmup // t.batch, 1))))
-    parts.append(optax.inject_hyperparams(optax.scale)(step_size=-(t.lr if lr is None else lr)))
-    return optax.chain(*parts)
-
-
 loss_and_accuracy = query_loss_and_accuracy
 """Mean cross-entropy and accuracy of query logits (B, L) against labels (B,); each task says where it applies."""
-
-
-def new_model(config: ExperimentConfig, key: jax.Array) -> Transformer:
-    """The built-in model for the configured task: features and labels in, or tokens in for a token task."""
-    lay = layout(config)
-    return init_model(config.model, config.data, key, vocab=lay.vocab, length=lay.length)
 
 
 def sweep_key(config: ExperimentConfig) -> ExperimentConfig:
@@ -257,18 +231,6 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
     if not shared_eval:
         program.eval_batches = program.place(eval_batches)
     return program
-
-
-def load_trained(run_dir: str | Path, config: ExperimentConfig, step: int | None = None,
-                 model: ModelSource | None = None) -> tuple[Intervenable, int]:
-    """The model a run directory checkpointed (its latest, or the kept one at `step`) and the
-    training sequences it had seen; `config` is the run's resolved settings, and `model` the model
-    of one's own it trained (an instance or factory of the same architecture), if not the built-in."""
-    key = jax.random.PRNGKey(0)
-    template = new_model(config, key) if model is None else factory(model)(key)
-    opt_state = make_optimizer(config).init(eqx.filter(template, eqx.is_array))
-    (trained, _, at_step), meta = checkpoint.load(Path(run_dir), (template, opt_state, jnp.zeros((), jnp.int32)), step=step)
-    return trained, int(meta.get("sequences", int(at_step) * config.train.batch))
 
 
 @dataclass

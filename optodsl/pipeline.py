@@ -1,0 +1,169 @@
+"""The one way from text to a checked, compiled plan: `compile_spec(source, config, ...)`.
+
+Parse (a `.opto` path or spec text), format to canonical text, resolve against the settings
+(sweeps expanded, `set` statements and `settings` applied, selectors checked against the
+model's sites), check every `graft` source, and compile each run to a `CompiledPlan` with the
+networks its grafts read. It reads checkpoints through `train.restore`, never the trainer, so
+the API, `trace` and `analysis` compile specs without pulling in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import interventions  # noqa: F401  (registers the built-in verbs with semantics)
+from .compile.lower import CompiledPlan, Probed, compile_member
+from .config import ExperimentConfig
+from .errors import DataError, SpecError, SpecWarning
+from .model.protocol import ModelSource, SiteTable, declared
+from .semantics.plan import Member
+from .semantics.spec import resolve_spec
+from .syntax import ast, format_spec, load_spec, load_text
+from .tasks import Layout
+from .train.restore import load_trained
+
+DEFAULT = ExperimentConfig()
+"""Settings a spec starts from: the paper's (lr 1e-5, 1,000,000 sequences, evaluation every 5,000
+sequences on 1,000 per set, init seed 5) on the built-in synthetic features."""
+
+
+@dataclass
+class Experiment:
+    """A loaded spec: its syntax tree, canonical text and hash, runs (members) and warnings."""
+
+    spec: ast.Spec
+    canonical: str
+    sha256: str
+    members: list[Member]
+    warnings: list[SpecWarning]
+
+
+@dataclass
+class CompiledSpec:
+    """A checked spec and one compiled plan per run (member)."""
+
+    experiment: Experiment
+    plans: list[CompiledPlan | Probed]
+
+
+def is_path(source: str | Path) -> bool:
+    """Whether `source` names a `.opto` file rather than holding spec text."""
+    return isinstance(source, Path) or (isinstance(source, str) and source.endswith(".opto") and "\n" not in source)
+
+
+def check_spec(source: str | Path, config: ExperimentConfig = DEFAULT, settings: dict[str, object] | None = None, *,
+               sites: Callable[[Layout], SiteTable] | None = None) -> Experiment:
+    """Text -> checked runs: parse a spec (a path or spec text) and resolve it against `config` with
+    `settings` (`section.field` -> value) applied last; `sites` resolves selectors against a model of
+    one's own (default: the built-in transformer's). Raises `SpecError`."""
+    spec = load_spec(source) if is_path(source) else load_text(source)
+    canonical = format_spec(spec)
+    members, warnings = resolve_spec(spec, config, settings or {}, sites=sites)
+    return Experiment(spec, canonical, hashlib.sha256(canonical.encode()).hexdigest(), members,
+                      warnings + graft_warnings(members))
+
+
+def compile_spec(source: str | Path, config: ExperimentConfig = DEFAULT, settings: dict[str, object] | None = None, *,
+                 model: ModelSource | None = None) -> CompiledSpec:
+    """Text -> checked, compiled plans: `check_spec`, then each run compiled with the networks its
+    grafts read. With `model` (a model of one's own: an instance or factory `key -> model`),
+    selectors resolve against its declared sites and a `graft` reads a run of that model."""
+    if model is None:
+        exp = check_spec(source, config, settings)
+        return CompiledSpec(exp, [plan_for(m) for m in exp.members])
+    sites = declared(model).sites
+    exp = check_spec(source, config, settings, sites=sites)
+    return CompiledSpec(exp, [member_plan(m, model) for m in exp.members])
+
+
+def plan_for(member: Member) -> CompiledPlan | Probed:
+    """Compile a member, loading the checkpoints its grafts read."""
+    return compile_member(member, {run: load_graft(run, member.config) for run in member.grafts})
+
+
+def member_plan(member: Member, model: ModelSource) -> CompiledPlan | Probed:
+    """A member resolved against a model of one's own, compiled against its site table; a `graft`
+    reads its source run as a checkpoint of the same model."""
+    grafts = {run: load_trained(run, member.config, model=model)[0] for run in member.grafts}
+    return compile_member(member, grafts, declared(model).sites)
+
+
+def graft_warnings(members: list[Member]) -> list[SpecWarning]:
+    """A warning at each `graft` whose source run directory holds no run (yet: an earlier `opto run`
+    may make it); an error at one whose source holds a network of another architecture."""
+    seen, out = set(), []
+    for member in members:
+        for action in [*member.actions, *(a for _, probe in member.probes for a in probe)]:
+            run = action.param("run")
+            if action.builder != "graft" or (run, action.span) in seen:
+                continue
+            seen.add((run, action.span))
+            settings = Path(run) / "config.json"
+            if settings.exists():
+                other = read_json(settings, "run settings", ExperimentConfig.model_validate)
+                differs = architecture_difference(member.config, other)
+                if differs:
+                    raise SpecError(action.span, f"graft source run '{run}' has a different architecture: "
+                                    f"{settings} has {differs[1]}",
+                                    hint=f"this spec's run {member.name} has {differs[0]}; graft from a run with the same "
+                                         "model settings")
+                continue
+            out.append(SpecWarning(span=action.span, message=f"graft source run '{run}' does not exist "
+                                                           f"(no {Path(run) / 'config.json'})",
+                                   hint="train it first with opto run, or fix the path (it is relative to the "
+                                        "folder opto run is started in)"))
+    return out
+
+
+def load_graft(run_dir: str, config: ExperimentConfig):
+    """The trained model of another run (for `graft`), checked against this experiment's architecture."""
+    path = Path(run_dir)
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise DataError(path, "graft source is not a run directory",
+                        expected="a directory written by `opto run` (config.json, checkpoint.json)")
+    other = read_json(cfg_path, "run settings", ExperimentConfig.model_validate)
+    differs = architecture_difference(config, other)
+    if differs:
+        raise DataError(cfg_path, "graft source has a different architecture", expected=differs[0], found=differs[1])
+    return load_trained(path, other)[0]
+
+
+def architecture_difference(mine: ExperimentConfig, other: ExperimentConfig) -> tuple[str, str] | None:
+    """Where another run's network cannot stand in for one of `mine` (its weights' shapes or meaning
+    differ): (what `mine` has, what `other` has), naming only the differing settings; None if they match."""
+    a, b = flat_settings(mine), flat_settings(other)
+    keys = [k for k in a if (k.startswith("model.") or k in ARCHITECTURE_SETTINGS) and a[k] != b[k]]
+    if not keys:
+        return None
+    return ", ".join(f"{k} = {a[k]}" for k in keys), ", ".join(f"{k} = {b[k]}" for k in keys)
+
+
+ARCHITECTURE_SETTINGS = ("data.labels", "data.feature_dim", "task.name")
+"""Settings outside `model.*` that fix a network's weights: the logits' width, the input width, the task."""
+
+
+def flat_settings(config: ExperimentConfig) -> dict[str, object]:
+    """Every setting as `section.field` -> value."""
+    return {f"{s}.{k}": v for s, fields in config.model_dump().items() for k, v in fields.items()}
+
+
+def run_dirs(exp: Experiment, out: Path | None) -> list[Path]:
+    """Where each member's run goes: `out` (default runs/<spec name>), with one subfolder per sweep member."""
+    root = out or Path("runs") / Path(exp.spec.path or "spec").stem
+    if len(exp.members) == 1:
+        return [root]
+    return [root / m.name for m in exp.members]
+
+
+def read_json(path: Path, what: str, check=lambda data: data):
+    """One JSON file of a run directory passed through `check`, or a DataError naming it (truncated or edited by hand)."""
+    try:
+        return check(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(path, f"unreadable {what} (truncated or edited?)", expected=f"the {path.name} `opto run` writes",
+                        found=str(exc).splitlines()[0], hint="restore the file, or train into another --out") from exc
