@@ -132,13 +132,21 @@ def _run_group(model, stacked, static, task, idx, sequences_seen):
             cls, ex, labels = chunk
             batch = task.gather(cls, ex, labels)
             logits, _ = plan(model, batch, ctx)
-            target = labels[:, -1]
-            nll = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), target[:, None], -1)[:, 0]
-            return jnp.argmax(logits, -1) == target, nll
+            return per_sequence(task, logits, batch)
 
         return jax.lax.map(per_chunk, (idx["classes"], idx["exemplars"], idx["labels"]))
 
     return jax.lax.map(per_plan, stacked)
+
+
+def per_sequence(task: Task, logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Each sequence's correctness (B,) and loss (B,), by the task's own `loss_and_accuracy` (the one
+    loss, the trainer's) applied to one sequence at a time."""
+    def one(row_logits, row):
+        return task.loss_and_accuracy(row_logits[None], jax.tree.map(lambda x: x[None], row))
+
+    loss, accuracy = jax.vmap(one)(logits, batch)
+    return accuracy == 1, loss
 
 
 def activations(model, task: Task, seqs: Sequences, limit: int = CHUNK, plan: CompiledPlan | None = None,
