@@ -1,0 +1,114 @@
+"""Settings: a spec's `set` statements and `--set key=value` applied to a configuration, each
+value checked against its setting's type and bounds (and the chosen task's keys), errors at the
+span that wrote it. Runs no JAX."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated
+
+from pydantic import TypeAdapter, ValidationError
+
+from ..config import ExperimentConfig, TASK_CONFIGS, section_models, setting_keys, task_keys, with_settings
+from ..errors import Span, SpecError
+from ..syntax import ast
+from ..syntax.hints import close, did_you_mean
+from .resolve import Resolver, span_text
+
+
+def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> ExperimentConfig:
+    """Apply the spec's `set` statements together: each value is checked at its own span, and the
+    rules between settings (e.g. classes + test_classes <= total_classes) once all are set, so
+    their order does not matter; such an error points at the last `set` of that section."""
+    keys = setting_keys()
+    sets = [st for st in spec.statements if isinstance(st, ast.Set)]
+    task = _task_name(config, [("task.name", r.python(st.value), st.value.span) for st in sets if st.key == ("task", "name")])
+    values: dict[str, object] = {}
+    last_in_section: dict[str, ast.Set] = {}
+    for st in sets:
+        key = ".".join(st.key)
+        if key not in keys:
+            raise SpecError(st.span, f"unknown setting '{key}'", hint=close(key, keys, "settings"))
+        _check_task_key(key, task, st.span)
+        value = r.python(st.value)
+        if isinstance(value, list):
+            value = tuple(value)
+        try:
+            values[key] = _field_adapter(key, task).validate_python(value)
+        except ValidationError as exc:
+            written = f"set {key} = [{span_text(st.value.span)}]"
+            raise SpecError(st.value.span, f"invalid value for {key}: {_message(exc.errors()[0])}",
+                            hint=_list_hint(exc.errors()[0], written)) from None
+        last_in_section[st.key[0]] = st
+    if not values:
+        return config
+    try:
+        return with_settings(config, values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        st = last_in_section.get(str(err["loc"][0]) if err["loc"] else "", list(last_in_section.values())[-1])
+        raise SpecError(st.value.span, f"invalid value for {'.'.join(st.key)}: {_message(err)}") from None
+
+
+def _task_name(config: ExperimentConfig, settings: list[tuple[str, object, Span]]) -> str:
+    """The task these settings run: the last `task.name` among them, else the configured one."""
+    name = config.task.name
+    for key, value, span in settings:
+        if key == "task.name":
+            if value not in TASK_CONFIGS:
+                raise SpecError(span, f"unknown task {value!r}", hint=close(str(value), TASK_CONFIGS, "tasks"))
+            name = value
+    return name
+
+
+def _check_task_key(key: str, task: str, span: Span) -> None:
+    """A `task.*` key the chosen task lacks is an error that lists the keys it has."""
+    if key.startswith("task.") and key not in task_keys(task):
+        owners = [name for name in TASK_CONFIGS if key in task_keys(name)]
+        other = (f"'{key}' is a setting of the {' and '.join(owners)} task; choose it with set task.name = "
+                 f"\"{owners[0]}\"" if owners else "choose another task with set task.name = ...")
+        raise SpecError(span, f"the {task} task has no setting '{key}'",
+                        hint=f"its settings are {', '.join(task_keys(task))}; {other}")
+
+
+@functools.cache
+def _field_adapter(key: str, task: str = "fewshot") -> TypeAdapter:
+    """A validator of one setting's own type and bounds (without the rules between settings)."""
+    section, name = key.split(".")
+    model = TASK_CONFIGS[task] if section == "task" else section_models(section)[0]
+    field = model.model_fields[name]
+    return TypeAdapter(Annotated[field.annotation, *field.metadata]) if field.metadata else TypeAdapter(field.annotation)
+
+
+def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | None = None) -> ExperimentConfig:
+    """Apply `--set key=value` settings; unknown keys and invalid values are spec errors at `--set`."""
+    keys = setting_keys()
+    ordered = sorted(cli.items(), key=lambda kv: kv[0] != "task.name")  # a new task first, then its keys
+
+    def where_of(key, value) -> Span:
+        return span or Span(path="--set", line=1, column=1, end_line=1, end_column=len(f"{key}={value}") + 1,
+                            line_text=f"{key}={value}")
+
+    task = _task_name(config, [(k, v, where_of(k, v)) for k, v in ordered])
+    for key, value in ordered:
+        where = where_of(key, value)
+        if key not in keys:
+            raise SpecError(where, f"unknown setting '{key}'",
+                            hint=did_you_mean(key, keys).rstrip() or "settings are section.field, e.g. train.lr")
+        _check_task_key(key, task, where)
+        try:
+            config = with_settings(config, {key: tuple(value) if isinstance(value, list) else value})
+        except ValidationError as exc:
+            raise SpecError(where, f"invalid value for {key}: {_message(exc.errors()[0])}",
+                            hint=_list_hint(exc.errors()[0], f"--set '{key}=[{value}]'")) from None
+    return config
+
+
+def _list_hint(error: dict, written: str) -> str | None:
+    """For a setting that takes a list given a single value, how to write it as one."""
+    return f"this setting takes a list in brackets: {written}" if error["type"] in ("tuple_type", "list_type") else None
+
+
+def _message(error: dict) -> str:
+    """A pydantic error's message without its 'Value error, ' prefix."""
+    return str(error["msg"]).removeprefix("Value error, ")
