@@ -14,7 +14,7 @@ import pytest
 from optodsl.errors import DataError
 from optodsl.report import load_runs, write_report
 from optodsl.report.figures import format_sequences
-from optodsl.report.load import phase_change, plateau
+from optodsl.report.curvestats import phase_change, plateau
 from optodsl.report.summary import render_report
 
 SETS = ("train", "heldout_labels", "heldout_exemplars", "test_classes")

@@ -54,7 +54,7 @@ class Run:
         xs, ys = [], []
         for r in self.metrics:
             v = r.get(key)
-            if _is_number(v) and math.isfinite(v):
+            if is_number(v) and math.isfinite(v):
                 xs.append(int(r["sequences"]))
                 ys.append(float(v))
         return xs, ys
@@ -62,7 +62,7 @@ class Run:
     def final(self, key: str) -> float | None:
         """The last evaluation's value of `key`, or None if it has none."""
         v = self.metrics[-1].get(key) if self.metrics else None
-        return float(v) if _is_number(v) else None
+        return float(v) if is_number(v) else None
 
     def heads(self, measure: str, set_name: str = "train") -> list[str]:
         """Heads (`L<l>.H<h>`, in layer then head order) with a `measure` value on `set_name`."""
@@ -77,7 +77,7 @@ def head_order(name: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (math.inf, math.inf)
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -189,34 +189,3 @@ def load_runs(paths: list[Path]) -> list[Run]:
     if len(set(labels)) < len(labels):
         out = [replace(r, label=f"{r.label} [{r.path}]") for r in out]
     return out
-
-
-def phase_change(run: Run, threshold: float = 0.9, key: str = "train/accuracy") -> int | None:
-    """Sequences seen at the first evaluation where `key` reaches `threshold` (None if it never does)."""
-    for x, y in zip(*run.series(key)):
-        if y >= threshold:
-            return x
-    return None
-
-
-def plateau(run: Run, tolerance: float = 0.05, key: str = "train/loss", level: float = LN2) -> tuple[int, int] | None:
-    """The longest stretch of consecutive evaluations (two at least) with `key` within `tolerance` of `level`.
-
-    Returns its first and last sequences counts; the earliest stretch wins a tie; None if there is none.
-    """
-    best: tuple[int, int] | None = None
-    best_len, start, length = 1, None, 0
-    last_x = None
-    for r in run.metrics:
-        v = r.get(key)
-        inside = _is_number(v) and math.isfinite(v) and abs(v - level) <= tolerance
-        if inside:
-            if length == 0:
-                start = r["sequences"]
-            length += 1
-            last_x = r["sequences"]
-            if length > best_len:
-                best_len, best = length, (start, last_x)
-        else:
-            length = 0
-    return best

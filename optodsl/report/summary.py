@@ -12,8 +12,9 @@ from pathlib import Path
 
 from ..analysis.schema import index_order
 from ..tasks.records import set_key, set_order
+from .curvestats import phase_change, plateau
 from .figures import curves_of
-from .load import Run, phase_change, plateau
+from .load import Run
 
 PHASE_THRESHOLD = 0.9
 PLATEAU_TOLERANCE = 0.05
