@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import interventions  # noqa: F401  (registers the built-in verbs with semantics)
+from . import rundir
 from .compile.lower import CompiledPlan, Probed, compile_member
 from .config import ExperimentConfig
 from .errors import DataError, SpecError, SpecWarning
@@ -102,7 +103,7 @@ def graft_warnings(members: list[Member]) -> list[SpecWarning]:
             if action.builder != "graft" or (run, action.span) in seen:
                 continue
             seen.add((run, action.span))
-            settings = Path(run) / "config.json"
+            settings = Path(run) / rundir.CONFIG
             if settings.exists():
                 other = read_json(settings, "run settings", ExperimentConfig.model_validate)
                 differs = architecture_difference(member.config, other)
@@ -113,7 +114,7 @@ def graft_warnings(members: list[Member]) -> list[SpecWarning]:
                                          "model settings")
                 continue
             out.append(SpecWarning(span=action.span, message=f"graft source run '{run}' does not exist "
-                                                           f"(no {Path(run) / 'config.json'})",
+                                                           f"(no {Path(run) / rundir.CONFIG})",
                                    hint="train it first with opto run, or fix the path (it is relative to the "
                                         "folder opto run is started in)"))
     return out
@@ -122,7 +123,7 @@ def graft_warnings(members: list[Member]) -> list[SpecWarning]:
 def load_graft(run_dir: str, config: ExperimentConfig):
     """The trained model of another run (for `graft`), checked against this experiment's architecture."""
     path = Path(run_dir)
-    cfg_path = path / "config.json"
+    cfg_path = path / rundir.CONFIG
     if not cfg_path.exists():
         raise DataError(path, "graft source is not a run directory",
                         expected="a directory written by `opto run` (config.json, checkpoint.json)")
