@@ -145,7 +145,7 @@ def _interrupted(sequences: dict[str, int], code: int) -> None:
 def _graft_check(loaded: list[tuple[Path, object]], root) -> object:
     """`semantics.grafts.check_graft_sources` over the specs of one command line (path, Experiment),
     each training into `root(path, exp)` (a spec's run root, as `opto run` picks it)."""
-    from .experiment import run_dirs
+    from .pipeline import run_dirs
     from .semantics.grafts import SpecRuns, check_graft_sources
 
     return check_graft_sources([SpecRuns(str(path), exp.members, run_dirs(exp, root(path, exp))) for path, exp in loaded])
@@ -154,7 +154,7 @@ def _graft_check(loaded: list[tuple[Path, object]], root) -> object:
 def _spec_warnings(exp) -> list:
     """The spec's own warnings, less the per-spec 'graft source does not exist' ones that the
     command line's graft check decides instead (an error, or a warning naming the spec that trains it)."""
-    from .experiment import graft_warnings
+    from .pipeline import graft_warnings
 
     decided = graft_warnings(exp.members)
     return [w for w in exp.warnings if w not in decided]

@@ -6,28 +6,21 @@ and the Python API call it.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from . import interventions  # noqa: F401  (registers the built-in verbs with semantics)
-from .compile.lower import CompiledPlan, compile_member
 from .config import ExperimentConfig
-from .errors import DataError, SpecError, SpecWarning
+from .errors import DataError, SpecError
+from .pipeline import DEFAULT, Experiment, check_spec, flat_settings, plan_for, read_json, run_dirs
 from .semantics.plan import Action, Member
 from .semantics.spec import resolve_spec
-from .syntax import ast, format_spec, load_spec, load_text
+from .syntax import load_spec
 from .train import checkpoint
-from .train.trainer import GROWABLE, RunResult, load_trained, sweep_key, train_sweep
+from .train.trainer import GROWABLE, RunResult, sweep_key, train_sweep
 from .train.trainer import _prepare_dir as prepare_dir
-
-DEFAULT = ExperimentConfig()
-"""Settings a spec starts from: the paper's (lr 1e-5, 1,000,000 sequences, evaluation every 5,000
-sequences on 1,000 per set, init seed 5) on the built-in synthetic features."""
 
 
 def coerce(text: str):
@@ -51,110 +44,11 @@ def coerce(text: str):
     return text
 
 
-@dataclass
-class Experiment:
-    """A loaded spec: its syntax tree, canonical text and hash, runs (members) and warnings."""
-
-    spec: ast.Spec
-    canonical: str
-    sha256: str
-    members: list[Member]
-    warnings: list[SpecWarning]
-
-
 def load_experiment(source: str | Path, settings: dict[str, object] | None = None,
                     base: ExperimentConfig = DEFAULT) -> Experiment:
-    """Load a spec from a path (or spec text), resolve it with `settings` applied last."""
-    if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".opto") and "\n" not in source):
-        spec = load_spec(source)
-    else:
-        spec = load_text(source)
-    canonical = format_spec(spec)
-    members, warnings = resolve_spec(spec, base, settings or {})
-    return Experiment(spec, canonical, hashlib.sha256(canonical.encode()).hexdigest(), members,
-                      warnings + graft_warnings(members))
-
-
-def graft_warnings(members: list[Member]) -> list[SpecWarning]:
-    """A warning at each `graft` whose source run directory holds no run (yet: an earlier `opto run`
-    may make it); an error at one whose source holds a network of another architecture."""
-    seen, out = set(), []
-    for member in members:
-        for action in [*member.actions, *(a for _, probe in member.probes for a in probe)]:
-            run = action.param("run")
-            if action.builder != "graft" or (run, action.span) in seen:
-                continue
-            seen.add((run, action.span))
-            settings = Path(run) / "config.json"
-            if settings.exists():
-                other = _read_json(settings, "run settings", ExperimentConfig.model_validate)
-                differs = architecture_difference(member.config, other)
-                if differs:
-                    raise SpecError(action.span, f"graft source run '{run}' has a different architecture: "
-                                    f"{settings} has {differs[1]}",
-                                    hint=f"this spec's run {member.name} has {differs[0]}; graft from a run with the same "
-                                         "model settings")
-                continue
-            out.append(SpecWarning(span=action.span, message=f"graft source run '{run}' does not exist "
-                                                           f"(no {Path(run) / 'config.json'})",
-                                   hint="train it first with opto run, or fix the path (it is relative to the "
-                                        "folder opto run is started in)"))
-    return out
-
-
-def load_graft(run_dir: str, config: ExperimentConfig):
-    """The trained model of another run (for `graft`), checked against this experiment's architecture."""
-    path = Path(run_dir)
-    cfg_path = path / "config.json"
-    if not cfg_path.exists():
-        raise DataError(path, "graft source is not a run directory",
-                        expected="a directory written by `opto run` (config.json, checkpoint.json)")
-    other = _read_json(cfg_path, "run settings", ExperimentConfig.model_validate)
-    differs = architecture_difference(config, other)
-    if differs:
-        raise DataError(cfg_path, "graft source has a different architecture", expected=differs[0], found=differs[1])
-    return load_trained(path, other)[0]
-
-
-def architecture_difference(mine: ExperimentConfig, other: ExperimentConfig) -> tuple[str, str] | None:
-    """Where another run's network cannot stand in for one of `mine` (its weights' shapes or meaning
-    differ): (what `mine` has, what `other` has), naming only the differing settings; None if they match."""
-    a, b = flat_settings(mine), flat_settings(other)
-    keys = [k for k in a if (k.startswith("model.") or k in ARCHITECTURE_SETTINGS) and a[k] != b[k]]
-    if not keys:
-        return None
-    return ", ".join(f"{k} = {a[k]}" for k in keys), ", ".join(f"{k} = {b[k]}" for k in keys)
-
-
-ARCHITECTURE_SETTINGS = ("data.labels", "data.feature_dim", "task.name")
-"""Settings outside `model.*` that fix a network's weights: the logits' width, the input width, the task."""
-
-
-def flat_settings(config: ExperimentConfig) -> dict[str, object]:
-    """Every setting as `section.field` -> value."""
-    return {f"{s}.{k}": v for s, fields in config.model_dump().items() for k, v in fields.items()}
-
-
-def plan_for(member: Member) -> CompiledPlan:
-    """Compile a member, loading the checkpoints its grafts read."""
-    return compile_member(member, {run: load_graft(run, member.config) for run in member.grafts})
-
-
-def run_dirs(exp: Experiment, out: Path | None) -> list[Path]:
-    """Where each member's run goes: `out` (default runs/<spec name>), with one subfolder per sweep member."""
-    root = out or Path("runs") / Path(exp.spec.path or "spec").stem
-    if len(exp.members) == 1:
-        return [root]
-    return [root / m.name for m in exp.members]
-
-
-def _read_json(path: Path, what: str, check=lambda data: data):
-    """One JSON file of a run directory passed through `check`, or a DataError naming it (truncated or edited by hand)."""
-    try:
-        return check(json.loads(path.read_text()))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(path, f"unreadable {what} (truncated or edited?)", expected=f"the {path.name} `opto run` writes",
-                        found=str(exc).splitlines()[0], hint="restore the file, or train into another --out") from exc
+    """Load a spec from a path (or spec text), resolve it with `settings` applied last
+    (`pipeline.check_spec`, under the name the command line and tests use)."""
+    return check_spec(source, base, settings)
 
 
 def _spec_record(data) -> dict:
@@ -239,9 +133,9 @@ def _claim(run_dir: Path, exp: Experiment, member: Member) -> None:
     info = run_dir / "spec.json"
     record = {"sha256": exp.sha256, "path": exp.spec.path, "bindings": dict(member.bindings), "member": member.name}
     settings = run_dir / "config.json"
-    config = _read_json(settings, "run settings", ExperimentConfig.model_validate) if settings.exists() else None
+    config = read_json(settings, "run settings", ExperimentConfig.model_validate) if settings.exists() else None
     if info.exists():
-        old = _read_json(info, "spec record", _spec_record)
+        old = read_json(info, "spec record", _spec_record)
         if config is not None and (old["sha256"], old.get("bindings")) != (exp.sha256, record["bindings"]):
             changes = spec_changes(run_dir, old, config, member)
             if changes:

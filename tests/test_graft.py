@@ -46,7 +46,7 @@ def test_graft_from_a_missing_run_names_the_directory(tmp_path):
 
 
 def test_graft_from_a_run_of_another_architecture_says_what_differs(tmp_path):
-    from optodsl.experiment import load_graft
+    from optodsl.pipeline import load_graft
 
     other = ExperimentConfig(model=ExperimentConfig().model.model_copy(update={"layers": 1}))
     (tmp_path / "donor").mkdir()

@@ -202,7 +202,7 @@ def compile_member(member: Member, grafts: dict | None = None,
     averages over (docs/semantics.md)."""
     missing = set(member.grafts) - set(grafts or {})
     if missing:
-        raise DataError(sorted(missing)[0], "graft source not loaded", expected="load it with optodsl.experiment.load_graft")
+        raise DataError(sorted(missing)[0], "graft source not loaded", expected="load it with optodsl.pipeline.load_graft")
     cfg = member.config
     grafts = graft_sources(member, grafts, compile_member)
     table = sites(layout(cfg)) if sites is not None else None

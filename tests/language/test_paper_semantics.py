@@ -145,7 +145,7 @@ def test_a_copy_alone_is_one_pass_either_way(base_config, model, batch):
 
 def _source_run(root: Path, spec: str | None, config: ExperimentConfig) -> Path:
     """A run directory as `opto run` leaves it (its settings, spec and sweep record); the network
-    itself is handed to the compiler, as `experiment.load_graft` does."""
+    itself is handed to the compiler, as `pipeline.load_graft` does."""
     root.mkdir()
     (root / "config.json").write_text(config.model_dump_json(indent=2))
     if spec is not None:
