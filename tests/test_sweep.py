@@ -48,27 +48,23 @@ def test_different_plain_override_functions_cannot_share_a_program():
 
 
 def _compiles_of(name: str, fn) -> tuple[object, int]:
-    """Run `fn` and count the XLA compilations JAX logs for jitted functions called `name`."""
-    import logging
+    """Run `fn` and count the XLA compilations of jitted functions called `name`, as JAX's monitoring
+    events report them (independent of how an earlier test left the loggers)."""
+    from jax import monitoring
 
     seen: list[str] = []
 
-    class Collect(logging.Handler):
-        def emit(self, record):
-            seen.append(record.getMessage())
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            seen.append(str(kwargs.get("fun_name")))
 
     jax.clear_caches()  # an earlier test may have compiled the same program in this session
-    handler, logger = Collect(level=logging.DEBUG), logging.getLogger("jax")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
+    monitoring.register_event_duration_secs_listener(listen)
     try:
-        with jax.log_compiles():
-            out = fn()
+        out = fn()
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-    return out, sum(m.startswith(f"Compiling jit({name})") for m in seen)
+        monitoring.unregister_event_duration_listener(listen)
+    return out, seen.count(f"jit({name})")
 
 
 def test_several_specs_with_the_same_shapes_train_as_one_program_compiled_once_per_chunk_length(tmp_path):
