@@ -12,6 +12,10 @@ from collections.abc import Iterable
 
 from . import TASKS
 
+TRAIN = "train"
+"""The training distribution's set name: the set every task declares first, sampled for the training
+steps and shown as the solid line of every curve."""
+
 
 def set_order() -> tuple[str, ...]:
     """Every task's evaluation sets, each once, in the order the tasks declare them (the first is
@@ -21,7 +25,13 @@ def set_order() -> tuple[str, ...]:
 
 def set_key(name: str, metric: str = "accuracy") -> str:
     """The record key of an evaluation set's `metric` ("loss" or "accuracy"): `heldout_labels/accuracy`."""
-    return f"{name}/{metric}"
+    return record_key(name, metric)
+
+
+def record_key(name: str, *parts: str) -> str:
+    """The record key of any number measured on evaluation set `name`: a set's metric, a measure
+    (`train/induction/L1.H0`), a probe's (`train/perfected[...]/loss`) or a task's own metric."""
+    return "/".join((name, *parts))
 
 
 def set_of(key: str, metric: str = "accuracy") -> str | None:

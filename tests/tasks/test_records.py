@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from optodsl.tasks import TASKS
-from optodsl.tasks.records import metric_sets, ordered_sets, set_key, set_of, set_order
+from optodsl.tasks.records import TRAIN, metric_sets, ordered_sets, record_key, set_key, set_of, set_order
 
 
 def test_the_sets_come_from_the_tasks_in_the_papers_order():
     assert set_order() == ("train", "heldout_labels", "heldout_exemplars", "test_classes")
     assert all(set(cls.sets) <= set(set_order()) for cls in TASKS.values())
+
+
+def test_every_task_declares_the_training_set_first():
+    assert all(cls.sets[0] == TRAIN for cls in TASKS.values())
+    assert record_key(TRAIN, "induction", "L1.H0") == "train/induction/L1.H0" and set_key(TRAIN, "loss") == "train/loss"
 
 
 def test_only_a_two_part_key_is_a_sets_metric():
