@@ -225,6 +225,11 @@ def task_keys(name: str) -> list[str]:
     return [f"task.{field}" for field in TASK_CONFIGS[name].model_fields]
 
 
+def flat_settings(config: ExperimentConfig) -> dict[str, object]:
+    """Every setting as `section.field` -> value."""
+    return {f"{s}.{k}": v for s, fields in config.model_dump().items() for k, v in fields.items()}
+
+
 def with_settings(config: ExperimentConfig, settings: dict[str, object]) -> ExperimentConfig:
     """A copy of `config` with `section.field` settings applied and validated together; a new
     `task.name` starts that task from its defaults before its other keys apply."""

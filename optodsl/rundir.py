@@ -11,6 +11,9 @@ it names the checkpoint a rerun resumes from), or `failed: ...`. A run with no s
 still running or was killed (SIGKILL, a crash of the machine); a process cannot tell which from
 the files alone, so the status says both. Rows of `metrics.jsonl` past the checkpoint are dropped
 when the run resumes.
+
+Every reader of a run's `spec.json` and `metrics.jsonl` reads them here (`spec_record`, `metrics`),
+so a damaged file is one error, worded once.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any, Callable
+
+from .errors import DataError
 
 CONFIG = "config.json"
 SPEC_TEXT = "spec.opto"
@@ -55,6 +61,67 @@ def find_runs(folder: Path) -> list[Path]:
     for child in sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_order):
         runs.extend(find_runs(child))
     return runs
+
+
+RESTORE_HINT = "restore the file, or train into another --out"
+
+
+def read_json(path: Path, what: str, check: Callable[[Any], Any] = lambda data: data, hint: str = RESTORE_HINT):
+    """One JSON file of a run directory passed through `check`, or a DataError naming it (truncated or edited by hand)."""
+    path = Path(path)
+    try:
+        return check(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(path, f"unreadable {what} (truncated or edited?)", expected=f"the {path.name} `opto run` writes",
+                        found=str(exc).splitlines()[0], hint=hint) from exc
+
+
+def _spec_object(data):
+    """spec.json's content checked: a JSON object whose `bindings`, where present, is an object."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not the object with 'sha256' and 'bindings' that `opto run` writes")
+    if not isinstance(data.get("bindings", {}), dict):
+        raise ValueError(f"its 'bindings' is a JSON {type(data['bindings']).__name__}, not an object")
+    return data
+
+
+def spec_record(run_dir: Path, hint: str = RESTORE_HINT) -> dict | None:
+    """The run's spec.json (the spec's sha256, path, sweep values `bindings` and member name), or None
+    without one; a DataError naming it when it is not such an object (`hint` says what to do then)."""
+    path = Path(run_dir) / SPEC_RECORD
+    if not path.is_file():
+        return None
+    return read_json(path, "spec record", _spec_object, hint)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    """The evaluations in the run's metrics.jsonl (none without one); a torn last line (a run killed
+    mid-write) is ignored.
+
+    Raises DataError for any other line that is not a JSON object with an integer `sequences`.
+    """
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(path, "unreadable metrics file", found=str(exc)) from exc
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    records = []
+    for k, (number, line) in enumerate(numbered):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if k == len(numbered) - 1:
+                break
+            raise DataError(path, f"malformed metrics line {number}", expected="one JSON object per line",
+                            found=f"{line[:60]!r} ({exc.msg})") from exc
+        if not isinstance(rec, dict) or not isinstance(rec.get("sequences"), int) or isinstance(rec.get("sequences"), bool):
+            raise DataError(path, f"malformed metrics line {number}",
+                            expected="a JSON object with an integer 'sequences'", found=line[:60])
+        records.append(rec)
+    return records
 
 
 UNFINISHED = "running or interrupted"
