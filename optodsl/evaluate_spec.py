@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import rundir
 from .analysis.evaluate import evaluate_plans, evaluation_set
 from .analysis.runs import load_run
 from .compile.lower import compile_member
 from .errors import DataError
-from .config import ExperimentConfig
-from .pipeline import ARCHITECTURE_SETTINGS, Experiment, architecture_difference, flat_settings, load_graft
+from .config import ExperimentConfig, flat_settings
+from .pipeline import ARCHITECTURE_SETTINGS, Experiment, architecture_difference, load_graft
 from .tasks import eval_sets
 
 DATA_SETTINGS = ("data.", "task.", "seed.")
@@ -43,7 +44,7 @@ def data_warnings(exp: Experiment, run_config: ExperimentConfig, run_dir: Path) 
         differs = data_difference(member.config, run_config)
         if differs is None:
             continue
-        line = (f"{run_dir / 'config.json'}: warning: {exp.spec.path or 'the spec'} has {differs[0]} but the checkpoint's "
+        line = (f"{run_dir / rundir.CONFIG}: warning: {exp.spec.path or 'the spec'} has {differs[0]} but the checkpoint's "
                 f"run had {differs[1]}: the scores are on the spec's data, not the run's (set them in the spec or "
                 "with --set to score the run's own)")
         if line not in out:
@@ -60,7 +61,7 @@ def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: in
     for member in exp.members:
         differs = architecture_difference(member.config, run.config)
         if differs:
-            raise DataError(run_dir / "config.json", f"the checkpoint's network does not fit run {member.name} of "
+            raise DataError(run_dir / rundir.CONFIG, f"the checkpoint's network does not fit run {member.name} of "
                             f"{exp.spec.path or 'the spec'}", expected=f"the spec's {differs[0]}", found=differs[1],
                             hint="evaluate it under a spec with the same model settings, or set them in the spec")
     grafts = {src: load_graft(src, run.config) for m in exp.members for src in m.grafts}

@@ -8,7 +8,8 @@ statement saying what each pass does and why later sites are held.
 
 from __future__ import annotations
 
-from .pipeline import DEFAULT, Experiment, flat_settings
+from .config import flat_settings
+from .pipeline import DEFAULT, Experiment
 from .tasks import layout
 from .semantics.plan import Action, Member, reads_pass
 from .semantics.spec import variants

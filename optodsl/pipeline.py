@@ -10,7 +10,6 @@ the API, `trace` and `analysis` compile specs without pulling in training.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,7 +17,7 @@ from typing import Callable
 from . import interventions  # noqa: F401  (registers the built-in verbs with semantics)
 from . import rundir
 from .compile.lower import CompiledPlan, Probed, compile_member
-from .config import ExperimentConfig
+from .config import ExperimentConfig, flat_settings
 from .errors import DataError, SpecError, SpecWarning
 from .model.protocol import ModelSource, SiteTable, declared
 from .semantics.plan import Member
@@ -105,7 +104,7 @@ def graft_warnings(members: list[Member]) -> list[SpecWarning]:
             seen.add((run, action.span))
             settings = Path(run) / rundir.CONFIG
             if settings.exists():
-                other = read_json(settings, "run settings", ExperimentConfig.model_validate)
+                other = rundir.read_json(settings, "run settings", ExperimentConfig.model_validate)
                 differs = architecture_difference(member.config, other)
                 if differs:
                     raise SpecError(action.span, f"graft source run '{run}' has a different architecture: "
@@ -127,7 +126,7 @@ def load_graft(run_dir: str, config: ExperimentConfig):
     if not cfg_path.exists():
         raise DataError(path, "graft source is not a run directory",
                         expected="a directory written by `opto run` (config.json, checkpoint.json)")
-    other = read_json(cfg_path, "run settings", ExperimentConfig.model_validate)
+    other = rundir.read_json(cfg_path, "run settings", ExperimentConfig.model_validate)
     differs = architecture_difference(config, other)
     if differs:
         raise DataError(cfg_path, "graft source has a different architecture", expected=differs[0], found=differs[1])
@@ -148,23 +147,9 @@ ARCHITECTURE_SETTINGS = ("data.labels", "data.feature_dim", "task.name")
 """Settings outside `model.*` that fix a network's weights: the logits' width, the input width, the task."""
 
 
-def flat_settings(config: ExperimentConfig) -> dict[str, object]:
-    """Every setting as `section.field` -> value."""
-    return {f"{s}.{k}": v for s, fields in config.model_dump().items() for k, v in fields.items()}
-
-
 def run_dirs(exp: Experiment, out: Path | None) -> list[Path]:
     """Where each member's run goes: `out` (default runs/<spec name>), with one subfolder per sweep member."""
     root = out or Path("runs") / Path(exp.spec.path or "spec").stem
     if len(exp.members) == 1:
         return [root]
     return [root / m.name for m in exp.members]
-
-
-def read_json(path: Path, what: str, check=lambda data: data):
-    """One JSON file of a run directory passed through `check`, or a DataError naming it (truncated or edited by hand)."""
-    try:
-        return check(json.loads(path.read_text()))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(path, f"unreadable {what} (truncated or edited?)", expected=f"the {path.name} `opto run` writes",
-                        found=str(exc).splitlines()[0], hint="restore the file, or train into another --out") from exc

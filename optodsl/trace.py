@@ -15,6 +15,7 @@ from .model.protocol import ModelSource, factory
 from .pipeline import member_plan as member_plan, plan_for
 from .semantics.plan import Member
 from .tasks import build_task
+from .tasks.records import TRAIN
 from .train.restore import load_trained, new_model
 
 
@@ -32,7 +33,7 @@ def trace_spec(member: Member, sites: list[tuple[str, str, int | None]], run_dir
     if run_dir is not None:
         network, sequences = load_trained(run_dir, config, model=model)
     task = build_task(config)
-    batch = task.sample(jax.random.PRNGKey(seed), "train", 1)
+    batch = task.sample(jax.random.PRNGKey(seed), TRAIN, 1)
     plan = plan_for(member) if model is None else member_plan(member, model)
     plan = plan.plan if isinstance(plan, Probed) else plan
     run = eqx.filter_jit(lambda m, b, n: plan.each_pass(m, b, Context(sequences=n, training=False)))

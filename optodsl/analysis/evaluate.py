@@ -25,6 +25,8 @@ from ..errors import DataError
 from ..model.overrides import Context
 from ..tasks import build_task
 from ..tasks.fewshot import FewShot as Task
+from ..tasks.records import TRAIN
+from ..train.program import program_key
 
 ENUMERATE_LIMIT = 200_000
 CHUNK = 2048
@@ -60,7 +62,7 @@ def training_sequences(task: Task) -> Sequences | None:
     labels = lab[l]
     classes = np.concatenate([cls, cls[np.arange(len(o)), q][:, None]], axis=1)
     labels = np.concatenate([labels, labels[np.arange(len(o)), q][:, None]], axis=1)
-    return Sequences("train (every sequence)", classes, np.zeros_like(classes), labels, True)
+    return Sequences(f"{TRAIN} (every sequence)", classes, np.zeros_like(classes), labels, True)
 
 
 def sampled_sequences(task: Task, which: str, n: int, seed: int) -> Sequences:
@@ -69,14 +71,14 @@ def sampled_sequences(task: Task, which: str, n: int, seed: int) -> Sequences:
     return Sequences(which, idx["classes"], idx["exemplar_ids"], idx["labels"], False)
 
 
-def evaluation_set(config: ExperimentConfig, which: str = "train", n: int | None = None, seed: int = 0) -> tuple[Task, Sequences]:
+def evaluation_set(config: ExperimentConfig, which: str = TRAIN, n: int | None = None, seed: int = 0) -> tuple[Task, Sequences]:
     """The task and the sequences analyses use: all training sequences if enumerable and `n` is None.
     The checkpoint analyses read the few-shot layout (labels, query); other tasks are refused."""
     task = build_task(config)
     if not isinstance(task, Task):
         raise DataError(f"task.name = {config.task.name!r}", "the checkpoint analyses are defined for the few-shot task only",
                         expected='task.name = "fewshot" (they read its labels and query)')
-    if which == "train" and n is None:
+    if which == TRAIN and n is None:
         every = training_sequences(task)
         if every is not None:
             return task, every
@@ -102,8 +104,7 @@ def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences
     """Evaluate every plan on `seqs`; plans that share structure and shapes run as one program."""
     groups: dict[tuple, list[int]] = {}
     for i, plan in enumerate(plans):
-        leaves, structure = jax.tree.flatten(plan)
-        groups.setdefault((structure, tuple(jnp.shape(x) for x in leaves)), []).append(i)
+        groups.setdefault(program_key(plan), []).append(i)
     n = len(seqs)
     pad = (-n) % CHUNK
     idx = {k: jnp.asarray(np.pad(getattr(seqs, k), ((0, pad), (0, 0)))).reshape(-1, CHUNK, seqs.classes.shape[1])

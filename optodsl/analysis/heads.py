@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
+from .. import rundir
 from ..compile.lower import CompiledPlan, compile_member
 from ..config import ExperimentConfig
 from ..errors import DataError, SpecError
@@ -23,6 +24,7 @@ from ..measures import previous_token_attention
 from ..semantics.plan import Member
 from ..semantics.spec import check_conflicts
 from ..sites import layer_pairs, pair_key
+from ..tasks.records import TRAIN
 from .evaluate import Outcome, Sequences, activations, evaluate_plans, evaluation_set
 from .runs import TrainedRun
 from .schema import Analysis
@@ -94,7 +96,7 @@ class Planner:
             check_conflicts(list(actions), cfg.data.seq_len)
         except SpecError as err:
             shown = "; ".join(text.splitlines())
-            raise DataError(self.run.run_dir / "spec.opto", f"the analysis '{shown}' conflicts with "
+            raise DataError(self.run.run_dir / rundir.SPEC_TEXT, f"the analysis '{shown}' conflicts with "
                             "the run's own interventions", expected="analyses of sites the run leaves alone: analyse the bare "
                             "network with --bare, or leave this analysis out with --only", found=err.message) from None
         grafts = tuple(sorted(set(self.grafts) | set(extra.grafts)))
@@ -140,7 +142,7 @@ def composition_scores(run: TrainedRun, writer: int = 1, reader: int = 2) -> dic
 
 
 def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[Group] | None = None,
-            which: str = "train", n: int | None = None, seed: int = 0, bare: bool = False) -> dict:
+            which: str = TRAIN, n: int | None = None, seed: int = 0, bare: bool = False) -> dict:
     """Run the chosen analyses (by default every one that applies to the model's depth) on a trained
     run, under its own training interventions (or none, with `bare`); returns the `analysis.json` dict.
 

@@ -35,20 +35,6 @@ class TrainedRun:
     member: Member | None = None
 
 
-def spec_record(run_dir: Path) -> dict | None:
-    """The run directory's spec.json (spec hash, path, sweep bindings, member name), or None without one."""
-    info = run_dir / rundir.SPEC_RECORD
-    if not info.is_file():
-        return None
-    try:
-        record = json.loads(info.read_text())
-    except ValueError as exc:
-        raise DataError(info, "unreadable spec record", expected="the spec.json `opto run` writes", found=str(exc)) from exc
-    if not isinstance(record, dict):
-        raise DataError(info, "unreadable spec record", expected="a JSON object", found=type(record).__name__)
-    return record
-
-
 def _bindings_text(bindings) -> str:
     return ", ".join(f"${k}={v}" for k, v in dict(bindings).items())
 
@@ -58,13 +44,13 @@ def member_of(exp: Experiment, run_dir: Path) -> Member:
     spec.json records. Refuses (listing every member's directory) when that cannot be told."""
     if len(exp.members) == 1:
         return exp.members[0]
-    record = spec_record(run_dir)
+    record = rundir.spec_record(run_dir)
     if record is not None:
         for m in exp.members:
             if dict(m.bindings) == record.get("bindings"):
                 return m
-    root = run_dir.parent if (run_dir / rundir.CONFIG).exists() else run_dir
-    listing = "\n    ".join(f"{d}  ({_bindings_text(m.bindings)})" + ("" if (d / rundir.CONFIG).exists() else "  [no run there]")
+    root = run_dir.parent if rundir.is_run_dir(run_dir) else run_dir
+    listing = "\n    ".join(f"{d}  ({_bindings_text(m.bindings)})" + ("" if rundir.is_run_dir(d) else "  [no run there]")
                                for m, d in zip(exp.members, run_dirs(exp, root)))
     found = ("no spec.json: not one run's directory (a sweep's folder?)" if record is None
              else f"spec.json records {_bindings_text(record.get('bindings') or {}) or 'no sweep values'}, "
@@ -108,5 +94,5 @@ def load_run(run_dir: str | Path, step: int | None = None) -> TrainedRun:
     if checkpoint.read_meta(path) is None:
         raise DataError(path, "the run has no checkpoint yet", expected="checkpoint.json and ckpt-*.npz (train it with `opto run`)")
     model, sequences = load_trained(path, config, step)
-    record = spec_record(path)
+    record = rundir.spec_record(path)
     return TrainedRun(path, config, model, sequences, record.get("path") if record else None, run_member(path, config))

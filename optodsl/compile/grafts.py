@@ -20,6 +20,7 @@ from typing import Callable
 import equinox as eqx
 import jax.numpy as jnp
 
+from .. import rundir
 from ..config import ExperimentConfig
 from ..errors import DataError, SpecError
 from ..model.overrides import Context, Plan
@@ -68,7 +69,7 @@ def source_with_plan(run_dir: Path, model, compile_member: Callable) -> GraftSou
     if source is None or not source.actions:
         return GraftSource(model)
     if source.grafts:
-        raise DataError(run_dir / "spec.opto", "this graft source itself grafts from another run",
+        raise DataError(run_dir / rundir.SPEC_TEXT, "this graft source itself grafts from another run",
                         expected="a source whose own interventions take no graft (one level of grafting)",
                         found="graft from " + ", ".join(source.grafts),
                         hint=f"graft from {source.grafts[0]} directly, or {BARE_HINT}")
@@ -79,12 +80,11 @@ def source_with_plan(run_dir: Path, model, compile_member: Callable) -> GraftSou
 def source_member(run_dir: Path) -> Member | None:
     """The run of its own spec.opto that trained in `run_dir`, resolved with its config.json; None
     without a spec.opto."""
-    spec_path = run_dir / "spec.opto"
+    spec_path = run_dir / rundir.SPEC_TEXT
     if not spec_path.is_file():
         return None
-    config = _read(run_dir / "config.json", "run settings", ExperimentConfig.model_validate)
-    record = _read(run_dir / "spec.json", "spec record", dict) if (run_dir / "spec.json").is_file() else {}
-    bindings = record.get("bindings") or {}
+    config = _read(run_dir / rundir.CONFIG, "run settings", ExperimentConfig.model_validate)
+    bindings = (rundir.spec_record(run_dir, hint=BARE_HINT) or {}).get("bindings") or {}
     try:
         member = _member(resolve_spec(load_spec(spec_path), config)[0], bindings)
         if member is not None and member.config != config:  # a --set that overrode one of the spec's own settings

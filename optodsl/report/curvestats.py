@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 
+from ..tasks.records import TRAIN, set_key
 from .load import LN2, Run, is_number
 
 
-def phase_change(run: Run, threshold: float = 0.9, key: str = "train/accuracy") -> int | None:
+def phase_change(run: Run, threshold: float = 0.9, key: str = set_key(TRAIN, "accuracy")) -> int | None:
     """Sequences seen at the first evaluation where `key` reaches `threshold` (None if it never does)."""
     for x, y in zip(*run.series(key)):
         if y >= threshold:
@@ -16,7 +17,7 @@ def phase_change(run: Run, threshold: float = 0.9, key: str = "train/accuracy") 
     return None
 
 
-def plateau(run: Run, tolerance: float = 0.05, key: str = "train/loss", level: float = LN2) -> tuple[int, int] | None:
+def plateau(run: Run, tolerance: float = 0.05, key: str = set_key(TRAIN, "loss"), level: float = LN2) -> tuple[int, int] | None:
     """The longest stretch of consecutive evaluations (two at least) with `key` within `tolerance` of `level`.
 
     Returns its first and last sequences counts; the earliest stretch wins a tie; None if there is none.

@@ -21,7 +21,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from ..analysis.schema import index_order
 from ..files import atomic_write_bytes
 from ..syntax.format import format_number
-from ..tasks.records import set_order
+from ..tasks.records import TRAIN, record_key, set_key, set_order
 from .load import LN2, Run
 
 X_LABEL = "training sequences seen"
@@ -197,12 +197,12 @@ def curves_figure(runs: list[Run], metric: str) -> Figure:
     """
     fig = _figure(10, 5)
     ax = fig.add_subplot()
-    shown = [r for r in runs if r.series(f"train/{metric}")[0]]
+    shown = [r for r in runs if r.series(set_key(TRAIN, metric))[0]]
     curves = curves_of(runs)
     heldout = len([c for c in curves if any(r in shown for r in c.runs)]) <= MAX_RUNS_WITH_HELDOUT
     used_styles = set()
     for curve in curves:
-        if not _draw_curve(ax, curve, f"train/{metric}", 1.8, label=curve.label):
+        if not _draw_curve(ax, curve, set_key(TRAIN, metric), 1.8, label=curve.label):
             continue
         if heldout:
             for name, style in HELDOUT_STYLES.items():
@@ -210,7 +210,7 @@ def curves_figure(runs: list[Run], metric: str) -> Figure:
                     used_styles.add(name)
     if metric == "loss":
         ax.axhline(LN2, color="grey", ls="-", lw=1.0, alpha=0.8, label="chance (ln 2)")
-        values = [y for r in shown for y in r.series("train/loss")[1]]
+        values = [y for r in shown for y in r.series(set_key(TRAIN, "loss"))[1]]
         if values and min(values) > 0:
             ax.set_yscale("log")
             plain = FuncFormatter(lambda v, _pos: f"{v:g}")
@@ -235,7 +235,7 @@ def curves_figure(runs: list[Run], metric: str) -> Figure:
     if used_styles:
         styles = [Line2D([], [], color="black", lw=1.8, ls="-")] + [
             Line2D([], [], color="black", lw=1.1, ls=HELDOUT_STYLES[n]) for n in HELDOUT_STYLES if n in used_styles]
-        names = ["train"] + [n for n in HELDOUT_STYLES if n in used_styles]
+        names = [TRAIN] + [n for n in HELDOUT_STYLES if n in used_styles]
         fig.legend(styles, names, loc="outside right lower", fontsize=8, title="evaluation set")
     return fig
 
@@ -251,7 +251,7 @@ def _edges(xs: list[int]) -> np.ndarray:
     return np.concatenate([[max(first, 0.0) if x[0] >= 0 else first], mid, [last]])
 
 
-def measure_matrix(run: Run, measure: str, set_name: str = "train") -> tuple[list[str], list[int], np.ndarray]:
+def measure_matrix(run: Run, measure: str, set_name: str = TRAIN) -> tuple[list[str], list[int], np.ndarray]:
     """Heads, evaluation sequences and a heads x evaluations array of `measure` (NaN where missing)."""
     heads = run.heads(measure, set_name)
     records = [r for r in run.metrics if any(f"{set_name}/{measure}/{h}" in r for h in heads)]
@@ -264,7 +264,7 @@ def measure_matrix(run: Run, measure: str, set_name: str = "train") -> tuple[lis
     return heads, [int(r["sequences"]) for r in records], values
 
 
-def measure_figure(runs: list[Run], measure: str, set_name: str = "train") -> Figure | None:
+def measure_figure(runs: list[Run], measure: str, set_name: str = TRAIN) -> Figure | None:
     """One heatmap per run of `measure` per head (rows) over evaluations (columns, in sequences); None if no run has it."""
     panels = [(r, *measure_matrix(r, measure, set_name)) for r in runs if r.heads(measure, set_name)]
     if not panels:
@@ -427,8 +427,9 @@ def perfected_figure(runs: list[Run]) -> Figure | None:
     a progress measure against the plain curve."""
     probed = []
     for run in runs:
-        names = sorted({k[len("train/"):-len("/loss")] for r in run.metrics for k in r
-                        if k.startswith("train/perfected[") and k.endswith("/loss")})
+        prefix = record_key(TRAIN, "")
+        names = sorted({k[len(prefix):-len("/loss")] for r in run.metrics for k in r
+                        if k.startswith(prefix + "perfected[") and k.endswith("/loss")})
         if names:
             probed.append((run, names))
     if not probed:
@@ -436,10 +437,10 @@ def perfected_figure(runs: list[Run]) -> Figure | None:
     fig = _figure(10, 4.2 * len(probed))
     for i, (run, names) in enumerate(probed, start=1):
         ax = fig.add_subplot(len(probed), 1, i)
-        xs, ys = run.series("train/loss")
+        xs, ys = run.series(set_key(TRAIN, "loss"))
         ax.plot(xs, ys, color="black", lw=1.8, label="as trained")
         for name, color in zip(names, run_colors(len(names))):
-            px, py = run.series(f"train/{name}/loss")
+            px, py = run.series(record_key(TRAIN, name, "loss"))
             ax.plot(px, py, color=color, lw=1.4, label=name[len("perfected["):-1] + " added")
         ax.axhline(LN2, color="grey", lw=1.0, alpha=0.8, label="chance (ln 2)")
         ax.set_title(f"{run.label}: loss with a pattern perfected at each evaluation", fontsize=10)
@@ -506,7 +507,7 @@ def release_map_figure(rungs: dict[str, list[tuple[int, Run]]], reference: Run |
         shades = colormaps["viridis"](np.linspace(0, 0.9, len(released)))
         reached = []
         for (k, run), shade in zip(released, shades):
-            xs, ys = run.series("train/accuracy")
+            xs, ys = run.series(set_key(TRAIN, "accuracy"))
             top.plot(xs, ys, color=shade, lw=1.2, label=f"k = {format_sequences(k)}")
             at = [y for x, y in zip(xs, ys) if x >= k]
             if at:
@@ -520,7 +521,7 @@ def release_map_figure(rungs: dict[str, list[tuple[int, Run]]], reference: Run |
         top.legend(fontsize=7, ncols=2)
         bottom.plot(ks, reached, "o-", color=style.color, label=f"accuracy {threshold} after the release")
         if reference is not None:
-            hit = [x for x, y in zip(*reference.series("train/accuracy")) if y >= threshold]
+            hit = [x for x, y in zip(*reference.series(set_key(TRAIN, "accuracy"))) if y >= threshold]
             if hit:
                 bottom.axhline(hit[0], color="black", ls="--", lw=1.0, label="no clamp ever")
         bottom.plot(ks, ks, color="grey", ls=":", lw=1.0, label="the release (k)")

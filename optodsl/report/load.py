@@ -16,7 +16,7 @@ from typing import Any
 from .. import rundir
 from ..analysis.schema import Analysis
 from ..errors import DataError
-from ..tasks.records import metric_sets
+from ..tasks.records import TRAIN, metric_sets
 
 LN2 = math.log(2)
 
@@ -64,7 +64,7 @@ class Run:
         v = self.metrics[-1].get(key) if self.metrics else None
         return float(v) if is_number(v) else None
 
-    def heads(self, measure: str, set_name: str = "train") -> list[str]:
+    def heads(self, measure: str, set_name: str = TRAIN) -> list[str]:
         """Heads (`L<l>.H<h>`, in layer then head order) with a `measure` value on `set_name`."""
         prefix = f"{set_name}/{measure}/"
         names = {k[len(prefix):] for r in self.metrics for k in r if k.startswith(prefix)}
@@ -120,41 +120,14 @@ def read_json(path: Path, what: str) -> Any:
         raise DataError(path, f"unreadable {what}", expected="a JSON file", found=str(exc)) from exc
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The evaluations in metrics.jsonl; a torn last line (a run killed mid-write) is ignored.
-
-    Raises DataError for any other line that is not a JSON object with an integer `sequences`.
-    """
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(path, "unreadable metrics file", found=str(exc)) from exc
-    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    records = []
-    for k, (number, line) in enumerate(numbered):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if k == len(numbered) - 1:
-                break
-            raise DataError(path, f"malformed metrics line {number}", expected="one JSON object per line",
-                            found=f"{line[:60]!r} ({exc.msg})") from exc
-        if not isinstance(rec, dict) or not isinstance(rec.get("sequences"), int) or isinstance(rec.get("sequences"), bool):
-            raise DataError(path, f"malformed metrics line {number}",
-                            expected="a JSON object with an integer 'sequences'", found=line[:60])
-        records.append(rec)
-    return records
-
-
 def load_run(path: Path) -> Run:
     """Read one run directory: metrics, and config/spec/summary/analysis where present."""
     path = Path(path)
-    metrics_path = path / rundir.METRICS
-    metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
+    metrics = rundir.metrics(path)
     config = read_json(path / rundir.CONFIG, "run configuration") if (path / rundir.CONFIG).is_file() else {}
-    info = read_json(path / rundir.SPEC_RECORD, "spec record") if (path / rundir.SPEC_RECORD).is_file() else {}
+    info = rundir.spec_record(path) or {}
     summary = read_json(path / rundir.SUMMARY, "run summary") if (path / rundir.SUMMARY).is_file() else None
-    for name, value in ((rundir.CONFIG, config), (rundir.SPEC_RECORD, info), (rundir.SUMMARY, summary)):
+    for name, value in ((rundir.CONFIG, config), (rundir.SUMMARY, summary)):
         if value is not None and not isinstance(value, dict):
             raise DataError(path / name, "malformed file", expected="a JSON object", found=type(value).__name__)
     analysis = None

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from ..analysis.schema import index_order
-from ..tasks.records import set_key, set_order
+from ..tasks.records import TRAIN, set_key, set_order
 from .curvestats import phase_change, plateau
 from .figures import curves_of
 from .load import Run
@@ -111,7 +111,7 @@ def seeds_table(runs: list[Run]) -> str | None:
         rows.append([c.label.split(" (mean")[0], len(c.runs),
                      _mean_range([None if x is None else float(x) for x in changes], lambda v: fmt_sequences(round(v))),
                      f"{sum(x is not None for x in changes)} of {len(changes)}",
-                     _mean_range([r.final("train/accuracy") for r in c.runs], fmt),
+                     _mean_range([r.final(set_key(TRAIN, "accuracy")) for r in c.runs], fmt),
                      _mean_range([r.final(set_key(SEEDS_HELDOUT)) for r in c.runs], fmt)])
     return table(["curve", "seeds", f"phase change at (train accuracy ≥ {PHASE_THRESHOLD}), mean (range)",
                   f"seeds reaching {PHASE_THRESHOLD}", "final train accuracy", f"final {SEEDS_HELDOUT} accuracy"], rows)

@@ -19,7 +19,6 @@ import numpy as np
 
 from ..errors import DataError
 from ..files import atomic_write, atomic_write_text
-from ..files import make_dir as make_dir  # experiment.py and trainer.py still write through checkpoint.make_dir/atomic_write_text
 from ..rundir import POINTER
 
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ..errors import DataError
-from .checkpoint import make_dir
+from ..files import make_dir
 
 SKIPPED = frozenset({"sequences", "step"})
 _FILES = itertools.count()

@@ -1,0 +1,210 @@
+"""A program: the jitted pieces that train and evaluate runs sharing shapes as one, vmapped over a
+leading member axis (sharded across local devices), and the key that says which runs may share one.
+
+One jitted `chunk` runs the steps between two evaluations with `lax.scan` and then evaluates every
+set, so the host synchronises once per evaluation, not once per step. Training data for step `s` is
+drawn from `fold_in(data_key, s)`, so the stream depends only on the step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import equinox as eqx
+import numpy as np
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..config import ExperimentConfig, SeedConfig
+from ..measures import measures_fn
+from ..model.overrides import Context, Forward, as_forward
+from ..model.protocol import Intervenable, ModelSource, check_sites, declared, factory, layer_count
+from ..tasks import Task, build_task, eval_sets, layout
+from ..tasks.records import TRAIN, record_key, set_key
+from .restore import make_optimizer, new_model
+
+Measures = Callable[[dict[str, jax.Array], dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
+"""`(activations, batch, query logits) -> {name: scalar}`, evaluated on each evaluation set."""
+
+
+def sweep_key(config: ExperimentConfig) -> ExperimentConfig:
+    """The settings that must agree for runs to share one program (all but seeds and learning rate)."""
+    return config.model_copy(update={"seed": SeedConfig(), "train": config.train.model_copy(update={"lr": 1.0})})
+
+
+def program_key(plan, config: ExperimentConfig | None = None) -> tuple:
+    """What must agree for runs, or plans scored on one model, to share one compiled program: the
+    plan's tree structure and leaf shapes, and with `config` its settings but seeds and learning rate
+    (`sweep_key`). Equal keys, one program."""
+    leaves, structure = jax.tree.flatten(plan)
+    shapes = (structure, tuple(jnp.shape(x) for x in leaves))
+    return shapes if config is None else (sweep_key(config).model_dump_json(), *shapes)
+
+
+@dataclass
+class Program:
+    """The jitted pieces of a sweep of M runs that share shapes: initial states, evaluation and
+    the fused chunk, all vmapped over a leading member axis (sharded across local devices)."""
+
+    configs: list[ExperimentConfig]
+    static_forward: Any
+    forward_arrays: Any
+    task: Task
+    eval_batches: dict[str, dict[str, jax.Array]]
+    shared_eval: bool
+    measures: Measures | None = None
+    steps_per_eval: int = 1
+    sharding: Any = None
+    init_model: Callable[[jax.Array], Intervenable] | None = None
+    """A model of one's own as a factory `key -> model`; None builds the built-in `new_model`."""
+    _chunks: dict[int, Callable] = field(default_factory=dict)
+
+    @property
+    def config(self) -> ExperimentConfig:
+        return self.configs[0]
+
+    def forward(self, arrays) -> Forward:
+        return eqx.combine(arrays, self.static_forward)
+
+    def init_state(self):
+        """Stacked (model, optimiser state, step) of every member, from each member's init seed and lr."""
+        cfg = self.config
+        keys = jnp.stack([jax.random.PRNGKey(c.seed.init) for c in self.configs])
+        lrs = jnp.asarray([c.train.lr for c in self.configs], jnp.float32)
+        make = self.init_model if self.init_model is not None else (lambda key: new_model(cfg, key))
+
+        def one(key, lr):
+            model = make(key)
+            return model, make_optimizer(cfg, lr).init(eqx.filter(model, eqx.is_array)), jnp.zeros((), jnp.int32)
+
+        return self.place(eqx.filter_vmap(one)(keys, lrs))
+
+    def place(self, tree):
+        """Put member-stacked arrays on their devices (a no-op on one device)."""
+        if self.sharding is None:
+            return tree
+        return jax.tree.map(lambda x: jax.device_put(x, self.sharding) if eqx.is_array(x) else x, tree)
+
+    def data_keys(self) -> jax.Array:
+        return self.place(jnp.stack([jax.random.PRNGKey(c.seed.data) for c in self.configs]))
+
+    def evaluate(self, forward, model, step: jax.Array, task: Task, eval_batches) -> dict[str, jax.Array]:
+        """Loss, accuracy and measures of every evaluation set for one member (traceable)."""
+        out: dict[str, jax.Array] = {}
+        ctx = Context(sequences=step * self.config.train.batch, training=False)
+        for name, batch in eval_batches.items():
+            logits, acts = forward(model, batch, ctx)
+            loss, acc = task.loss_and_accuracy(logits, batch)
+            out[set_key(name, "loss")], out[set_key(name, "accuracy")] = loss, acc
+            for key, value in task.metrics(logits, batch).items():
+                out[record_key(name, key)] = value
+            if self.measures is not None:
+                for key, value in self.measures(acts, batch, logits).items():
+                    out[record_key(name, key)] = value
+            for probe_name, probe in forward.probes.items():
+                probe_logits, _ = probe(model, batch, ctx)
+                probe_loss, probe_acc = task.loss_and_accuracy(probe_logits, batch)
+                out[record_key(name, probe_name, "loss")], out[record_key(name, probe_name, "accuracy")] = probe_loss, probe_acc
+        return out
+
+    def evaluate_all(self) -> Callable:
+        """The jitted `(state, forward_arrays, task, eval_batches) -> metrics` over every member."""
+        def one(state, arrays, task, eval_batches):
+            return self.evaluate(self.forward(arrays), state[0], state[2], task, eval_batches)
+
+        axes = (0, 0, None, None if self.shared_eval else 0)
+        return eqx.filter_jit(eqx.filter_vmap(one, in_axes=axes))
+
+    def chunk(self, n_steps: int) -> Callable:
+        """The jitted `(states, forward_arrays, data_keys, task, eval_batches) -> (states, metrics)`:
+        `n_steps` training steps per member fused with `lax.scan`, then an evaluation."""
+        if n_steps in self._chunks:
+            return self._chunks[n_steps]
+        batch_size = self.config.train.batch
+        optimizer = make_optimizer(self.config)
+
+        def run(state, arrays, data_key, task, eval_batches):
+            forward = self.forward(arrays)
+            model, opt_state, step0 = state
+            params, static = eqx.partition(model, eqx.is_array)
+
+            def loss_fn(params, batch, ctx):
+                logits, _ = forward(eqx.combine(params, static), batch, ctx)
+                return task.loss_and_accuracy(logits, batch)
+
+            def one(carry, _):
+                params, opt_state, step = carry
+                batch = task.sample(jax.random.fold_in(data_key, step), TRAIN, batch_size)
+                ctx = Context(sequences=step * batch_size, training=True)
+                (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, ctx)
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+                return (optax.apply_updates(params, updates), opt_state, step + 1), (loss, acc)
+
+            (params, opt_state, step), (losses, accs) = jax.lax.scan(one, (params, opt_state, step0), None, length=n_steps)
+            model = eqx.combine(params, static)
+            metrics = self.evaluate(forward, model, step, task, eval_batches)
+            metrics["train_loss"] = losses.mean()
+            metrics["train_accuracy"] = accs.mean()
+            metrics["finite"] = jnp.all(jnp.isfinite(losses))
+            return (model, opt_state, step), metrics
+
+        axes = (0, 0, 0, None, None if self.shared_eval else 0)
+        fn = eqx.filter_jit(eqx.filter_vmap(run, in_axes=axes))
+        self._chunks[n_steps] = fn
+        return fn
+
+
+def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=None, *, features=None,
+                  measures: Measures | None = None, model: ModelSource | None = None) -> Program:
+    """Assemble task, evaluation sets and member-stacked forwards for runs that share shapes.
+
+    `configs` may differ only in seeds and learning rate (see `sweep_key`); `forwards` are
+    overrides builders, Forwards or None, one per config (or one for all), whose static parts agree.
+    `model` is a model of one's own (an instance, or a factory `key -> model`) in place of the
+    built-in transformer; its forward must record the sites it declares (`check_sites`).
+    """
+    configs = [configs] if isinstance(configs, ExperimentConfig) else list(configs)
+    if not isinstance(forwards, (list, tuple)):
+        forwards = [forwards] * len(configs)
+    if any(not isinstance(f, eqx.Module) and f is not forwards[0] for f in forwards):
+        # plain functions carry no arrays to stack: only one shared function can serve every run
+        raise ValueError("runs of one program need one shared overrides function, or compiled plans")
+    forwards = [as_forward(f) for f in forwards]
+    config = configs[0]
+    if any(sweep_key(c) != sweep_key(config) for c in configs):
+        raise ValueError("runs of one program may differ only in seeds and learning rate")
+    parts = [eqx.partition(f, eqx.is_array) for f in forwards]
+    static = parts[0][1]
+    if any(jax.tree.structure(f) != jax.tree.structure(forwards[0]) for f in forwards):
+        raise ValueError("runs of one program need interventions of the same structure")
+    forward_arrays = jax.tree.map(lambda *xs: jnp.stack(xs), *[p[0] for p in parts]) if parts[0][0] is not None else None
+    task = build_task(config, features)
+
+    def batches(cfg):
+        key = jax.random.PRNGKey(cfg.seed.eval)
+        return {name: task.sample(jax.random.fold_in(key, i), name, cfg.eval.sequences) for i, name in enumerate(eval_sets(cfg))}
+
+    shared_eval = len({c.seed.eval for c in configs}) == 1
+    eval_batches = batches(config) if shared_eval else jax.tree.map(lambda *xs: jnp.stack(xs), *[batches(c) for c in configs])
+    steps_per_eval = max(1, round(config.eval.every / config.train.batch))
+    layers = config.model.layers
+    if model is not None:
+        lay = layout(config)
+        check_sites(model, jax.eval_shape(lambda key: task.sample(key, eval_sets(config)[0], 1), jax.random.PRNGKey(0)), lay)
+        layers = layer_count(declared(model).sites(lay))
+    if measures is None:
+        measures = measures_fn(config.eval.measures, layers)
+    devices = jax.local_devices()
+    sharding = None
+    if len(configs) > 1 and len(devices) > 1 and len(configs) % len(devices) == 0:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        sharding = NamedSharding(Mesh(np.array(devices), ("members",)), PartitionSpec("members"))
+    program = Program(configs, static, forward_arrays, task, eval_batches, shared_eval, measures, steps_per_eval, sharding,
+                      init_model=factory(model) if model is not None else None)
+    program.forward_arrays = program.place(forward_arrays)
+    if not shared_eval:
+        program.eval_batches = program.place(eval_batches)
+    return program
