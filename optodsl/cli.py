@@ -7,7 +7,6 @@ missing or malformed file, a bad `--set`). Expected errors never show a Python t
 from __future__ import annotations
 
 import json
-import re
 import sys
 import textwrap
 from pathlib import Path
@@ -16,8 +15,10 @@ from typing import List, Optional
 import typer
 
 from . import rundir
-from .errors import DataError, Interrupted, OptoError, Span, SpecError, TrainingError, render
-from .tasks.records import metric_sets, set_key
+from .commands import options
+from .commands.distributed import start_distributed
+from .commands.runs import accuracies, run_line
+from .errors import DataError, Interrupted, OptoError, SpecError, TrainingError, render
 from .train.signals import exit_code
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -30,24 +31,6 @@ SET_HELP = "override a setting, e.g. --set train.lr=1e-4 (repeatable)"
 def _fail(message: str, code: int) -> None:
     typer.echo(message, err=True)
     raise typer.Exit(code)
-
-
-def _option_span(option: str, text: str) -> Span:
-    """Where a bad command-line value is: the whole value, shown under the option's name."""
-    return Span(path=option, line=1, column=1, end_line=1, end_column=len(text) + 1, line_text=text)
-
-
-def _settings(pairs: list[str]) -> dict[str, object]:
-    from .experiment import coerce
-
-    out: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            span = _option_span("--set", pair)
-            raise SpecError(span, f"expected key=value, got '{pair}'", hint="for example --set train.lr=1e-4")
-        out[key.strip()] = coerce(value)
-    return out
 
 
 def _os_message(err: OSError) -> str:
@@ -69,28 +52,6 @@ def _guard(fn):
         _fail(_os_message(err), 2)
 
 
-def _accuracies(final: dict) -> str:
-    """`train 1.000  heldout_labels 0.990 ...`: each evaluation set's accuracy, in the paper's order."""
-    return "  ".join(f"{n} {final[set_key(n)]:.3f}" for n in metric_sets(final))
-
-
-def _start_distributed() -> None:
-    """With OPTODSL_DISTRIBUTED=1, join the other processes (docs/distributed.md): JAX_COORDINATOR_ADDRESS,
-    JAX_NUM_PROCESSES and JAX_PROCESS_ID when set, else whatever the cluster (SLURM, TPU) tells JAX."""
-    import os
-
-    if os.environ.get("OPTODSL_DISTRIBUTED") != "1":
-        return
-    import jax
-
-    env = {k: os.environ.get(f"JAX_{k.upper()}") for k in ("coordinator_address", "num_processes", "process_id")}
-    try:
-        kwargs = {k: (v if k == "coordinator_address" else int(v)) for k, v in env.items() if v}
-    except ValueError as exc:
-        raise DataError("JAX_NUM_PROCESSES / JAX_PROCESS_ID", "not a whole number", found=str(exc)) from exc
-    jax.distributed.initialize(**kwargs)
-
-
 @app.command()
 def run(
     specs: List[Path] = typer.Argument(..., metavar="SPEC...", help="the .opto specs to train (runs of several specs "
@@ -105,11 +66,11 @@ def run(
 
     Example: opto run specs/examples/baseline.opto --set train.sequences=200k --out runs/short
     """
-    _guard(_start_distributed)
+    _guard(start_distributed)
     from .experiment import run_experiments
 
     def body():
-        settings = _settings(set_)
+        settings = options.settings(set_)
         try:
             return [res for wave, root in _training_waves(specs, out, settings)
                     for res in run_experiments(wave, root, settings, progress=progress, tensorboard=tensorboard)]
@@ -120,9 +81,9 @@ def run(
 
     for res in _guard(body):
         final = res.summary["final"]
-        accs = _accuracies(final)
+        accs = accuracies(final)
         typer.echo(f"run directory: {res.run_dir}")
-        typer.echo(f"figure: {res.run_dir / 'curves.png'}")
+        typer.echo(f"figure: {res.run_dir / rundir.CURVES}")
         if res.summary.get("already_complete"):
             typer.echo(f"already complete at {res.summary['sequences']:,} sequences: nothing to train "
                        f"(to continue it, raise train.sequences, e.g. --set train.sequences=...)")
@@ -197,7 +158,7 @@ def check(
     outcomes: list[tuple[Path, object]] = []
     for path in specs:
         try:
-            outcomes.append((path, load_experiment(path, _settings(set_))))
+            outcomes.append((path, load_experiment(path, options.settings(set_))))
         except SpecError as err:
             outcomes.append((path, err))
     loaded = [(path, exp) for path, exp in outcomes if not isinstance(exp, SpecError)]
@@ -236,97 +197,18 @@ def explain(
 
     Example: opto explain specs/paper/fig5b.opto --json
     """
+    from .commands.explain_text import explain_lines
     from .experiment import load_experiment
-    from .explain import ALL_DEFAULTS, explain_experiment
+    from .explain import explain_experiment
 
-    cli = _guard(lambda: _settings(set_))
+    cli = _guard(lambda: options.settings(set_))
     exp = _guard(lambda: load_experiment(spec, cli))
     runs_ = explain_experiment(exp, cli)
     if as_json:
         typer.echo(json.dumps(runs_, indent=2))
         return
-    for r in runs_:
-        bind = ", ".join(f"${k}={v}" for k, v in r["bindings"].items())
-        n = len(r["interventions"])
-        typer.echo(f"run {r['run']}" + (f" ({bind})" if bind else "") + f": {r['passes']} pass{'es' if r['passes'] > 1 else ''}, "
-                   f"{n} intervention{'s' if n != 1 else ''}")
-        for s in r["settings"]:
-            default = "the default" if s["value"] == s["default"] else f"default {_setting_text(s['default'])}"
-            typer.echo(f"  set {s['key']} = {_setting_text(s['value'])}  ({default})")
-        if not r["settings"]:
-            typer.echo(f"  {ALL_DEFAULTS}")
-        for p in r["perfected"]:
-            typer.echo(f"  eval.perfected: {p['line']}  (evaluation only, {len(p['interventions'])} more intervention{'s' if len(p['interventions']) != 1 else ''})")
-        if r["passes"] > 1 or len(r["pass_structure"]) > 1:
-            for line in r["pass_structure"]:
-                typer.echo(f"  {line}")
-        for rec in r["interventions"]:
-            typer.echo("  " + _intervention_line(rec))
-
-
-def _setting_text(value) -> str:
-    """A setting's value as a spec writes it: 1e-05, 1000000, true, "x", [a, b]."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_setting_text(v) for v in value) + "]"
-    return str(value)
-
-
-def _intervention_line(r: dict) -> str:
-    """One `opto explain` line: verb, site, rows, pass, schedule, value (and what it reads, from which pass)."""
-    params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
-    reads = f" <- {r['reads']} ({r['reads_pass']} pass)" if r["reads"] else ""
-    value = r["value"] + (f"({params})" if params else "") + reads
-    pos = r["positions"] if r["positions"] == "all" else ",".join(map(str, r["positions"]))
-    return f"{r['verb']:<11} {r['site']:<18} rows {pos:<6} pass {r['pass']:<10} {r['schedule']:<14} {value}"
-
-
-_SITE = re.compile(r"^(?:L(\d+)\.)?(?:H(\d+)\.)?([a-z_]+)$")
-
-
-def _site_text(layer: str | None, head: str | None, name: str) -> str:
-    """A site as written on the command line: `L1.H2.pattern`, `L1.resid_out` or `embed`."""
-    return ".".join(part for part in (layer and f"L{layer}", head and f"H{head}", name) if part)
-
-
-def _site_names(texts: list[str], config) -> list[tuple[str, str, int | None]]:
-    """Parse `--site` names (`L1.H2.pattern`, `L1.pattern`, `embed`) to (label, key, head)."""
-    from .semantics.resolve import NUMBERING
-    from .syntax.hints import close
-    from .sites import site_table
-    from .tasks import layout
-
-    table = site_table(config.model, layout(config))
-    out = []
-    for text in texts:
-        span = _option_span("--site", text)
-        m = _SITE.match(text)
-        if not m:
-            raise SpecError(span, f"cannot read site '{text}'", hint="write e.g. L1.H2.pattern, L1.resid_out or logits")
-        layer, head, name = m.groups()
-        if layer is not None and not 1 <= int(layer) <= config.model.layers:
-            raise SpecError(span, f"no layer L{layer} in this model",
-                            hint=f"valid layers are L1..L{config.model.layers}; {NUMBERING}")
-        key = f"L{layer}.{name}" if layer else name
-        if key not in table:
-            names = {k.split(".")[-1]: info.per_head for k, info in table.items() if ("." in k) == (layer is not None)}
-            near = close(name, names, "site names")
-            if near.startswith("did you mean"):
-                spelled = near.split("'")[1]
-                near = f"did you mean '{_site_text(layer, head if names[spelled] else None, spelled)}'?"
-            else:
-                near += " (opto sites lists every site with its shape)"
-            raise SpecError(span, f"no site '{text}' in this model", hint=near)
-        if head is not None:
-            if not table[key].per_head:
-                raise SpecError(span, f"'{name}' is a layer site, not a head site", hint=f"write L{layer}.{name}")
-            if int(head) >= config.model.heads:
-                raise SpecError(span, f"no head H{head} in this model", hint=f"heads are H0..H{config.model.heads - 1}; {NUMBERING}")
-        out.append((text, key, int(head) if head is not None else None))
-    return out
+    for line in explain_lines(runs_):
+        typer.echo(line)
 
 
 @app.command()
@@ -355,13 +237,13 @@ def trace(
         from .semantics.plan import PASS_NAMES
 
         if pass_ not in PASS_NAMES:
-            raise SpecError(_option_span("--pass", pass_), f"no pass '{pass_}'",
+            raise SpecError(options.option_span("--pass", pass_), f"no pass '{pass_}'",
                             hint="choose first (the reference pass of a two-pass plan) or last (the output's pass)")
-        exp = load_experiment(spec, _settings(set_))
+        exp = load_experiment(spec, options.settings(set_))
         member = member_of(exp, checkpoint) if checkpoint is not None else exp.members[0]
         config = member.config
         default = [f"L{layer}.pattern" for layer in range(1, config.model.layers + 1)]
-        return trace_spec(member, _site_names(site or default, config), checkpoint, seed, pass_)
+        return trace_spec(member, options.site_names(site or default, config), checkpoint, seed, pass_)
 
     result = _guard(body)
     if as_json:
@@ -390,7 +272,7 @@ def sites(set_: List[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
     from .sites import site_table
     from .tasks import layout
 
-    config = _guard(lambda: apply_cli(DEFAULT, _settings(set_)))
+    config = _guard(lambda: apply_cli(DEFAULT, options.settings(set_)))
     lay = layout(config)
     typer.echo("layers count from 1 (L1..), heads from 0 (H0..); shapes per sequence "
                f"(T={lay.length} tokens of the {config.task.name} task, H={config.model.heads} heads)")
@@ -428,20 +310,7 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder to search for ru
     if not found:
         _fail(f"{root}: no run directories (folders with {' or '.join(rundir.RUN_FILES)}) found", 2)
     for run_dir in found:
-        spec, status, seqs, accs = "-", "not started", 0, ""
-        info, summary = run_dir / rundir.SPEC_RECORD, run_dir / rundir.SUMMARY
-        bad = info
-        try:
-            if info.exists():
-                spec = json.loads(info.read_text()).get("path") or "-"
-            bad = summary
-            data = json.loads(summary.read_text()) if summary.exists() else None
-            bad = run_dir / rundir.POINTER
-            status, seqs = rundir.status(run_dir, data)
-            accs = _accuracies(data["final"]) if data else ""
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            status = f"unreadable {bad}: {exc}"
-        typer.echo(f"{run_dir}  [{spec}]  {status}  {seqs:,} sequences  {accs}")
+        typer.echo(run_line(run_dir))
 
 
 @app.command()
@@ -488,32 +357,6 @@ def toy(
     typer.echo(f"figure: {out / 'toy.png'}")
 
 
-GROUP_HINT = "name one layer's heads in the spec's selector syntax, e.g. L1.H[1,2,5], L1.H0..3 or L1.*"
-
-
-def _parse_groups(texts: list[str], config):
-    """`--group` options (the spec's selectors: `L1.H[1,2,5]`, `L1.*`, `L1.* except H0`) as analysis
-    groups, resolved against the run's model."""
-    from .analysis.heads import Group
-    from .semantics.resolve import Resolver
-    from .syntax import parse_selectors
-
-    groups = []
-    for text in texts:
-        try:
-            selectors = parse_selectors(text, "--group")
-        except SpecError as err:
-            raise SpecError(err.span, err.message, hint=GROUP_HINT) from None
-        sites = [s for sel in selectors for s in Resolver(config).select(sel, "v")]
-        layers = {s.layer for s in sites}
-        if len(layers) != 1 or any(s.head is None or not s.site.endswith(".v") for s in sites):
-            what = "heads of more than one layer" if len(layers) > 1 else "a site, not heads"
-            raise SpecError(_option_span("--group", text), f"a head group names one layer's heads; '{text}' names {what}",
-                            hint=GROUP_HINT)
-        groups.append(Group(layers.pop(), tuple(sorted({s.head for s in sites}))))
-    return groups
-
-
 @app.command()
 def analyze(
     run_dir: Path = typer.Argument(..., help="a run directory written by opto run"),
@@ -539,33 +382,26 @@ def analyze(
     from .analysis.runs import load_run
 
     def body():
-        n = _sequences_option(sequences)
+        n = options.sequences_option(sequences)
         for name in only:
             if name not in ANALYSES:
-                bad = _option_span("--only", name)
+                bad = options.option_span("--only", name)
                 raise SpecError(bad, f"no analysis '{name}'", hint="choose from " + ", ".join(ANALYSES))
         run_ = load_run(run_dir)
-        groups = _parse_groups(group, run_.config)
+        groups = options.parse_groups(group, run_.config)
         return run_analyses(run_, tuple(only) or None, groups or None, n=n, seed=seed, bare=bare)
 
     result = _guard(body)
     from .files import atomic_write_text
 
-    atomic_write_text(run_dir / "analysis.json", json.dumps(result, indent=2))
+    atomic_write_text(run_dir / rundir.ANALYSIS, json.dumps(result, indent=2))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     from .analysis.tables import render_tables
 
     typer.echo(render_tables(result))
-    typer.echo(f"written: {run_dir / 'analysis.json'}")
-
-
-def _sequences_option(text: str) -> int | None:
-    """`--sequences N` or `all` (None: every distinct training sequence where they can be enumerated)."""
-    if text != "all" and not (text.isdigit() and int(text) > 0):
-        raise SpecError(_option_span("--sequences", text), f"cannot read --sequences '{text}'", hint="a positive number, or 'all'")
-    return None if text == "all" else int(text)
+    typer.echo(f"written: {run_dir / rundir.ANALYSIS}")
 
 
 @app.command("eval")
@@ -588,8 +424,8 @@ def eval_(
     from .experiment import load_experiment
 
     def body():
-        n = _sequences_option(sequences)
-        return evaluate_spec(load_experiment(spec, _settings(set_)), checkpoint, n, seed)
+        n = options.sequences_option(sequences)
+        return evaluate_spec(load_experiment(spec, options.settings(set_)), checkpoint, n, seed)
 
     result = _guard(body)
     for line in result["warnings"]:
@@ -668,7 +504,7 @@ def features_export(
     from .experiment import DEFAULT
     from .semantics.spec import apply_cli
 
-    config = _guard(lambda: apply_cli(DEFAULT, _settings(set_)))
+    config = _guard(lambda: apply_cli(DEFAULT, options.settings(set_)))
     table = _guard(lambda: export_synthetic(config.data, out))
     typer.echo(f"features: {out} {tuple(table.shape)} {table.dtype} (classes, exemplars, features)")
     typer.echo(f'use it with: set data.source = "{out}", or the paper\'s main.py --data_file {out}')

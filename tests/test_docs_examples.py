@@ -20,6 +20,7 @@ import pytest
 import typer.main
 
 import optodsl.cli
+import optodsl.commands.options
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -243,7 +244,7 @@ def test_every_group_shown_is_one_analyze_reads(where: str, value: str):
     from optodsl.experiment import DEFAULT
 
     try:
-        (group,) = optodsl.cli._parse_groups([value], DEFAULT)
+        (group,) = optodsl.commands.options.parse_groups([value], DEFAULT)
     except SpecError as err:
         pytest.fail(f"{where}: --group {value} is refused by opto analyze:\n{render(err)}")
     assert group.heads, f"{where}: --group {value} names no head"
@@ -254,7 +255,7 @@ def test_the_group_check_refuses_the_old_comma_form():
     from optodsl.experiment import DEFAULT
 
     with pytest.raises(SpecError, match="cannot read selector 'L1.H1,H2,H5'"):
-        optodsl.cli._parse_groups(["L1.H1,H2,H5"], DEFAULT)
+        optodsl.commands.options.parse_groups(["L1.H1,H2,H5"], DEFAULT)
 
 
 @pytest.mark.parametrize("line", LINES + SCRIPT_LINES, ids=[f"{line.where} {line.text}" for line in LINES + SCRIPT_LINES])

@@ -1,0 +1,35 @@
+"""`opto runs`: one line per run directory (its spec, status, sequences and final accuracies), read
+through `rundir`; a damaged file is named in its line, not raised."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import rundir
+from ..errors import DataError
+from ..tasks.records import metric_sets, set_key
+
+
+def accuracies(final: dict) -> str:
+    """`train 1.000  heldout_labels 0.990 ...`: each evaluation set's accuracy, in the paper's order."""
+    return "  ".join(f"{n} {final[set_key(n)]:.3f}" for n in metric_sets(final))
+
+
+def run_line(run_dir: Path) -> str:
+    """The listing's line of one run directory: `RUN  [spec]  status  N sequences  accuracies`."""
+    spec, status, seqs, accs = "-", "not started", 0, ""
+    summary = run_dir / rundir.SUMMARY
+    bad = run_dir / rundir.SPEC_RECORD
+    try:
+        spec = (rundir.spec_record(run_dir) or {}).get("path") or "-"
+        bad = summary
+        data = json.loads(summary.read_text()) if summary.exists() else None
+        bad = run_dir / rundir.POINTER
+        status, seqs = rundir.status(run_dir, data)
+        accs = accuracies(data["final"]) if data else ""
+    except DataError as exc:
+        status = f"unreadable {bad}: {exc.found or exc.problem}"
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        status = f"unreadable {bad}: {exc}"
+    return f"{run_dir}  [{spec}]  {status}  {seqs:,} sequences  {accs}"
