@@ -1,56 +1,64 @@
-"""Plain-text tables of an analysis result, for the console."""
+"""Plain-text tables of an analysis result, for the console; read through `schema.Analysis`, the one
+layout of `analysis.json`."""
 
 from __future__ import annotations
 
-
-def _acc(entry) -> str:
-    return "-" if entry is None else f"{entry['accuracy']:.3f}" if isinstance(entry, dict) else f"{entry:.3f}"
+from .schema import Analysis, Scores
 
 
-def interventions_line(result: dict) -> str:
+def _acc(entry: Scores | float | None) -> str:
+    if entry is None:
+        return "-"
+    return f"{entry.accuracy:.3f}" if isinstance(entry, Scores) else f"{entry:.3f}"
+
+
+def interventions_line(result: Analysis) -> str:
     """Which forward every score below comes from: the run's own interventions, or the bare network."""
-    if result["bare"]:
+    if result.bare:
         return "scored on the bare network (--bare): none of the run's own interventions applied"
-    if result["interventions"] == "none":
+    if result.interventions == "none":
         return "scored as the run trained: it has no interventions"
-    bindings = ", ".join(f"${k}={v}" for k, v in result["bindings"].items())
+    bindings = ", ".join(f"${k}={v}" for k, v in result.bindings.items())
     return (f"scored under the run's own interventions{f' ({bindings})' if bindings else ''}, every ablation added to them: "
-            + "; ".join(result["interventions"]))
+            + "; ".join(result.interventions))
 
 
-def render_tables(result: dict) -> str:
+def render_tables(data: dict) -> str:
     """The analysis dict (`opto analyze`'s JSON) as aligned text tables."""
-    ev = result["eval"]
-    lines = [f"{result['run_dir']}: checkpoint at {result['sequences']:,} sequences; "
-             f"{ev['sequences']:,} sequences of {ev['set']}; chance {result['chance']:.2f}",
+    result = Analysis.model_validate(data)
+    ev = result.eval
+    lines = [f"{result.run_dir}: checkpoint at {result.sequences:,} sequences; "
+             f"{ev.sequences:,} sequences of {ev.set}; chance {result.chance:.2f}",
              interventions_line(result),
-             f"full model: accuracy {result['full']['accuracy']:.4f}, loss {result['full']['loss']:.4f}"]
-    for layer, kinds in result.get("heads", {}).items():
-        heads = list(kinds["ablate_one"])
+             f"full model: accuracy {result.full.accuracy:.4f}, loss {result.full.loss:.4f}"]
+    for layer, kinds in (result.heads or {}).items():
+        heads = list(kinds.ablate_one)
         lines += ["", f"{layer} (Figure 4a)      " + "  ".join(f"{h:>6}" for h in heads),
-                  "  that head ablated  " + "  ".join(f"{_acc(kinds['ablate_one'][h]):>6}" for h in heads),
-                  "  only that head on  " + "  ".join(f"{_acc(kinds['only_one'][h]):>6}" for h in heads)]
-    if result.get("groups"):
+                  "  that head ablated  " + "  ".join(f"{_acc(kinds.ablate_one[h]):>6}" for h in heads),
+                  "  only that head on  " + "  ".join(f"{_acc(kinds.only_one[h]):>6}" for h in heads)]
+    if result.groups:
         lines += ["", "head groups (Table 1)        ablated  pattern-preserving  value-preserving"]
-        for g in result["groups"]:
-            lines.append(f"  {g['name']:<26} {_acc(g.get('ablated')):>7}  {_acc(g.get('pattern_preserving')):>18}  "
-                         f"{_acc(g.get('value_preserving')):>16}")
-    for pair, paths in result.get("paths", {}).items():
+        for g in result.groups:
+            lines.append(f"  {g.name:<26} {_acc(g.ablated):>7}  {_acc(g.pattern_preserving):>18}  "
+                         f"{_acc(g.value_preserving):>16}")
+    for pair, paths in (result.paths or {}).items():
         earlier, later = pair.split("-")
-        acc = paths["accuracy"]
+        acc = paths.accuracy
         lines += ["", f"one path {pair} (Figure 11b): rows {earlier} head kept on, columns {later} head kept on",
                   "       " + "  ".join(f"{later}.H{b}" for b in range(len(acc[0])))]
         lines += [f"  {earlier}.H{a} " + "  ".join(f"{v:>5.3f}" for v in row) for a, row in enumerate(acc)]
-    for pair, kinds in result.get("composition", {}).items():
+    for pair, kinds in (result.composition or {}).items():
         earlier, later = pair.split("-")
-        for name, matrix in kinds.items():
+        for name, matrix in ((name, getattr(kinds, name)) for name in ("Q", "K", "V")):
+            if matrix is None:
+                continue
             lines += ["", f"{name}-composition {pair} (Figure 11c): rows {earlier} head (writer), columns {later} head (reader)",
                       *("  " + "  ".join(f"{v:.3f}" for v in row) for row in matrix)]
-    if "subset" in result:
-        s = result["subset"]
-        heads = list(s["accuracy_all"])
-        lines += ["", f"Table 2: {s['reference']} alone is wrong on {s['wrong']:,} of {s['sequences']:,} sequences",
+    if result.subset is not None:
+        s = result.subset
+        heads = list(s.accuracy_all)
+        lines += ["", f"Table 2: {s.reference} alone is wrong on {s.wrong:,} of {s.sequences:,} sequences",
                   "  head alone           " + "  ".join(f"{h:>6}" for h in heads),
-                  "  accuracy, all        " + "  ".join(f"{_acc(s['accuracy_all'][h]):>6}" for h in heads),
-                  "  accuracy, its misses " + "  ".join(f"{_acc(s['accuracy_on_wrong'][h]):>6}" for h in heads)]
+                  "  accuracy, all        " + "  ".join(f"{_acc(s.accuracy_all[h]):>6}" for h in heads),
+                  "  accuracy, its misses " + "  ".join(f"{_acc(s.accuracy_on_wrong[h]):>6}" for h in heads)]
     return "\n".join(lines)
