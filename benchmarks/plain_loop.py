@@ -79,6 +79,11 @@ def sample(key):
     return jnp.concatenate([first[:, None], rest.T], 1)
 
 
+def sample_uniform(key):
+    """Uniform random tokens: almost free to sample, the yardstick for tasks that are not Markov chains."""
+    return jax.random.randint(key, (B, T), 0, K)
+
+
 def loss(params, tokens):
     logits = forward(params, tokens)[:, :-1]
     return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()

@@ -360,7 +360,8 @@ def toy(
 @app.command()
 def analyze(
     run_dir: Path = typer.Argument(..., help="a run directory written by opto run"),
-    only: List[str] = typer.Option([], "--only", help="heads, groups, paths, composition or subset (repeatable; default all that apply: "
+    only: List[str] = typer.Option([], "--only", help="heads, groups, paths, composition, subset, perfected or added (repeatable; "
+                                                      "default all that apply but perfected and added, which run when named: "
                                                       "paths and composition need two layers)"),
     group: List[str] = typer.Option([], "--group", help="a head group for Table 1 in the spec's selector syntax, e.g. "
                                                          "L1.H[1,2,5] or L1.* (repeatable; default: "
@@ -373,7 +374,8 @@ def analyze(
                                                     "(default: with them, as its evaluations ran)"),
 ) -> None:
     """Analyse a checkpoint: each head ablated / alone (Fig. 4a), Table 1's pattern- vs value-preserving
-    ablations, path maps and composition scores of every layer pair (Fig. 11b, 11c), Table 2. Writes RUN_DIR/analysis.json.
+    ablations, path maps and composition scores of every layer pair (Fig. 11b, 11c), Table 2; when named, each
+    last-layer head with a perfect match (Fig. 16, Table 3) and heads added by strength (Fig. 14). Writes RUN_DIR/analysis.json.
     Every ablation is added to the run's own interventions (refused where both set one site), unless --bare.
 
     Example: opto analyze runs/fig3_baseline --sequences all --group L1.H[1,2,5]

@@ -288,6 +288,78 @@ def test_table2_subset(result, hand):
     assert s["accuracy_on_wrong"] == {f"H{h}": round(float(alone[h][misses].mean()), 6) for h in range(hand.heads)}
 
 
+# --------------------------------------------------------------------------- Figures 14 and 16, Table 3
+
+
+@pytest.fixture(scope="module")
+def extra(run):
+    return analyze(run, what=("perfected", "added"), n=N, bare=True)
+
+
+def perfect_match(hand, h) -> Overrides:
+    """Every layer-2 head but `h` silenced (values zeroed), and `h`'s query row attending only to the
+    correct label's token (position 2p+1 of the pair p whose class is the query's)."""
+    classes = np.asarray(hand.batch["classes"])
+    t = classes.shape[1] * 2 - 1
+    row = np.zeros((len(classes), t))
+    pair = (classes[:, :-1] == classes[:, -1:]).argmax(1)
+    row[np.arange(len(classes)), 2 * pair + 1] = 1.0
+    value = np.zeros((len(classes), 1, t, t), np.float32)
+    value[:, 0, t - 1] = row
+    mask = np.zeros((hand.heads, t, t), bool)
+    mask[h, t - 1] = True
+    silenced = hand.zero_v(L2=hand.others(h))
+    return Overrides({**silenced.values, "L2.pattern": jnp.asarray(value)}, {**silenced.masks, "L2.pattern": jnp.asarray(mask)})
+
+
+def test_each_head_alone_with_a_perfect_match_and_its_labels(extra, result, hand):
+    p = extra["perfected"]
+    assert p["layer"] == "L2"
+    assert p["label_counts"] == np.bincount(hand.target, minlength=5).tolist()
+    for h in range(hand.heads):
+        entry = p["heads"][f"H{h}"]
+        assert entry["computed"] == result["heads"]["L2"]["only_one"][f"H{h}"]
+        correct, loss = hand.run(perfect_match(hand, h))
+        assert_same(entry["perfected"], (correct, loss), f"H{h} perfected")
+        for lab in range(5):
+            these = hand.target == lab
+            assert entry["accuracy_by_label"][lab] == round(float(correct[these].mean()), 6)
+            wrong = ~correct
+            share = entry["mistake_share_by_label"][lab]
+            assert share == (round(float((wrong & these).sum() / wrong.sum()), 6) if wrong.any() else None)
+        if (~correct).any():
+            assert abs(sum(entry["mistake_share_by_label"]) - 1) < 1e-5
+    # Table 3: Table 2's rule on the perfected heads
+    alone = {h: hand.run(perfect_match(hand, h))[0] for h in range(hand.heads)}
+    ref = max(range(hand.heads), key=lambda h: alone[h].mean())
+    s = p["subset"]
+    assert s["reference"] == f"L2.H{ref}" and s["wrong"] == int((~alone[ref]).sum())
+    assert s["accuracy_on_wrong"][f"H{ref}"] == (0.0 if s["wrong"] else None)
+    assert s["accuracy_all"] == {f"H{h}": p["heads"][f"H{h}"]["perfected"]["accuracy"] for h in range(hand.heads)}
+
+
+def test_heads_added_in_order_of_induction_strength(extra, result, hand):
+    a = extra["added"]
+    query = hand.acts["L2.pattern"][:, :, -1, 1:-1:2]  # (B, H, pairs): attention from the query to each label
+    correct = np.asarray(hand.batch["classes"][:, :-1] == hand.batch["classes"][:, -1:], np.float32)
+    strength = np.asarray((query * (correct[:, None] - (1 - correct[:, None]))).sum(-1).mean(0))
+    order = sorted(range(hand.heads), key=lambda h: -strength[h])
+    assert a["order"] == [f"H{h}" for h in order]
+    assert all(abs(a["strength"][f"H{h}"] - strength[h]) < 1e-5 for h in range(hand.heads))
+    assert len(a["from_strongest"]) == hand.heads and len(a["from_second"]) == hand.heads - 1
+    assert a["from_strongest"][-1] == result["full"]
+    assert a["from_strongest"][0] == result["heads"]["L2"]["only_one"][f"H{order[0]}"]
+    for k in (2, 5):
+        on = order[:k]
+        assert_same(a["from_strongest"][k - 1], hand.run(hand.zero_v(L2=[g for g in range(hand.heads) if g not in on])), f"first {k}")
+        on = order[1 : k + 1]
+        assert_same(a["from_second"][k - 1], hand.run(hand.zero_v(L2=[g for g in range(hand.heads) if g not in on])), f"second {k}")
+
+
+def test_perfected_and_added_run_only_when_named(result):
+    assert "perfected" not in result and "added" not in result
+
+
 # --------------------------------------------------------------------------- the command line
 
 

@@ -211,7 +211,8 @@ def test_the_paper_scripts_show_command_lines():
     starts = {(line.where.split(":")[0], " ".join(line.args[:2])) for line in SCRIPT_LINES}
     assert ("specs/paper/anchor.sh", "analyze $OUT/opto") in starts
     assert ("specs/paper/anchor.sh", "features export") in starts
-    assert ("specs/paper/reproduce.sh", "run ${specs[@]}") in starts
+    assert ("specs/paper/reproduce.sh", "run $@") in starts
+    assert ("specs/paper/reproduce.sh", "analyze $base") in starts
 
 
 def _group_values(args: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Checkpoint analyses of the paper (Figures 4a and 11, Tables 1 and 2), each written as `.opto` text.
+"""Checkpoint analyses of the paper (Figures 4a, 11, 13, 14 and 16, Tables 1, 2 and 3), each written as `.opto` text.
 
 Every ablation here is a small spec ("ablate L2.* except H3") compiled against the run's own
 settings, so an analysis means exactly what the same line means in a training spec. By default
@@ -20,7 +20,7 @@ from ..compile.lower import CompiledPlan, compile_member
 from ..config import ExperimentConfig
 from ..errors import DataError, SpecError
 from ..pipeline import check_spec, load_graft
-from ..measures import previous_token_attention
+from ..measures import induction_strength, previous_token_attention
 from ..semantics.plan import Member
 from ..semantics.spec import check_conflicts
 from ..sites import layer_pairs, pair_key
@@ -29,14 +29,18 @@ from .evaluate import Outcome, Sequences, activations, evaluate_plans, evaluatio
 from .runs import TrainedRun
 from .schema import Analysis
 
-ANALYSES = ("heads", "groups", "paths", "composition", "subset")
+ANALYSES = ("heads", "groups", "paths", "composition", "subset", "perfected", "added")
 PAIRED = ("paths", "composition")
 """The analyses of a pair of layers, which a one-layer model does not have."""
+ON_REQUEST = ("perfected", "added")
+"""Analyses run only when named: together 23 more plans, and `perfected` clamps each last-layer head's
+pattern, which a run that clamps one itself would refuse."""
 
 
 def applicable(layers: int) -> tuple[str, ...]:
-    """The analyses that mean something for a model of `layers` layers (all but the paired ones for one layer)."""
-    return ANALYSES if layers >= 2 else tuple(a for a in ANALYSES if a not in PAIRED)
+    """The analyses run by default on a model of `layers` layers (the paired ones need two layers; those
+    in `ON_REQUEST` run when named)."""
+    return tuple(a for a in ANALYSES if a not in ON_REQUEST and (layers >= 2 or a not in PAIRED))
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,17 @@ def prev_token_scores(run: TrainedRun, task, seqs: Sequences, layer: int = 1, pl
     return np.asarray(previous_token_attention(pattern))
 
 
+def induction_scores(run: TrainedRun, task, seqs: Sequences, plan: CompiledPlan) -> np.ndarray:
+    """Each last-layer head's induction strength at the query (the `induction` measure) under `plan`,
+    on up to 2,048 sequences spread evenly over `seqs` (the enumerated set is ordered by class)."""
+    pick = np.linspace(0, len(seqs) - 1, min(2048, len(seqs))).astype(int)
+    spread = Sequences(seqs.name, seqs.classes[pick], seqs.exemplars[pick], seqs.labels[pick], seqs.enumerated)
+    acts = activations(run.model, task, spread, plan=plan, sequences_seen=run.sequences)
+    layer = run.config.model.layers
+    scores = induction_strength(acts, {"classes": jnp.asarray(spread.classes)}, layer)
+    return np.array([float(scores[f"induction/L{layer}.H{h}"]) for h in range(run.config.model.heads)])
+
+
 def default_groups(scores: np.ndarray) -> list[Group]:
     """Table 1's layer-1 groups: the previous-token heads (prev-token attention >= 0.5, else the
     top three), the other heads, and all of them."""
@@ -164,7 +179,7 @@ def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[G
     task, seqs = evaluation_set(cfg, which, n, seed)
     heads, last = range(cfg.model.heads), cfg.model.layers
     texts: dict[str, str] = {"full": ""}
-    if "heads" in what or "subset" in what:
+    if {"heads", "subset", "perfected"} & set(what):
         for layer in range(1, last + 1):
             for h in heads:
                 texts[f"L{layer}.H{h}/ablate_one"] = f"ablate L{layer}.H{h}"
@@ -182,6 +197,16 @@ def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[G
             for a in heads:
                 for b in heads:
                     texts[f"path/{la}/{lb}/{a}/{b}"] = f"ablate L{la}.* except H{a}\nablate L{lb}.* except H{b}"
+    if "perfected" in what:
+        for h in heads:
+            texts[f"L{last}.H{h}/perfected"] = f"ablate L{last}.* except H{h}\nclamp L{last}.H{h}.pattern = induction"
+    order: list[int] = []
+    if "added" in what:
+        strengths = induction_scores(run, task, seqs, full)
+        order = sorted(heads, key=lambda h: -strengths[h])
+        for start in (0, 1):
+            for k in range(start + 1, len(order) + start):
+                texts[f"added/{start}/{k}"] = f"ablate L{last}.* except H[{','.join(str(h) for h in order[start:k])}]"
     names = list(texts)
     plans = [full if k == "full" else planner.plan(texts[k]) for k in names]
     outcomes = dict(zip(names, evaluate_plans(run.model, plans, task, seqs, run.sequences)))
@@ -209,12 +234,22 @@ def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[G
         result["composition"] = {pair_key(la, lb): composition_scores(run, la, lb) for la, lb in layer_pairs(last)}
     if "subset" in what:
         result["subset"] = _subset(outcomes, last, heads)
+    if "perfected" in what:
+        result["perfected"] = _perfected(outcomes, last, heads, seqs.labels[:, -1], cfg.data.labels)
+    if "added" in what:
+        result["added"] = {
+            "layer": f"L{last}", "order": [f"H{h}" for h in order],
+            "strength": {f"H{h}": round(float(strengths[h]), 6) for h in heads},
+            "from_strongest": [outcomes[f"added/0/{k}"].summary() for k in range(1, len(order))] + [outcomes["full"].summary()],
+            "from_second": [outcomes[f"added/1/{k}"].summary() for k in range(2, len(order) + 1)],
+        }
     return Analysis.model_validate(result).to_json()
 
 
-def _subset(outcomes: dict[str, Outcome], layer: int, heads) -> dict:
-    """Table 2: each head's accuracy (alone in its layer) on the sequences the best head alone gets wrong."""
-    alone = {h: outcomes[f"L{layer}.H{h}/only_one"].correct for h in heads}
+def _subset(outcomes: dict[str, Outcome], layer: int, heads, kind: str = "only_one") -> dict:
+    """Table 2 (Table 3 with `kind="perfected"`): each head's accuracy alone in its layer, on all
+    sequences and on the sequences the best head alone gets wrong."""
+    alone = {h: outcomes[f"L{layer}.H{h}/{kind}"].correct for h in heads}
     ref = max(heads, key=lambda h: alone[h].mean())
     wrong = ~alone[ref]
     return {
@@ -223,4 +258,31 @@ def _subset(outcomes: dict[str, Outcome], layer: int, heads) -> dict:
         "wrong": int(wrong.sum()),
         "accuracy_all": {f"H{h}": round(float(alone[h].mean()), 6) for h in heads},
         "accuracy_on_wrong": {f"H{h}": (round(float(alone[h][wrong].mean()), 6) if wrong.any() else None) for h in heads},
+    }
+
+
+def _perfected(outcomes: dict[str, Outcome], layer: int, heads, answers: np.ndarray, n_labels: int) -> dict:
+    """Figure 16 and Table 3: each head alone in its layer with its own match (computed) and with its
+    pattern clamped to the perfect induction pattern (perfected, so only its copy can err); accuracy per
+    correct label, and each label's share of the head's mistakes under the perfected match."""
+    count = np.bincount(answers, minlength=n_labels)
+
+    def by_label(correct: np.ndarray) -> list[float | None]:
+        right = np.bincount(answers[correct], minlength=n_labels)
+        return [round(float(r / c), 6) if c else None for r, c in zip(right, count)]
+
+    def mistake_share(correct: np.ndarray) -> list[float | None]:
+        wrong = np.bincount(answers[~correct], minlength=n_labels)
+        return [round(float(w / wrong.sum()), 6) if wrong.sum() else None for w in wrong]
+
+    return {
+        "layer": f"L{layer}",
+        "label_counts": count.tolist(),
+        "heads": {f"H{h}": {"computed": outcomes[f"L{layer}.H{h}/only_one"].summary(),
+                            "perfected": outcomes[f"L{layer}.H{h}/perfected"].summary(),
+                            "accuracy_by_label": by_label(outcomes[f"L{layer}.H{h}/perfected"].correct),
+                            "computed_accuracy_by_label": by_label(outcomes[f"L{layer}.H{h}/only_one"].correct),
+                            "mistake_share_by_label": mistake_share(outcomes[f"L{layer}.H{h}/perfected"].correct)}
+                  for h in heads},
+        "subset": _subset(outcomes, layer, heads, kind="perfected"),
     }

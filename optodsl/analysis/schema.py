@@ -182,11 +182,48 @@ class Subset(_Part):
         return _by_index(heads)
 
 
+class PerfectedHead(_Part):
+    """One head alone in its layer, with its computed match and with a perfect one (Figure 16)."""
+
+    computed: Scores
+    perfected: Scores
+    accuracy_by_label: list[Number] = []
+    computed_accuracy_by_label: list[Number] = []
+    mistake_share_by_label: list[Number] = []
+
+
+class Perfected(_Part):
+    """Figure 16 and Table 3: each last-layer head alone with its match perfected, so that only its copy
+    errs; accuracy and share of mistakes per correct label, and Table 2 repeated under the perfect match."""
+
+    layer: str
+    label_counts: list[StrictInt] = []
+    heads: dict[str, PerfectedHead] = {}
+    subset: Subset | None = None
+
+    @field_validator("heads")
+    @classmethod
+    def _in_order(cls, heads: dict) -> dict:
+        return _by_index(heads)
+
+
+class Added(_Part):
+    """Figure 14: the last layer's heads kept on in order of decreasing induction strength, one more at a
+    time, from the strongest (the last entry is every head) and from the second strongest."""
+
+    layer: str
+    order: list[str]
+    strength: dict[str, Number] = {}
+    from_strongest: list[Scores] = []
+    from_second: list[Scores] = []
+
+
 class Analysis(_Part):
     """One run's `analysis.json`: which checkpoint, under which interventions, on which sequences,
     and the sections `opto analyze` computed."""
 
-    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("full", "heads", "groups", "paths", "composition", "subset")
+    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("full", "heads", "groups", "paths", "composition", "subset",
+                                                      "perfected", "added")
 
     run_dir: str | None = None
     spec: str | None = None
@@ -202,6 +239,8 @@ class Analysis(_Part):
     paths: dict[PairKey, PathMap] | None = None
     composition: dict[PairKey, Composition] | None = None
     subset: Subset | None = None
+    perfected: Perfected | None = None
+    added: Added | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -61,4 +61,33 @@ def render_tables(data: dict) -> str:
                   "  head alone           " + "  ".join(f"{h:>6}" for h in heads),
                   "  accuracy, all        " + "  ".join(f"{_acc(s.accuracy_all[h]):>6}" for h in heads),
                   "  accuracy, its misses " + "  ".join(f"{_acc(s.accuracy_on_wrong[h]):>6}" for h in heads)]
+    if result.perfected is not None:
+        lines += _perfected_lines(result.perfected)
+    if result.added is not None:
+        a = result.added
+        lines += ["", f"{a.layer} heads kept on, added in order of induction strength (Figure 14): "
+                      + ", ".join(f"{h} {a.strength[h]:.2f}" for h in a.order),
+                  "  heads on                 " + "  ".join(f"{k:>6}" for k in range(1, len(a.from_strongest) + 1)),
+                  "  from the strongest, loss " + "  ".join(f"{s.loss:>6.3f}" for s in a.from_strongest),
+                  "  from the second, loss    " + "  ".join(f"{s.loss:>6.3f}" for s in a.from_second)]
     return "\n".join(lines)
+
+
+def _perfected_lines(p) -> list[str]:
+    """Figure 16's per-head and per-label numbers and Table 3."""
+    heads = list(p.heads)
+    labels = range(len(p.label_counts))
+    lines = ["", f"{p.layer} head alone, its match computed or perfected (Figure 16)   " + "  ".join(f"{h:>6}" for h in heads),
+             "  accuracy, computed match                             " + "  ".join(f"{_acc(p.heads[h].computed):>6}" for h in heads),
+             "  accuracy, perfected match                            " + "  ".join(f"{_acc(p.heads[h].perfected):>6}" for h in heads)]
+    for name, field in (("accuracy with the perfected match, correct label", "accuracy_by_label"),
+                        ("share of its mistakes, correct label", "mistake_share_by_label")):
+        lines.append(f"  {name}:")
+        lines += [f"    label {lab:<47}" + "  ".join(f"{_acc(getattr(p.heads[h], field)[lab]):>6}" for h in heads) for lab in labels]
+    if p.subset is not None:
+        s = p.subset
+        lines += ["", f"Table 3: {s.reference} alone with a perfect match is wrong on {s.wrong:,} of {s.sequences:,} sequences",
+                  "  head alone, perfect match " + "  ".join(f"{h:>6}" for h in heads),
+                  "  accuracy, all             " + "  ".join(f"{_acc(s.accuracy_all[h]):>6}" for h in heads),
+                  "  accuracy, its misses      " + "  ".join(f"{_acc(s.accuracy_on_wrong[h]):>6}" for h in heads)]
+    return lines

@@ -1,31 +1,80 @@
 #!/usr/bin/env bash
-# Regenerate the paper's Sections 3-5 and Appendix E (plus Appendix D.2's Figure 10) from the specs
-# in this folder: train the runs, analyse the baseline's checkpoint, draw one report per figure.
+# Regenerate every result of docs/reproduction.md from the specs in this folder: train the runs
+# (the paper's figures, then the seed sweeps of Appendix I), analyse and score the baselines'
+# checkpoints, draw one report per figure, and the release-time map of specs/beyond.
 #
 #   bash specs/paper/reproduce.sh OUT [--set key=value]...
 #
-# OUT/runs/<spec> holds the run directories, OUT/<figure>/report.md and its PNGs the results.
-# Extra --set values apply to every run (on a 2-core CPU the published evaluation every 1,000
-# sequences of the clamp runs costs more than their training; docs/reproduction.md used
-# --set eval.every=4k for them). Rerunning resumes unfinished runs and redoes the reports.
+# It works inside OUT (the graft specs of Figure 7 read their sources from runs/...):
+# OUT/runs/<spec> holds the run directories, OUT/<figure>/ each figure's report.md and PNGs, and
+# OUT/eval/*.json the checkpoint scores. Extra --set values apply to every training run (on a
+# 2-core CPU the published evaluation every 1,000 sequences of the clamp runs costs more than
+# their training; docs/reproduction.md used --set eval.every=4k for them). Rerunning resumes
+# unfinished runs and redoes the analyses and reports.
+#
+# The specs that train an analysis across training (appE_*, table1_*, fig11b_one_path) are scored
+# here on the final checkpoint by `opto analyze` and `opto eval`, which give their numbers without
+# 64 retrainings; run them with `opto run` for the curves.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+beyond="$here/../beyond"
 out="${1:?usage: bash specs/paper/reproduce.sh OUT [--set key=value]...}"
 shift
 opto="${OPTO:-opto}"
-main=(fig3_baseline fig5b fig10_progress_measures fig4b_single_heads fig6_clamped fig6_unclamped)
-specs=()
-for name in "${main[@]}"; do specs+=("$here/$name.opto"); done
-"$opto" run "${specs[@]}" --out "$out/runs" --no-progress "$@"
-# Figure 4a, Table 1 / Appendix E, Figure 11 and Table 2: analyses of the baseline's checkpoint
-"$opto" analyze "$out/runs/fig3_baseline" --sequences all
-r="$out/runs"
-"$opto" report "$r/fig3_baseline" --out "$out/fig3_fig4a_table1_fig11"
-"$opto" report "$r/fig4b_single_heads" --out "$out/fig4b"
-"$opto" report "$r/fig5b" --out "$out/fig5b"
-"$opto" report "$r/fig10_progress_measures" "$r/fig5b/fig5b-clamp_prev_token" "$r/fig5b/fig5b-clamp_match" --out "$out/fig10"
-# Figure 6's rows: 50, 100 and 200 classes at 5 labels; 10 and 15 labels at 50 classes
-"$opto" report "$r"/fig6_*/*-labels5 --out "$out/fig6_classes"
-"$opto" report "$r"/fig6_*/*-labels1[05] --out "$out/fig6_labels"
-"$opto" toy --out "$out/fig5a_toy"
+case "$opto" in */*) opto="$(cd "$(dirname "$opto")" && pwd)/$(basename "$opto")" ;; esac  # it runs inside OUT
+python="${PYTHON:-$(dirname "$(command -v "$opto")")/python}"  # the Python beside opto (its venv's)
+mkdir -p "$out" && cd "$out"
+run() {
+  "$opto" run "$@" --out runs --no-progress
+}
+p() { for name in "$@"; do printf '%s\n' "$here/$name.opto"; done; }
+
+# 1. The paper's runs (init seed 5). Specs of the same shapes share one vmapped program.
+mapfile -t main < <(p fig3_baseline fig5b fig10_progress_measures fig4b_single_heads fig6_clamped fig6_unclamped \
+    sec3_layer1_direct_path fig17_paired_heads fig8 fig15_induction_strength)
+run "${main[@]}" "$@"
+
+# 2. Appendix I: seeds 5, 6 and 7 (Figure 3a, the Figure 5b ladder and Figure 6 with each seed's
+#    strongest head, Figure 4b), then Figure 7's grafts, whose sources are the seed baselines.
+mapfile -t seeds < <(p fig3_baseline_seeds fig5b_strongest_seeds fig6_clamped_seeds fig4b_single_heads_seeds)
+run "${seeds[@]}" "$@"
+mkdir -p runs/fig7_seeds
+ln -sfn ../fig3_baseline_seeds/fig3_baseline_seeds-seed6 runs/fig7_seeds/fig7_seeds-s6
+ln -sfn ../fig3_baseline_seeds/fig3_baseline_seeds-seed7 runs/fig7_seeds/fig7_seeds-s7
+mapfile -t grafts < <(p fig7_graft_from_seed5 fig7_graft_from_seed6 fig7_graft_from_seed7)
+run "${grafts[@]}" "$@"
+
+# 3. Checkpoint analyses of each seed's baseline: Figures 4a, 11, 13, 14, 16 and Tables 1-3
+#    (analysis.json in each run directory); Figure 11a and Table 1 as specs scored by `opto eval`.
+mkdir -p eval
+for s in 5 6 7; do
+  base=runs/fig3_baseline_seeds/fig3_baseline_seeds-seed$s
+  "$opto" analyze "$base" --sequences all --only heads --only groups --only paths --only composition \
+      --only subset --only perfected --only added > "eval/analysis-seed$s.txt"
+  "$opto" eval "$here/fig11a_ablate_one_layer1_head.opto" --checkpoint "$base" --sequences 10000 --json > "eval/fig11a-seed$s.json"
+  "$opto" eval "$here/table1.opto" --checkpoint "$base" --json > "eval/table1-seed$s.json"
+done
+"$opto" analyze runs/fig3_baseline --sequences all
+
+# 4. One report per figure.
+r=runs
+"$opto" report "$r/fig3_baseline" --out fig3_fig4a_table1_fig11
+"$opto" report "$r/fig3_baseline_seeds" --out fig3_seeds
+"$opto" report "$r/fig4b_single_heads" --out fig4b
+"$opto" report "$r/fig5b" --out fig5b
+"$opto" report "$r/fig5b_strongest_seeds" --out fig5b_seeds
+"$opto" report "$r/fig10_progress_measures" "$r/fig5b/fig5b-clamp_prev_token" "$r/fig5b/fig5b-clamp_match" --out fig10
+"$opto" report "$r"/fig6_*/*-labels5 --out fig6_classes  # 50, 100 and 200 classes at 5 labels
+"$opto" report "$r"/fig6_*/*-labels1[05] --out fig6_labels  # 10 and 15 labels at 50 classes
+"$opto" report "$r/sec3_layer1_direct_path" "$r/fig3_baseline" --out sec3_fig12
+"$opto" report "$r/fig17_paired_heads" --out fig17
+"$opto" report "$r"/fig7_graft_from_seed* --out fig7
+"$opto" report "$r"/fig8 "$r/fig5b/fig5b-clamp_prev_token" --out fig8
+"$opto" report "$r"/fig15_induction_strength --out fig15
+"$opto" toy --out fig5a_toy
+
+# 5. Beyond the paper: the release-time map (docs/reproduction.md, "Beyond the paper").
+mapfile -t release < <(for rung in release_prev_token release_match release_copy; do printf '%s\n' "$beyond/$rung.opto"; done)
+run "${release[@]}" "$@"
+"$python" "$beyond/plot_release_map.py" runs --reference runs/fig5b/fig5b-only_h3 --out release_map.png
 echo "reports: $out/*/report.md"
