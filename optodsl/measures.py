@@ -1,7 +1,8 @@
 """Progress measures computed from a forward pass's activations at every evaluation, inside jit.
 
 Named in `eval.measures` (e.g. `set eval.measures = ["induction", "prev_token"]`) and written to
-`metrics.jsonl` as `<set>/<measure>/L<l>.H<h>` beside the losses.
+`metrics.jsonl` as `<set>/<measure>/L<l>.H<h>` beside the losses. A measure reads the activations
+and the batch; one that reads weights (`copying`) also gets the model.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import jax.numpy as jnp
 from .tasks.base import induction_targets
 from .tasks.fewshot import correct_labels
 
-Measure = Callable[[dict[str, jax.Array], dict[str, jax.Array], int], dict[str, jax.Array]]
+Measure = Callable[..., dict[str, jax.Array]]
+"""`(acts, batch, layers, model=None) -> {"<name>/L<l>.H<h>": value}`."""
 MEASURES: dict[str, Measure] = {}
 
 
@@ -30,7 +32,7 @@ def _per_head(name: str, values: jax.Array, layer: int) -> dict[str, jax.Array]:
 
 
 @measure("induction")
-def induction_strength(acts, batch, layers: int) -> dict[str, jax.Array]:
+def induction_strength(acts, batch, layers: int, model=None) -> dict[str, jax.Array]:
     """Attention from the query to the correct label token minus the mean to the other label tokens; on a
     token task, the prefix-matching score (Olsson et al. 2022): the attention from each position to the
     positions after earlier occurrences of its token (all of them: a segment repeated three times, or a
@@ -69,7 +71,7 @@ def previous_token_attention(pattern: jax.Array) -> jax.Array:
 
 
 @measure("prev_token")
-def prev_token_attention(acts, batch, layers: int) -> dict[str, jax.Array]:
+def prev_token_attention(acts, batch, layers: int, model=None) -> dict[str, jax.Array]:
     """Mean attention from each position i >= 1 to position i-1."""
     out = {}
     for layer in range(1, layers + 1):
@@ -77,14 +79,35 @@ def prev_token_attention(acts, batch, layers: int) -> dict[str, jax.Array]:
     return out
 
 
+@measure("copying")
+def copying_score(acts, batch, layers: int, model=None) -> dict[str, jax.Array]:
+    """Olsson et al.'s copying, read from the weights: per head, its full OV circuit from the token
+    embedding to the unembedding, W_E W_V W_O W_U (layer norms left out, as they do), and the fraction
+    of tokens whose own logit that circuit raises most (1: the head copies every token it attends
+    to; about 1/vocab for a head that does not copy). A token task's measure; it reads the built-in
+    transformer's weights."""
+    blocks, embed, unembed = (getattr(model, name, None) for name in ("blocks", "w_token", "w_out"))
+    if blocks is None or embed is None or unembed is None:
+        raise TypeError("the copying measure reads a token model's embedding, value, output and unembedding "
+                        "weights (blocks[l].wv, .wo, w_token, w_out), which this model does not have")
+    out = {}
+    for layer in range(1, layers + 1):
+        blk = blocks[layer - 1]
+        circuit = jnp.einsum("vd,hde,hef,fu->hvu", embed, blk.wv, blk.wo, unembed)  # (H, V, V)
+        own = circuit.argmax(-1) == jnp.arange(circuit.shape[-1])
+        out.update(_per_head("copying", own.mean(-1), layer))
+    return out
+
+
 def measures_fn(names: tuple[str, ...], layers: int):
-    """The trainer's measures hook for these names, or None when there are none."""
+    """The trainer's measures hook `(acts, batch, logits, model) -> dict` for these names, or None
+    when there are none."""
     if not names:
         return None
 
-    def fn(acts, batch, logits):
+    def fn(acts, batch, logits, model=None):
         out = {}
         for name in names:
-            out.update(MEASURES[name](acts, batch, layers))
+            out.update(MEASURES[name](acts, batch, layers, model))
         return out
     return fn

@@ -25,7 +25,7 @@ class Markov(Task):
 
     name: ClassVar[str] = "markov"
     sets: ClassVar[tuple[str, ...]] = ("train",)
-    measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token")
+    measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "copying")
     reference_losses: ClassVar[tuple[str, ...]] = ("unigram_loss", "bigram_loss")
 
     config: MarkovTaskConfig = eqx.field(static=True)

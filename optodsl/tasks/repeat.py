@@ -33,7 +33,7 @@ class Repeat(Task):
 
     name: ClassVar[str] = "repeat"
     sets: ClassVar[tuple[str, ...]] = ("train",)
-    measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token")
+    measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "copying")
     reference_losses: ClassVar[tuple[str, ...]] = ("first_loss", "repeated_loss")
 
     config: RepeatTaskConfig = eqx.field(static=True)

@@ -56,7 +56,7 @@ class Tokens(Task):
 
     name: ClassVar[str] = "tokens"
     sets: ClassVar[tuple[str, ...]] = ("train",)
-    measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token")
+    measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "copying")
 
     corpus: jax.Array  # (N,) int32
     config: TokensTaskConfig = eqx.field(static=True)

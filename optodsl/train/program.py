@@ -26,7 +26,11 @@ from ..tasks.records import TRAIN, record_key, set_key
 from .restore import make_optimizer, new_model
 
 Measures = Callable[[dict[str, jax.Array], dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
-"""`(activations, batch, query logits) -> {name: scalar}`, evaluated on each evaluation set."""
+"""`(activations, batch, query logits) -> {name: scalar}`, evaluated on each evaluation set: a user's
+measures, as `train(measures=...)` takes them."""
+ModelMeasures = Callable[[dict[str, jax.Array], dict[str, jax.Array], jax.Array, Any], dict[str, jax.Array]]
+"""The program's hook: a `Measures` that also gets the model (built-in measures such as `copying`
+read weights)."""
 
 
 def sweep_key(config: ExperimentConfig) -> ExperimentConfig:
@@ -54,7 +58,7 @@ class Program:
     task: Task
     eval_batches: dict[str, dict[str, jax.Array]]
     shared_eval: bool
-    measures: Measures | None = None
+    measures: ModelMeasures | None = None
     steps_per_eval: int = 1
     sharding: Any = None
     init_model: Callable[[jax.Array], Intervenable] | None = None
@@ -101,7 +105,7 @@ class Program:
             for key, value in task.metrics(logits, batch).items():
                 out[record_key(name, key)] = value
             if self.measures is not None:
-                for key, value in self.measures(acts, batch, logits).items():
+                for key, value in self.measures(acts, batch, logits, model).items():
                     out[record_key(name, key)] = value
             for probe_name, probe in forward.probes.items():
                 probe_logits, _ = probe(model, batch, ctx)
@@ -195,14 +199,17 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
         check_sites(model, jax.eval_shape(lambda key: task.sample(key, eval_sets(config)[0], 1), jax.random.PRNGKey(0)), lay)
         layers = layer_count(declared(model).sites(lay))
     if measures is None:
-        measures = measures_fn(config.eval.measures, layers)
+        hook = measures_fn(config.eval.measures, layers)
+    else:
+        def hook(acts, batch, logits, model_):  # a user's measures do not take the model
+            return measures(acts, batch, logits)
     devices = jax.local_devices()
     sharding = None
     if len(configs) > 1 and len(devices) > 1 and len(configs) % len(devices) == 0:
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
         sharding = NamedSharding(Mesh(np.array(devices), ("members",)), PartitionSpec("members"))
-    program = Program(configs, static, forward_arrays, task, eval_batches, shared_eval, measures, steps_per_eval, sharding,
+    program = Program(configs, static, forward_arrays, task, eval_batches, shared_eval, hook, steps_per_eval, sharding,
                       init_model=factory(model) if model is not None else None)
     program.forward_arrays = program.place(forward_arrays)
     if not shared_eval:
