@@ -7,10 +7,13 @@ The `task` section is one model per task, chosen by `task.name`; each task has i
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer,
                       model_validator)
+
+from . import rundir
 
 
 class _Frozen(BaseModel):
@@ -243,3 +246,16 @@ def with_settings(config: ExperimentConfig, settings: dict[str, object]) -> Expe
             raise KeyError(key)
         data[section][name] = value
     return ExperimentConfig.model_validate(data)
+
+
+def read_run_config(run_dir: str | Path, hint: str = rundir.RESTORE_HINT, what: str = "run settings") -> ExperimentConfig:
+    """A run directory's config.json as settings: the one reader of that file, a DataError naming it
+    when it is truncated, edited or not a valid configuration (`hint` says what to do then)."""
+    return rundir.read_json(Path(run_dir) / rundir.CONFIG, what, ExperimentConfig.model_validate, hint=hint)
+
+
+def settings_between(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, object]:
+    """The `section.field` settings whose values in `b` differ from those in `a` (as `--set` would
+    give them)."""
+    da, db = a.model_dump(), b.model_dump()
+    return {f"{s}.{k}": v for s in db for k, v in db[s].items() if da[s].get(k) != v}

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from .tasks.base import induction_targets
-from .tasks.fewshot import correct_labels
+from .tasks.fewshot import correct_labels, label_positions
 
 Measure = Callable[..., dict[str, jax.Array]]
 """`(acts, batch, layers, model=None) -> {"<name>/L<l>.H<h>": value}`."""
@@ -46,7 +46,7 @@ def induction_strength(acts, batch, layers: int, model=None) -> dict[str, jax.Ar
     for layer in range(1, layers + 1):
         pattern = acts[f"L{layer}.pattern"]  # (B, H, T, T)
         t = pattern.shape[-1]
-        to_labels = pattern[:, :, t - 1, 1 : t - 1 : 2]  # (B, H, P)
+        to_labels = pattern[:, :, t - 1, jnp.asarray(label_positions(t))]  # (B, H, P)
         weight = correct[:, None] - (1 - correct[:, None]) / n_other
         out.update(_per_head("induction", (to_labels * weight).sum(-1).mean(0), layer))
     return out

@@ -17,7 +17,7 @@ from typing import Callable
 from . import interventions  # noqa: F401  (registers the built-in verbs with semantics)
 from . import rundir
 from .compile.lower import CompiledPlan, Probed, compile_member
-from .config import ExperimentConfig, flat_settings
+from .config import ExperimentConfig, flat_settings, read_run_config
 from .errors import DataError, SpecError, SpecWarning
 from .model.protocol import ModelSource, SiteTable, declared
 from .semantics.plan import Member
@@ -104,7 +104,7 @@ def graft_warnings(members: list[Member]) -> list[SpecWarning]:
             seen.add((run, action.span))
             settings = Path(run) / rundir.CONFIG
             if settings.exists():
-                other = rundir.read_json(settings, "run settings", ExperimentConfig.model_validate)
+                other = read_run_config(run)
                 differs = architecture_difference(member.config, other)
                 if differs:
                     raise SpecError(action.span, f"graft source run '{run}' has a different architecture: "
@@ -126,7 +126,7 @@ def load_graft(run_dir: str, config: ExperimentConfig):
     if not cfg_path.exists():
         raise DataError(path, "graft source is not a run directory",
                         expected="a directory written by `opto run` (config.json, checkpoint.json)")
-    other = rundir.read_json(cfg_path, "run settings", ExperimentConfig.model_validate)
+    other = read_run_config(path)
     differs = architecture_difference(config, other)
     if differs:
         raise DataError(cfg_path, "graft source has a different architecture", expected=differs[0], found=differs[1])

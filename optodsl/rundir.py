@@ -76,6 +76,20 @@ def read_json(path: Path, what: str, check: Callable[[Any], Any] = lambda data: 
                         found=str(exc).splitlines()[0], hint=hint) from exc
 
 
+def json_object(data):
+    """`data` if it is a JSON object; the check `read_json` applies to a run's JSON files that hold one."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not the object `opto run` writes")
+    return data
+
+
+def summary(run_dir: Path) -> dict | None:
+    """The run's summary.json (status, sequences, final metrics), or None without one; a DataError
+    naming it when it is not a JSON object."""
+    path = Path(run_dir) / SUMMARY
+    return read_json(path, "run summary", json_object) if path.is_file() else None
+
+
 def _spec_object(data):
     """spec.json's content checked: a JSON object whose `bindings`, where present, is an object."""
     if not isinstance(data, dict):

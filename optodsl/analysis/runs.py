@@ -3,14 +3,11 @@ member of its spec it trained (its own interventions)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from .. import rundir
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, read_run_config, settings_between
 from ..errors import DataError
 from ..pipeline import Experiment, check_spec, run_dirs
 from ..model.transformer import Transformer
@@ -59,12 +56,6 @@ def member_of(exp: Experiment, run_dir: Path) -> Member:
                     expected="the directory of one of them:\n    " + listing, found=found)
 
 
-def _settings_between(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, object]:
-    """The `section.field` settings whose values in `b` differ from `a` (a `--set` that overrode a spec's `set`)."""
-    da, db = a.model_dump(), b.model_dump()
-    return {f"{s}.{k}": v for s in db for k, v in db[s].items() if da[s][k] != v}
-
-
 def run_member(run_dir: Path, config: ExperimentConfig) -> Member | None:
     """The member of the run's own spec.opto that trained in `run_dir`, resolved with the run's
     settings (config.json, `--set` overrides included); None when the run has no spec.opto."""
@@ -73,10 +64,10 @@ def run_member(run_dir: Path, config: ExperimentConfig) -> Member | None:
         return None
     member = member_of(check_spec(text, config), run_dir)
     if member.config != config:
-        member = member_of(check_spec(text, config, _settings_between(member.config, config)), run_dir)
+        member = member_of(check_spec(text, config, settings_between(member.config, config)), run_dir)
     if member.config != config:
         raise DataError(text, "the spec does not resolve to the run's settings", expected="the config.json beside it",
-                        found="settings " + ", ".join(_settings_between(member.config, config)))
+                        found="settings " + ", ".join(settings_between(member.config, config)))
     return member
 
 
@@ -87,10 +78,7 @@ def load_run(run_dir: str | Path, step: int | None = None) -> TrainedRun:
     if not cfg_path.exists():
         raise DataError(path, "not a run directory", expected="a directory written by `opto run` (config.json, checkpoint.json, ckpt-*.npz)",
                         found="no config.json" if path.is_dir() else "no such directory")
-    try:
-        config = ExperimentConfig.model_validate(json.loads(cfg_path.read_text()))
-    except (ValueError, ValidationError) as exc:
-        raise DataError(cfg_path, "unreadable run settings", expected="the config.json `opto run` writes", found=str(exc).splitlines()[0]) from exc
+    config = read_run_config(path)
     if checkpoint.read_meta(path) is None:
         raise DataError(path, "the run has no checkpoint yet", expected="checkpoint.json and ckpt-*.npz (train it with `opto run`)")
     model, sequences = load_trained(path, config, step)

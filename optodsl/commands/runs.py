@@ -3,7 +3,6 @@ through `rundir`; a damaged file is named in its line, not raised."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .. import rundir
@@ -24,7 +23,7 @@ def run_line(run_dir: Path) -> str:
     try:
         spec = (rundir.spec_record(run_dir) or {}).get("path") or "-"
         bad = summary
-        data = json.loads(summary.read_text()) if summary.exists() else None
+        data = rundir.summary(run_dir)
         bad = run_dir / rundir.POINTER
         status, seqs = rundir.status(run_dir, data)
         accs = accuracies(data["final"]) if data else ""

@@ -13,7 +13,6 @@ apply and runs bare either way.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +20,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from .. import rundir
-from ..config import ExperimentConfig
+from ..config import read_run_config, settings_between
 from ..errors import DataError, SpecError
 from ..model.overrides import Context, Plan
 from ..semantics.plan import Member
@@ -83,12 +82,12 @@ def source_member(run_dir: Path) -> Member | None:
     spec_path = run_dir / rundir.SPEC_TEXT
     if not spec_path.is_file():
         return None
-    config = _read(run_dir / rundir.CONFIG, "run settings", ExperimentConfig.model_validate)
+    config = read_run_config(run_dir, hint=BARE_HINT, what="run settings of a graft source")
     bindings = (rundir.spec_record(run_dir, hint=BARE_HINT) or {}).get("bindings") or {}
     try:
         member = _member(resolve_spec(load_spec(spec_path), config)[0], bindings)
         if member is not None and member.config != config:  # a --set that overrode one of the spec's own settings
-            cli = _settings_between(member.config, config)
+            cli = settings_between(member.config, config)
             member = _member(resolve_spec(load_spec(spec_path), config, cli)[0], bindings)
     except SpecError as err:
         raise DataError(spec_path, "the graft source's spec does not resolve", expected="the spec its run trained with",
@@ -104,17 +103,3 @@ def _member(members: list[Member], bindings: dict) -> Member | None:
     if len(members) == 1:
         return members[0]
     return next((m for m in members if dict(m.bindings) == bindings), None)
-
-
-def _settings_between(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, object]:
-    """The `section.field` settings whose values in `b` differ from those in `a`."""
-    da, db = a.model_dump(), b.model_dump()
-    return {f"{s}.{k}": v for s in db for k, v in db[s].items() if da[s].get(k) != v}
-
-
-def _read(path: Path, what: str, check):
-    try:
-        return check(json.loads(path.read_text()))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(path, f"unreadable {what} of a graft source", expected=f"the {path.name} `opto run` writes",
-                        found=str(exc).splitlines()[0], hint=BARE_HINT) from exc

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..interventions.patterns import PATTERNS, label_positions
+from ..interventions.patterns import PATTERNS
+from ..tasks.fewshot import label_positions
 from ..model.transformer import NEG
 
 Builder = Callable[..., jax.Array]
@@ -97,7 +98,7 @@ def copy(term, model, batch, record):
     """Query logits: the head's attention logits to each in-context label token, at that label's index; -inf elsewhere."""
     head_logits = jnp.take(record, term.params["head"], axis=1)  # (B, T, T)
     t = head_logits.shape[-1]
-    to_labels = head_logits[:, -1, label_positions(t)]  # (B, P)
+    to_labels = head_logits[:, -1, jnp.asarray(label_positions(t))]  # (B, P)
     n_labels = term.mask.shape[-1]
     onehot = jax.nn.one_hot(batch["labels"][:, :-1], n_labels)  # (B, P, L)
     q = jnp.where(onehot.sum(1) > 0, (onehot * to_labels[..., None]).sum(1), NEG)  # (B, L)

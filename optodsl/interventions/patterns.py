@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from ..tasks.base import induction_rows
-from ..tasks.fewshot import correct_labels
+from ..tasks.fewshot import correct_labels, label_positions
 
 
 @dataclass(frozen=True)
@@ -55,15 +55,10 @@ class Pattern:
         return next((p for p in self.params if p.name == name), None)
 
 
-def label_positions(t: int) -> jax.Array:
-    """The label tokens' positions 1, 3, ... of an `e1 l1 e2 l2 ... q` sequence of length t."""
-    return jnp.arange(1, t - 1, 2)
-
-
 def _query_row(weights: jax.Array, t: int) -> jax.Array:
     """(B, P) weights on the label tokens, placed on the query row of a (B, 1, T, T) pattern."""
     b = weights.shape[0]
-    row = jnp.zeros((b, t)).at[:, label_positions(t)].set(weights)
+    row = jnp.zeros((b, t)).at[:, jnp.asarray(label_positions(t))].set(weights)
     return jnp.zeros((b, 1, t, t)).at[:, 0, t - 1].set(row)
 
 

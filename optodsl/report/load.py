@@ -6,7 +6,6 @@ and so that every malformed input is reported once, as a `DataError` naming the 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -112,27 +111,16 @@ def expand(paths: list[Path]) -> list[Path]:
     return unique
 
 
-def read_json(path: Path, what: str) -> Any:
-    """Parse one JSON file, or raise DataError naming it."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(path, f"unreadable {what}", expected="a JSON file", found=str(exc)) from exc
-
-
 def load_run(path: Path) -> Run:
     """Read one run directory: metrics, and config/spec/summary/analysis where present."""
     path = Path(path)
     metrics = rundir.metrics(path)
-    config = read_json(path / rundir.CONFIG, "run configuration") if (path / rundir.CONFIG).is_file() else {}
+    config = rundir.read_json(path / rundir.CONFIG, "run configuration", rundir.json_object) if (path / rundir.CONFIG).is_file() else {}
     info = rundir.spec_record(path) or {}
-    summary = read_json(path / rundir.SUMMARY, "run summary") if (path / rundir.SUMMARY).is_file() else None
-    for name, value in ((rundir.CONFIG, config), (rundir.SUMMARY, summary)):
-        if value is not None and not isinstance(value, dict):
-            raise DataError(path / name, "malformed file", expected="a JSON object", found=type(value).__name__)
+    summary = rundir.summary(path)
     analysis = None
     if (path / rundir.ANALYSIS).is_file():
-        analysis = Analysis.checked(read_json(path / rundir.ANALYSIS, "analysis"), path / rundir.ANALYSIS).for_report()
+        analysis = Analysis.checked(rundir.read_json(path / rundir.ANALYSIS, "analysis"), path / rundir.ANALYSIS).for_report()
     spec = info.get("path") if isinstance(info.get("path"), str) else None
     member = info.get("member") if isinstance(info.get("member"), str) else None
     bindings = info.get("bindings") if isinstance(info.get("bindings"), dict) else {}

@@ -49,7 +49,7 @@ class FewShot(Task):
     @staticmethod
     def layout(config: ExperimentConfig) -> Layout:
         t = config.data.seq_len
-        roles = {"all": tuple(range(t)), "query": (t - 1,), "labels": tuple(range(1, t - 1, 2)),
+        roles = {"all": tuple(range(t)), "query": (t - 1,), "labels": label_positions(t),
                  "exemplars": tuple(range(0, t, 2))}
         return Layout(length=t, roles=roles, outputs=config.data.labels, note=" (e1 l1 e2 l2 q for 2 pairs)")
 
@@ -119,6 +119,12 @@ class FewShot(Task):
     def gather(self, classes: jax.Array, exemplar_ids: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
         """The model's batch for sequences given as table indices."""
         return {"exemplars": self.features[classes, exemplar_ids], "labels": labels, "classes": classes}
+
+
+def label_positions(t: int) -> tuple[int, ...]:
+    """The label tokens' positions 1, 3, ... of an `e1 l1 e2 l2 ... q` sequence of length t: the
+    `labels` role, read by the patterns, the copy and the induction-strength measure."""
+    return tuple(range(1, t - 1, 2))
 
 
 def correct_labels(classes: jax.Array) -> jax.Array:

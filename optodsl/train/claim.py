@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from .. import rundir
-from ..config import ExperimentConfig, flat_settings
+from ..config import ExperimentConfig, flat_settings, read_run_config
 from ..errors import DataError, SpecError
 from ..files import atomic_write_text, make_dir
 from ..semantics.plan import Action, Member
@@ -83,7 +83,7 @@ def claim_spec(run_dir: Path, sha256: str, spec_path: str | None, canonical: str
     record = {"sha256": sha256, "path": spec_path, "bindings": dict(member.bindings), "member": member.name}
     config = None
     if rundir.is_run_dir(run_dir):
-        config = rundir.read_json(run_dir / rundir.CONFIG, "run settings", ExperimentConfig.model_validate)
+        config = read_run_config(run_dir)
     old = rundir.spec_record(run_dir)
     if old is not None:
         if config is not None and (old.get("sha256"), old.get("bindings")) != (sha256, record["bindings"]):

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from .. import rundir
+from ..errors import DataError
 from ..files import atomic_write_text
 from .curves import plot_curves
 
@@ -45,11 +46,12 @@ def write_summary(run_dir: Path, summary: dict) -> None:
 def is_complete(run_dir: Path) -> bool:
     """Whether a run directory's summary says the run trained to its end."""
     try:
-        return json.loads((run_dir / rundir.SUMMARY).read_text()).get("status") == "complete"
-    except (OSError, ValueError, AttributeError):
+        data = rundir.summary(run_dir)
+    except DataError:
         return False
+    return data is not None and data.get("status") == "complete"
 
 
 def summary(run_dir: Path) -> dict:
     """The summary.json of a run that has one."""
-    return json.loads((run_dir / rundir.SUMMARY).read_text())
+    return rundir.summary(run_dir)
