@@ -45,7 +45,8 @@ mapfile -t grafts < <(p fig7_graft_from_seed5 fig7_graft_from_seed6 fig7_graft_f
 run "${grafts[@]}" "$@"
 
 # 3. Checkpoint analyses of each seed's baseline: Figures 4a, 11, 13, 14, 16 and Tables 1-3
-#    (analysis.json in each run directory); Figure 11a and Table 1 as specs scored by `opto eval`.
+#    (analysis.json in each run directory); Figure 11a and Table 1 as specs scored by `opto eval`;
+#    Table 1 with mean ablation and Figure 4b's floor (issue 14's explanatory experiments).
 mkdir -p eval
 for s in 5 6 7; do
   base=runs/fig3_baseline_seeds/fig3_baseline_seeds-seed$s
@@ -53,6 +54,11 @@ for s in 5 6 7; do
       --only subset --only perfected --only added > "eval/analysis-seed$s.txt"
   "$opto" eval "$here/fig11a_ablate_one_layer1_head.opto" --checkpoint "$base" --sequences 10000 --json > "eval/fig11a-seed$s.json"
   "$opto" eval "$here/table1.opto" --checkpoint "$base" --json > "eval/table1-seed$s.json"
+done
+"$opto" eval "$here/table1_mean.opto" --checkpoint runs/fig3_baseline_seeds/fig3_baseline_seeds-seed5 --json > eval/table1_mean-seed5.json
+for pair in seed5-h1 seed6-h3 seed7-h2; do  # Figure 4b's floor: each seed's single-head network probed
+  "$opto" eval "$here/fig4b_floor_probe.opto" --checkpoint "runs/fig5b_strongest_seeds/fig5b_strongest_seeds-only_strongest-$pair" \
+      --json > "eval/floor-$pair.json"
 done
 "$opto" analyze runs/fig3_baseline --sequences all
 
