@@ -34,9 +34,10 @@ mapfile -t main < <(p fig3_baseline fig5b fig10_progress_measures fig4b_single_h
     sec3_layer1_direct_path fig17_paired_heads fig8 fig15_induction_strength)
 run "${main[@]}" "$@"
 
-# 2. Appendix I: seeds 5, 6 and 7 (Figure 3a, the Figure 5b ladder and Figure 6 with each seed's
-#    strongest head, Figure 4b), then Figure 7's grafts, whose sources are the seed baselines.
-mapfile -t seeds < <(p fig3_baseline_seeds fig5b_strongest_seeds fig6_clamped_seeds fig4b_single_heads_seeds)
+# 2. Appendix I: seeds 5, 6 and 7 (Figure 3a, the Figure 5b ladder, Figure 6 and Figure 10 with
+#    each seed's strongest head, Figure 4b), then Figure 7's grafts, whose sources are the seed baselines.
+mapfile -t seeds < <(p fig3_baseline_seeds fig5b_strongest_seeds fig6_clamped_seeds fig10_progress_measures_seeds \
+    fig4b_single_heads_seeds)
 run "${seeds[@]}" "$@"
 mkdir -p runs/fig7_seeds
 ln -sfn ../fig3_baseline_seeds/fig3_baseline_seeds-seed6 runs/fig7_seeds/fig7_seeds-s6
