@@ -126,3 +126,10 @@ def test_the_trained_induction_head_copies():
     first, last = metrics[0], metrics[-1]
     assert first["train/copying/L2.H0"] < 0.3 < 0.6 < last["train/copying/L2.H0"]
     assert last["train/copying/L1.H0"] < 0.3
+
+
+def test_the_copying_score_names_what_a_model_without_token_weights_lacks():
+    from optodsl.measures import MEASURES
+
+    with pytest.raises(TypeError, match="w_token, w_out"):
+        MEASURES["copying"]({}, {}, 2, object())
