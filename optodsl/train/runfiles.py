@@ -51,7 +51,3 @@ def is_complete(run_dir: Path) -> bool:
         return False
     return data is not None and data.get("status") == "complete"
 
-
-def summary(run_dir: Path) -> dict:
-    """The summary.json of a run that has one."""
-    return rundir.summary(run_dir)

@@ -23,6 +23,7 @@ from ..config import ExperimentConfig
 from ..errors import Interrupted, TrainingError
 from ..model.protocol import Intervenable, ModelSource
 from ..tasks.base import query_loss_and_accuracy
+from .. import rundir
 from . import checkpoint, runfiles
 from .claim import GROWABLE as GROWABLE, claim
 from .program import Measures, Program as Program, build_program, sweep_key as sweep_key
@@ -236,4 +237,4 @@ def train_sweep(
 
 def _finished(path: Path, records: list[dict], model) -> RunResult:
     """A run that had already trained to its length: its summary as written, marked so for the caller."""
-    return RunResult(model, records, path, {**runfiles.summary(path), "already_complete": True})
+    return RunResult(model, records, path, {**rundir.summary(path), "already_complete": True})
