@@ -414,11 +414,14 @@ def eval_(
                                                             "set's every distinct sequence, 10,000 of each other set)"),
     seed: int = typer.Option(0, "--seed", help="seed of the sampled sequences"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON instead of a table"),
+    in_context: bool = typer.Option(False, "--in-context", help="show the accuracy among the labels in each sequence's "
+                                                                "context only, instead of over every label"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Score a trained network under each run of a spec (its variants and sweep members, their
     interventions only) on the evaluation sets, without training. The spec's model settings must
-    match the run's.
+    match the run's. The JSON holds both accuracies: over every label (the task's, as in training)
+    and among the context's labels only (`accuracy_in_context`).
 
     Example: opto eval specs/paper/table1.opto --checkpoint runs/fig3_baseline
     """
@@ -437,11 +440,12 @@ def eval_(
         return
     sets = list(result["eval"])
     counts = ", ".join(f"{k} {v['sequences']:,}" + (" (every one)" if v["enumerated"] else "") for k, v in result["eval"].items())
-    typer.echo(f"{result['checkpoint']} at {result['sequences_trained']:,} sequences; accuracy on {counts}")
+    key, what = ("accuracy_in_context", "accuracy among the context's labels") if in_context else ("accuracy", "accuracy")
+    typer.echo(f"{result['checkpoint']} at {result['sequences_trained']:,} sequences; {what} on {counts}")
     width = max(len(name) for name in result["runs"])
     typer.echo(f"{'run':<{width}}  " + "  ".join(f"{s:>17}" for s in sets))
     for name, r in result["runs"].items():
-        typer.echo(f"{name:<{width}}  " + "  ".join(f"{r['sets'][s]['accuracy']:>17.3f}" if s in r["sets"] else f"{'-':>17}"
+        typer.echo(f"{name:<{width}}  " + "  ".join(f"{r['sets'][s][key]:>17.3f}" if s in r["sets"] else f"{'-':>17}"
                                                     for s in sets))
 
 

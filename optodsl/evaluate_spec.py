@@ -53,7 +53,8 @@ def data_warnings(exp: Experiment, run_config: ExperimentConfig, run_dir: Path) 
 
 
 def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: int = 0) -> dict:
-    """Accuracy and loss of `run_dir`'s latest checkpoint under every run of `exp` on each of its
+    """Accuracy (over every label, and among the context's labels only) and loss of `run_dir`'s latest
+    checkpoint under every run of `exp` on each of its
     evaluation sets: the training set's every distinct sequence when `n` is None and it can be
     enumerated, else `n` (default 10,000) sampled sequences per set. `warnings` holds a line for
     each difference in data or seed settings between the spec and the run (`data_warnings`)."""
@@ -78,6 +79,6 @@ def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: in
             used[which] = {"sequences": len(seqs), "enumerated": seqs.enumerated}
             outcomes = evaluate_plans(run.model, [plans[i] for i in idx], task, seqs, run.sequences)
             for i, outcome in zip(idx, outcomes):
-                results[exp.members[i].name]["sets"][which] = outcome.summary()
+                results[exp.members[i].name]["sets"][which] = outcome.summary(in_context=True)
     return {"checkpoint": str(run_dir), "sequences_trained": run.sequences, "spec": exp.spec.path,
             "warnings": data_warnings(exp, run.config, run_dir), "eval": used, "runs": results}

@@ -79,6 +79,19 @@ def prev_token_attention(acts, batch, layers: int, model=None) -> dict[str, jax.
     return out
 
 
+@measure("prev_token_labels")
+def prev_token_label_attention(acts, batch, layers: int, model=None) -> dict[str, jax.Array]:
+    """Few-shot only: mean attention from each label token to the exemplar just before it, the
+    previous-token step the match needs (a head may attend to the previous token elsewhere and not
+    there, or the reverse)."""
+    out = {}
+    for layer in range(1, layers + 1):
+        pattern = acts[f"L{layer}.pattern"]  # (B, H, T, T)
+        rows = jnp.asarray(label_positions(pattern.shape[-1]))
+        out.update(_per_head("prev_token_labels", pattern[:, :, rows, rows - 1].mean((0, 2)), layer))
+    return out
+
+
 @measure("copying")
 def copying_score(acts, batch, layers: int, model=None) -> dict[str, jax.Array]:
     """Olsson et al.'s copying, read from the weights: per head, its full OV circuit from the token

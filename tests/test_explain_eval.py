@@ -134,6 +134,25 @@ def test_eval_scores_each_variant_under_its_own_interventions(base_run, tmp_path
     assert 0.0 <= runs["s-plain"]["sets"]["train"]["accuracy"] <= 1.0 and "train/accuracy" in final
 
 
+def test_eval_reports_both_accuracies_and_shows_the_in_context_one_when_asked(base_run, tmp_path, monkeypatch):
+    out = base_run
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.opto").write_text("variant plain { }\nvariant no_layer2 { ablate L2.* }\n")
+    sets = sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])
+    result = CliRunner().invoke(app, ["eval", "s.opto", "--checkpoint", str(out), "--sequences", "200", "--json", *sets])
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["runs"]
+    for r in runs.values():
+        for scores in r["sets"].values():
+            # among two labels a sequence right over all five is right among its context's two as well
+            assert scores["accuracy_in_context"] >= scores["accuracy"]
+    shown = CliRunner().invoke(app, ["eval", "s.opto", "--checkpoint", str(out), "--sequences", "200", "--in-context", *sets])
+    assert shown.exit_code == 0, shown.output
+    assert "accuracy among the context's labels on" in shown.stdout.splitlines()[0]
+    row = shown.stdout.splitlines()[2].split()
+    assert row[0] == "s-plain" and float(row[1]) == pytest.approx(runs["s-plain"]["sets"]["train"]["accuracy_in_context"], abs=5e-4)
+
+
 def test_eval_refuses_a_checkpoint_of_another_architecture(base_run, tmp_path, monkeypatch):
     result = _invoke(tmp_path, monkeypatch, "set model.heads = 4\nablate L1.H0\n", "eval", "--checkpoint", str(base_run))
     assert result.exit_code == 2

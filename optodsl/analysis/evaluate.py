@@ -87,17 +87,23 @@ def evaluation_set(config: ExperimentConfig, which: str = TRAIN, n: int | None =
 
 @dataclass(frozen=True)
 class Outcome:
-    """Per-sequence correctness and mean loss of one plan."""
+    """Per-sequence correctness and mean loss of one plan; `in_context`: per sequence, whether the
+    query's label wins among the context's labels only (`FewShot.in_context_correct`)."""
 
     correct: np.ndarray
     loss: float
+    in_context: np.ndarray
 
     @property
     def accuracy(self) -> float:
         return float(self.correct.mean())
 
-    def summary(self) -> dict[str, float]:
-        return {"accuracy": round(self.accuracy, 6), "loss": round(self.loss, 6)}
+    def summary(self, in_context: bool = False) -> dict[str, float]:
+        """Accuracy and loss, and with `in_context` the accuracy among the context's labels only."""
+        out = {"accuracy": round(self.accuracy, 6), "loss": round(self.loss, 6)}
+        if in_context:
+            out["accuracy_in_context"] = round(float(self.in_context.mean()), 6)
+        return out
 
 
 def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences, sequences_seen: int = 0) -> list[Outcome]:
@@ -114,11 +120,10 @@ def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences
         arrays = [eqx.partition(plans[i], eqx.is_array) for i in members]
         static = arrays[0][1]
         stacked = (jnp.arange(len(members)), jax.tree.map(lambda *xs: jnp.stack(xs), *[a[0] for a in arrays]))
-        correct, nll = _run_group(model, stacked, static, task, idx, jnp.asarray(sequences_seen))
-        correct = np.asarray(correct).reshape(len(members), -1)[:, :n]
-        nll = np.asarray(nll).reshape(len(members), -1)[:, :n]
+        results = _run_group(model, stacked, static, task, idx, jnp.asarray(sequences_seen))
+        correct, nll, in_context = (np.asarray(r).reshape(len(members), -1)[:, :n] for r in results)
         for j, i in enumerate(members):
-            out[i] = Outcome(correct[j], float(nll[j].mean()))
+            out[i] = Outcome(correct[j], float(nll[j].mean()), in_context[j])
     return out
 
 
@@ -140,14 +145,15 @@ def _run_group(model, stacked, static, task, idx, sequences_seen):
     return jax.lax.map(per_plan, stacked)
 
 
-def per_sequence(task: Task, logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+def per_sequence(task: Task, logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Each sequence's correctness (B,) and loss (B,), by the task's own `loss_and_accuracy` (the one
-    loss, the trainer's) applied to one sequence at a time."""
+    loss, the trainer's) applied to one sequence at a time, and its correctness among the context's
+    labels only (B,)."""
     def one(row_logits, row):
         return task.loss_and_accuracy(row_logits[None], jax.tree.map(lambda x: x[None], row))
 
     loss, accuracy = jax.vmap(one)(logits, batch)
-    return accuracy == 1, loss
+    return accuracy == 1, loss, task.in_context_correct(logits, batch)
 
 
 def activations(model, task: Task, seqs: Sequences, limit: int = CHUNK, plan: CompiledPlan | None = None,

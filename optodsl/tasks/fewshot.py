@@ -34,7 +34,7 @@ class FewShot(Task):
 
     name: ClassVar[str] = "fewshot"
     sets: ClassVar[tuple[str, ...]] = EVAL_SETS
-    measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token")
+    measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "prev_token_labels")
     lacks_patterns: ClassVar[tuple[str, ...]] = ()
     query_rows_as_declared: ClassVar[bool] = True
     verbs: ClassVar[tuple[str, ...]] = ("copy", "attend")
@@ -60,6 +60,13 @@ class FewShot(Task):
     def loss_and_accuracy(self, logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """The query's label: logits (B, L) against the last label of each row."""
         return query_loss_and_accuracy(logits, batch["labels"][:, -1])
+
+    def in_context_correct(self, logits: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+        """Per sequence (B,), whether the query's label wins among the labels in its context only (the
+        paper's accuracy takes the argmax over every label; this one asks only which pair it copied)."""
+        context = batch["labels"][:, :-1]  # (B, P)
+        chosen = jnp.take_along_axis(logits, context, axis=-1).argmax(-1)  # (B,)
+        return jnp.take_along_axis(context, chosen[:, None], axis=-1)[:, 0] == batch["labels"][:, -1]
 
     def inputs(self, batch: dict[str, jax.Array]) -> dict[str, list]:
         """The first sequence's class of each exemplar (the query's last) and each label (the query's is its target)."""

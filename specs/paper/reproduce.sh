@@ -34,10 +34,11 @@ mapfile -t main < <(p fig3_baseline fig5b fig10_progress_measures fig4b_single_h
     sec3_layer1_direct_path fig17_paired_heads fig8 fig15_induction_strength)
 run "${main[@]}" "$@"
 
-# 2. Appendix I: seeds 5, 6 and 7 (Figure 3a, the Figure 5b ladder, Figure 6 and Figure 10 with
-#    each seed's strongest head, Figure 4b), then Figure 7's grafts, whose sources are the seed baselines.
+# 2. Appendix I: seeds 5, 6 and 7 (Figure 3a, the Figure 5b ladder, Figures 6, 8 and 10 with
+#    each seed's strongest head, Figure 4b, Section 3), then Figure 7's grafts, whose sources are
+#    the seed baselines.
 mapfile -t seeds < <(p fig3_baseline_seeds fig5b_strongest_seeds fig6_clamped_seeds fig10_progress_measures_seeds \
-    fig4b_single_heads_seeds)
+    fig4b_single_heads_seeds fig8_seeds sec3_layer1_direct_path_seeds)
 run "${seeds[@]}" "$@"
 mkdir -p runs/fig7_seeds
 ln -sfn ../fig3_baseline_seeds/fig3_baseline_seeds-seed6 runs/fig7_seeds/fig7_seeds-s6
@@ -47,7 +48,8 @@ run "${grafts[@]}" "$@"
 
 # 3. Checkpoint analyses of each seed's baseline: Figures 4a, 11, 13, 14, 16 and Tables 1-3
 #    (analysis.json in each run directory); Figure 11a and Table 1 as specs scored by `opto eval`;
-#    Table 1 with mean ablation and Figure 4b's floor (issue 14's explanatory experiments).
+#    Table 1 with mean ablation, Figure 4b's floor and Figure 11b's three ways of keeping one path
+#    (issue 14's explanatory experiments; the eval JSON holds accuracy_in_context beside accuracy).
 mkdir -p eval
 for s in 5 6 7; do
   base=runs/fig3_baseline_seeds/fig3_baseline_seeds-seed$s
@@ -55,6 +57,7 @@ for s in 5 6 7; do
       --only subset --only perfected --only added > "eval/analysis-seed$s.txt"
   "$opto" eval "$here/fig11a_ablate_one_layer1_head.opto" --checkpoint "$base" --sequences 10000 --json > "eval/fig11a-seed$s.json"
   "$opto" eval "$here/table1.opto" --checkpoint "$base" --json > "eval/table1-seed$s.json"
+  "$opto" eval "$here/fig11b_explain.opto" --checkpoint "$base" --sequences 10000 --json > "eval/fig11b_explain-seed$s.json"
 done
 "$opto" eval "$here/table1_mean.opto" --checkpoint runs/fig3_baseline_seeds/fig3_baseline_seeds-seed5 --json > eval/table1_mean-seed5.json
 for pair in seed5-h1 seed6-h3 seed7-h2; do  # Figure 4b's floor: each seed's single-head network probed
@@ -68,6 +71,7 @@ r=runs
 "$opto" report "$r/fig3_baseline" --out fig3_fig4a_table1_fig11
 "$opto" report "$r/fig3_baseline_seeds" --out fig3_seeds
 "$opto" report "$r/fig4b_single_heads" --out fig4b
+"$opto" report "$r/fig4b_single_heads_seeds" --out fig4b_seeds
 "$opto" report "$r/fig5b" --out fig5b
 "$opto" report "$r/fig5b_strongest_seeds" --out fig5b_seeds
 "$opto" report "$r/fig10_progress_measures" "$r/fig5b/fig5b-clamp_prev_token" "$r/fig5b/fig5b-clamp_match" --out fig10
@@ -77,6 +81,8 @@ r=runs
 "$opto" report "$r/fig17_paired_heads" --out fig17
 "$opto" report "$r"/fig7_graft_from_seed* --out fig7
 "$opto" report "$r"/fig8 "$r/fig5b/fig5b-clamp_prev_token" --out fig8
+"$opto" report "$r/fig8_seeds" --out fig8_seeds
+"$opto" report "$r/sec3_layer1_direct_path_seeds" "$r/fig3_baseline_seeds" --out sec3_seeds
 "$opto" report "$r"/fig15_induction_strength --out fig15
 "$opto" toy --out fig5a_toy
 
