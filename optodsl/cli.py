@@ -375,8 +375,9 @@ def analyze(
 ) -> None:
     """Analyse a checkpoint: each head ablated / alone (Fig. 4a), Table 1's pattern- vs value-preserving
     ablations, path maps and composition scores of every layer pair (Fig. 11b, 11c), Table 2; when named, each
-    last-layer head with a perfect match (Fig. 16, Table 3) and heads added by strength (Fig. 14). Writes RUN_DIR/analysis.json.
-    Every ablation is added to the run's own interventions (refused where both set one site), unless --bare.
+    last-layer head with a perfect match (Fig. 16, Table 3) and heads added by strength (Fig. 14). Writes RUN_DIR/analysis.json;
+    with --only, the sections it did not compute stay from an earlier analysis of the same checkpoint, interventions
+    and sequences. Every ablation is added to the run's own interventions (refused where both set one site), unless --bare.
 
     Example: opto analyze runs/fig3_baseline --sequences all --group L1.H[1,2,5]
     """
@@ -394,16 +395,32 @@ def analyze(
         return run_analyses(run_, tuple(only) or None, groups or None, n=n, seed=seed, bare=bare)
 
     result = _guard(body)
+    from .analysis.schema import Analysis
     from .files import atomic_write_text
 
-    atomic_write_text(run_dir / rundir.ANALYSIS, json.dumps(result, indent=2))
+    path = run_dir / rundir.ANALYSIS
+    note = ""
+    if only and path.is_file():
+        try:
+            older = Analysis.checked(rundir.read_json(path, "analysis"), path)
+        except DataError as err:  # the new sections are not lost to a damaged old file
+            older, note = None, f" (it replaces the earlier one, which could not be read: {err.problem})"
+        merged, kept = Analysis.model_validate(result).merged(older) if older else (None, ())
+        written = merged.to_json() if merged else result
+        if older and kept:
+            note = f" (kept from the earlier analysis of this checkpoint and these sequences: {', '.join(kept)})"
+        elif older and not written.keys() >= older.to_json().keys():
+            note = " (it replaces an earlier analysis of another checkpoint, other interventions or other sequences)"
+    else:
+        written = result
+    atomic_write_text(path, json.dumps(written, indent=2))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     from .analysis.tables import render_tables
 
     typer.echo(render_tables(result))
-    typer.echo(f"written: {run_dir / rundir.ANALYSIS}")
+    typer.echo(f"written: {path}{note}")
 
 
 @app.command("eval")

@@ -167,7 +167,7 @@ def test_load_run_refuses_a_folder_that_is_not_a_run(tmp_path):
 
 
 def test_the_result_describes_its_evaluation(result, run):
-    assert result["eval"] == {"set": "train", "sequences": N, "enumerated": False}
+    assert result["eval"] == {"set": "train", "sequences": N, "enumerated": False, "seed": 0}
     assert result["sequences"] == 3200 and result["chance"] == 0.5
     assert set(result) >= {"full", "heads", "groups", "paths", "composition", "subset"}
     # the model must be trained enough that heads differ, or the comparisons below prove little
@@ -422,3 +422,27 @@ def test_cli_analyze_json_then_report(run_dir, tmp_path, result):
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ablation.png" in text
     assert "One head ablated, or only one on (Figure 4a)" in text  # the tables read from analysis.json
+
+
+def test_cli_analyze_only_keeps_the_sections_of_the_same_checkpoint_and_sequences(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    runner = CliRunner()
+
+    def analyze_(*args):
+        res = runner.invoke(app, ["analyze", str(copy), "--sequences", str(N), "--bare", *args])
+        assert res.exit_code == 0, res.output
+        _no_traceback(res)
+        return res.stdout.splitlines()[-1], json.loads((copy / "analysis.json").read_text())
+
+    analyze_("--only", "heads")
+    line, written = analyze_("--only", "composition")
+    assert "kept from the earlier analysis of this checkpoint and these sequences: heads" in line
+    assert {"heads", "composition"} <= set(written)
+    # other sequences (another sampling seed): the earlier sections are not mixed in
+    line, written = analyze_("--only", "composition", "--seed", "1")
+    assert "replaces an earlier analysis" in line and "heads" not in written and written["eval"]["seed"] == 1
+    # a damaged earlier file does not cost the new sections
+    (copy / "analysis.json").write_text("{")
+    line, written = analyze_("--only", "heads")
+    assert "could not be read" in line and "heads" in written

@@ -214,7 +214,8 @@ def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[G
     result: dict = {
         "run_dir": str(run.run_dir), "spec": run.spec, "sequences": run.sequences,
         "bare": bare, "interventions": intervention_lines(member) or "none", "bindings": dict(member.bindings) if member else {},
-        "eval": {"set": seqs.name, "sequences": len(seqs), "enumerated": seqs.enumerated},
+        "eval": {"set": seqs.name, "sequences": len(seqs), "enumerated": seqs.enumerated,
+                 **({} if seqs.enumerated else {"seed": seed})},
         "chance": 1.0 / cfg.data.pairs,
         "full": outcomes["full"].summary(),
     }

@@ -111,11 +111,13 @@ class Scores(_Part):
 class EvalSet(_Part):
     """The sequences every score is taken on: the set, how many, and whether they are its every one."""
 
-    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("set", "sequences", "enumerated")
+    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("set", "sequences", "enumerated", "seed")
 
     set: str | None = None
     sequences: StrictInt | None = None
     enumerated: StrictBool | None = None
+    seed: StrictInt | None = None
+    """The sampling seed of a sampled set (absent for an enumerated one, and in older files)."""
 
 
 class HeadModes(_Part):
@@ -268,6 +270,19 @@ class Analysis(_Part):
     @classmethod
     def _pairs_in_order(cls, pairs: dict | None) -> dict | None:
         return None if pairs is None else _by_pair(pairs)
+
+    SAME_SCORES: ClassVar[tuple[str, ...]] = ("run_dir", "sequences", "bare", "interventions", "bindings", "eval")
+    """What two analyses must share for their sections to sit in one file: the checkpoint (run and its
+    length), the interventions every score is taken under, and the sequences (set, number, seed)."""
+
+    def merged(self, older: "Analysis") -> tuple["Analysis", tuple[str, ...]]:
+        """This analysis plus the sections of `older` it did not compute, when both score the same
+        checkpoint under the same interventions on the same sequences (`SAME_SCORES`); else this one
+        alone. Also returns the names of the sections taken from `older`."""
+        if any(getattr(self, k) != getattr(older, k) for k in self.SAME_SCORES):
+            return self, ()
+        kept = tuple(k for k in self.OMITTED_WHEN_ABSENT if getattr(self, k) is None and getattr(older, k) is not None)
+        return self.model_copy(update={k: getattr(older, k) for k in kept}), kept
 
     def to_json(self) -> dict:
         """The JSON-ready dict `opto analyze` prints and writes: absent sections left out, nulls kept."""
