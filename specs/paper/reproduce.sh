@@ -12,9 +12,9 @@
 # their training; docs/reproduction.md used --set eval.every=4k for them). Rerunning resumes
 # unfinished runs and redoes the analyses and reports.
 #
-# The specs that train an analysis across training (appE_*, table1_*, fig11b_one_path) are scored
-# here on the final checkpoint by `opto analyze` and `opto eval`, which give their numbers without
-# 64 retrainings; run them with `opto run` for the curves.
+# The specs that train an analysis across training (appE_*, table1_*, fig4a_*, fig11b_one_path) are
+# scored here on the final checkpoint by `opto analyze` and `opto eval`, which give their numbers
+# without 64 retrainings; run them with `opto run` for the curves.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 beyond="$here/../beyond"
