@@ -25,12 +25,17 @@ MAIN = [
 """Figures 3-6 as trained runs; Figure 4a is an analysis of Figure 3's checkpoint (`opto analyze`)."""
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_docs_examples.py parses every call the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="a fresh folder for the run directories")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="passed on to opto run")
     parser.add_argument("--only", nargs="*", default=None, help="a subset of the spec names")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     names = args.only or MAIN
     cmd = [sys.executable, "-m", "optodsl", "run", *[str(ROOT / "specs" / "paper" / f"{n}.opto") for n in names],
            "--out", str(args.out), "--no-progress"]

@@ -103,11 +103,16 @@ def chunk(state, key):
     return jax.lax.scan(one, state, jax.random.split(key, STEPS))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_docs_examples.py parses every call the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=5, help=f"timed chunks of {STEPS} steps")
     parser.add_argument("--norms", action="store_true", help="add optodsl's default LayerNorms and output bias")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     params = init(jax.random.PRNGKey(0), args.norms)
     state = (params, OPT.init(params))
     state, losses = chunk(state, jax.random.PRNGKey(1))

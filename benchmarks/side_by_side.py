@@ -26,11 +26,16 @@ def steps_per_s(command: str) -> float:
     return float(json.loads(out.strip().splitlines()[-1])["steps_per_s"])
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_docs_examples.py parses every call the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("commands", nargs="+", help="NAME=COMMAND, the first being the yardstick")
     parser.add_argument("--rounds", type=int, default=3, help="sittings of every command, alternating")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     named = [c.split("=", 1) for c in args.commands]
     seen: dict[str, list[float]] = {name: [] for name, _ in named}
     for r in range(args.rounds):

@@ -108,12 +108,17 @@ def rate(fn, n_steps: int, repeats: int) -> float:
     return n_steps / best
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_docs_examples.py parses every call the docs show with it)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-check", action="store_true")
+    return parser
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--skip-check", action="store_true")
-    args = ap.parse_args()
+    args = parser().parse_args()
 
     cfg = ExperimentConfig()
     program = build_program(cfg)

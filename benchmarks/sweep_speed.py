@@ -37,13 +37,18 @@ def measure(size: int, chunks: int) -> dict:
             "compile_plus_first_chunk_s": round(compile_s, 2), "devices": jax.local_device_count(), "sharded": program.sharding is not None}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_docs_examples.py parses every call the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--chunks", type=int, default=4, help="timed chunks of 5,000 sequences")
     parser.add_argument("--plot", help="draw aggregate throughput against sweep size into this PNG")
     parser.add_argument("--from", dest="source", help="with --plot: read results (JSON lines) instead of measuring")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.source:
         with open(args.source) as f:
             results = [json.loads(line) for line in f if line.strip()]

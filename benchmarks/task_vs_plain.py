@@ -76,12 +76,17 @@ def plain_runner(steps: int, *, norms: bool):
     return go
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_docs_examples.py parses every call the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="specs/tasks/markov.opto", help="a token task's spec (its first run)")
     parser.add_argument("--steps", type=int, default=300, help="steps per chunk (a multiple of 100)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of one chunk of every contender")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     shape = layout(load_experiment(args.spec).members[0].config)
     plain_loop.K, plain_loop.T = shape.vocab, shape.length  # the same embedding, unembedding and length
     task = load_experiment(args.spec).members[0].config.task.name

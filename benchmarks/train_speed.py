@@ -58,13 +58,18 @@ def measure(spec: str | None, chunks: int, every: int, run: str | None = None) -
             "device": jax.devices()[0].device_kind, "machine": platform.machine(), "cpus": jax.local_device_count()}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_docs_examples.py parses every call the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", action="append", default=None, help="a spec to time (repeatable); default: none")
     parser.add_argument("--run", default=None, help="the run of a spec with several to time, e.g. fig5b-clamp_layer1")
     parser.add_argument("--chunks", type=int, default=10, help="timed chunks of 5,000 sequences")
     parser.add_argument("--every", type=int, default=5000, help="evaluation interval in sequences")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     for spec in args.spec or [None]:
         print(json.dumps(measure(spec, args.chunks, args.every, args.run)))
 

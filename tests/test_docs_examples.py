@@ -385,3 +385,52 @@ def test_reproduce_sh_reaches_every_paper_spec():
             if not re.search(rf"\b{spec.stem}\b", script) and spec.stem not in imported
             and not any(spec.stem.startswith(f + "_") for f in families)]
     assert families and not left, f"specs reproduce.sh does not reach: {left}"
+
+
+BENCH_CALL = re.compile(r"python3? benchmarks/\w+\.py[^`\n]*")
+
+
+def _benchmark_line(tokens: list[str]) -> list[tuple[str, list[str]]]:
+    """`python benchmarks/NAME.py ARGS...` as (NAME, ARGS), and the calls a side_by_side.py line times
+    (its `NAME=COMMAND` arguments)."""
+    i = next(k for k, t in enumerate(tokens) if t.startswith("benchmarks/"))
+    name, args = Path(tokens[i]).stem, tokens[i + 1:]
+    if "#" in args:
+        args = args[:args.index("#")]
+    calls = [(name, args)]
+    if name == "side_by_side":
+        for arg in args:
+            command = shlex.split(arg.partition("=")[2]) if "=" in arg else []
+            if any(t.startswith("benchmarks/") for t in command):
+                calls += _benchmark_line(command)
+    return calls
+
+
+def _benchmark_calls() -> list[tuple[str, str, list[str]]]:
+    """Every `python benchmarks/...` call shown in the docs (continued lines joined), outside quotes."""
+    calls = []
+    for doc in DOCS:
+        for line in doc.read_text().replace("\\\n", " ").splitlines():
+            for m in BENCH_CALL.finditer(line):
+                if line[:m.start()].count('"') % 2:
+                    continue  # inside a side_by_side.py argument: checked with its line
+                calls += [(doc.name, name, args) for name, args in _benchmark_line(shlex.split(m.group(0)))]
+    return calls
+
+
+def test_every_benchmark_call_in_the_docs_parses_with_its_script(monkeypatch):
+    """The benchmarks take minutes, so the docs' calls are not run here; each is read by its script's
+    own argument parser, and every `--spec` it names exists (from the root, or from benchmarks/)."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when the script runs: its folder first
+    calls = _benchmark_calls()
+    assert {name for _, name, _ in calls} >= {"train_speed", "sweep_speed", "task_vs_plain", "side_by_side", "plain_loop"}
+    for where, name, args in calls:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        parsed = module.parser().parse_args(args)
+        specs = getattr(parsed, "spec", None) or []
+        for path in [specs] if isinstance(specs, str) else specs:
+            assert any((base / path).is_file() for base in (ROOT, ROOT / "benchmarks")), (where, name, args)
