@@ -53,11 +53,11 @@ def data_warnings(exp: Experiment, run_config: ExperimentConfig, run_dir: Path) 
 
 
 def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: int = 0) -> dict:
-    """Accuracy (over every label, and among the context's labels only) and loss of `run_dir`'s latest
-    checkpoint under every run of `exp` on each of its
-    evaluation sets: the training set's every distinct sequence when `n` is None and it can be
-    enumerated, else `n` (default 10,000) sampled sequences per set. `warnings` holds a line for
-    each difference in data or seed settings between the spec and the run (`data_warnings`)."""
+    """Accuracy (over every label, and among the context's labels only) and loss of `run_dir`'s
+    latest checkpoint under every run of `exp` on each of its evaluation sets: the training set's
+    every distinct sequence when `n` is None and it can be enumerated, else `n` (default 10,000)
+    sampled sequences per set. `warnings` holds a line for each difference in data or seed
+    settings between the spec and the run (`data_warnings`)."""
     run = load_run(run_dir)
     for member in exp.members:
         differs = architecture_difference(member.config, run.config)
