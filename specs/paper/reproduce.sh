@@ -35,10 +35,10 @@ mapfile -t main < <(p fig3_baseline fig5b fig10_progress_measures fig4b_single_h
 run "${main[@]}" "$@"
 
 # 2. Appendix I: seeds 5, 6 and 7 (Figure 3a, the Figure 5b ladder, Figures 6, 8 and 10 with
-#    each seed's strongest head, Figure 4b, Section 3), then Figure 7's grafts, whose sources are
+#    each seed's strongest head, Figures 4b and 17, Section 3), then Figure 7's grafts, whose sources are
 #    the seed baselines.
 mapfile -t seeds < <(p fig3_baseline_seeds fig5b_strongest_seeds fig6_clamped_seeds fig10_progress_measures_seeds \
-    fig4b_single_heads_seeds fig8_seeds sec3_layer1_direct_path_seeds)
+    fig4b_single_heads_seeds fig8_seeds sec3_layer1_direct_path_seeds fig17_paired_heads_seeds)
 run "${seeds[@]}" "$@"
 mkdir -p runs/fig7_seeds
 ln -sfn ../fig3_baseline_seeds/fig3_baseline_seeds-seed6 runs/fig7_seeds/fig7_seeds-s6
@@ -79,6 +79,7 @@ r=runs
 "$opto" report "$r"/fig6_*/*-labels1[05] --out fig6_labels  # 10 and 15 labels at 50 classes
 "$opto" report "$r/sec3_layer1_direct_path" "$r/fig3_baseline" --out sec3_fig12
 "$opto" report "$r/fig17_paired_heads" --out fig17
+"$opto" report "$r/fig17_paired_heads_seeds" --out fig17_seeds
 "$opto" report "$r"/fig7_graft_from_seed* --out fig7
 "$opto" report "$r"/fig8 "$r/fig5b/fig5b-clamp_prev_token" --out fig8
 "$opto" report "$r/fig8_seeds" --out fig8_seeds
