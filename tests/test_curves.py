@@ -7,8 +7,8 @@ import math
 
 import matplotlib.pyplot as plt
 
-from optodsl.tasks.fewshot import FewShot
-from optodsl.tasks.markov import Markov
+from optodsl.config import ExperimentConfig, MarkovTaskConfig
+from optodsl.tasks import reading
 from optodsl.train.curves import curve_figure, plot_curves
 
 
@@ -23,16 +23,19 @@ def _loss_axis(metrics, task):
 def test_markov_curves_show_the_reference_predictors_and_no_ln2():
     metrics = [{"sequences": s, "train/loss": 1.0 - s / 1e6, "train/accuracy": 0.5, "train/unigram_loss": 1.008,
                 "train/bigram_loss": 0.888, "train/kl_bigram": 0.1} for s in (0, 3200, 6400)]
-    lines = _loss_axis(metrics, Markov)
-    assert set(lines) == {"train", "train/unigram_loss", "train/bigram_loss"}
+    lines = _loss_axis(metrics, reading(ExperimentConfig(task=MarkovTaskConfig())))
+    assert set(lines) == {"train", "train/unigram_loss", "train/bigram_loss", "uniform (ln 3)"}
+    assert lines["uniform (ln 3)"].get_ydata()[0] == math.log(3)
     assert list(lines["train/bigram_loss"].get_ydata()) == [0.888] * 3
 
 
 def test_fewshot_curves_mark_the_plateau_at_ln2(tmp_path):
     metrics = [{"sequences": s, "train/loss": 0.7, "train/accuracy": 0.5, "test_classes/loss": 0.7,
                 "test_classes/accuracy": 0.5} for s in (0, 5000)]
-    lines = _loss_axis(metrics, FewShot)
-    assert set(lines) == {"train", "test_classes", "ln 2"}
-    assert lines["ln 2"].get_ydata()[0] == math.log(2)
-    plot_curves(metrics, tmp_path / "curves.png", FewShot, title="run")
+    fewshot = reading(ExperimentConfig())
+    lines = _loss_axis(metrics, fewshot)
+    plateau = "chance among the context's labels (ln 2)"
+    assert set(lines) == {"train", "test_classes", plateau}
+    assert lines[plateau].get_ydata()[0] == math.log(2)
+    plot_curves(metrics, tmp_path / "curves.png", fewshot, title="run")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

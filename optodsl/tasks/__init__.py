@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..config import ExperimentConfig
 from .base import Layout as Layout, Task as Task
+from .reading import Level as Level, Reading as Reading
 from .fewshot import FewShot
 from .markov import Markov
 from .repeat import Repeat
@@ -24,6 +25,11 @@ def task_class(config: ExperimentConfig) -> type[Task]:
 def layout(config: ExperimentConfig) -> Layout:
     """The sequence layout of the configured task."""
     return task_class(config).layout(config)
+
+
+def reading(config: ExperimentConfig) -> Reading:
+    """How to read the configured task's runs: its reference levels, stages and words."""
+    return task_class(config).reading(config)
 
 
 def build_task(config: ExperimentConfig, features=None) -> Task:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import ExperimentConfig
+from .reading import Reading
 
 
 @dataclass(frozen=True)
@@ -55,18 +56,16 @@ class Task(eqx.Module):
     few-shot task's layout is the one the declarations describe; token tasks set every row."""
     verbs: ClassVar[tuple[str, ...]] = ()
     """Task-specific verbs this task supports (the few-shot task's `copy` onto the query's labels)."""
-    loss_marks: ClassVar[tuple[tuple[str, float], ...]] = ()
-    """Fixed loss levels worth marking on a loss curve, as (label, nats)."""
-    accuracy_marks: ClassVar[tuple[float, ...]] = ()
-    """Fixed accuracy levels worth marking on an accuracy curve."""
-    reference_losses: ClassVar[tuple[str, ...]] = ()
-    """Metrics this task writes per evaluation set that are losses to draw beside the model's
-    (`<set>/<name>`): its reference predictors or the parts of its loss."""
 
     @staticmethod
     @abc.abstractmethod
     def layout(config: ExperimentConfig) -> Layout:
         """The sequence layout for these settings (no JAX work)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def reading(config: ExperimentConfig) -> Reading:
+        """How to read this task's runs: reference levels, stage criterion, words (no JAX work)."""
 
     @classmethod
     @abc.abstractmethod

@@ -23,6 +23,7 @@ from ..config import DataConfig, ExperimentConfig
 from ..data.features import load_features, synthetic_features
 from ..errors import DataError
 from .base import Layout, Task, query_loss_and_accuracy
+from .reading import Level, Reading
 
 EVAL_SETS = ("train", "heldout_labels", "heldout_exemplars", "test_classes")
 SetName = Literal["train", "heldout_labels", "heldout_exemplars", "test_classes"]
@@ -38,8 +39,6 @@ class FewShot(Task):
     lacks_patterns: ClassVar[tuple[str, ...]] = ()
     query_rows_as_declared: ClassVar[bool] = True
     verbs: ClassVar[tuple[str, ...]] = ("copy", "attend")
-    loss_marks: ClassVar[tuple[tuple[str, float], ...]] = (("ln 2", math.log(2)),)  # the paper's plateau
-    accuracy_marks: ClassVar[tuple[float, ...]] = (0.5,)
 
     features: jax.Array  # (classes, exemplars, F)
     train_label_sets: jax.Array  # (n_train, P) sorted label sets usable in training
@@ -56,6 +55,19 @@ class FewShot(Task):
     @classmethod
     def build(cls, config: ExperimentConfig, features=None) -> "FewShot":
         return make_task(config.data, features)
+
+    @staticmethod
+    def reading(config: ExperimentConfig) -> Reading:
+        """The paper's reading: the loss rests at ln 2 (a guess between the two context labels) and the
+        phase change is the query's accuracy reaching 0.9."""
+        pairs = config.data.pairs
+        return Reading(task="fewshot", loss_words="cross-entropy of the query's label (nats)",
+                       accuracy_words="accuracy of the query's label",
+                       loss_levels=(Level(label=f"chance among the context's labels (ln {pairs})", value=math.log(pairs)),),
+                       accuracy_levels=(Level(label=f"chance among the context's labels (1/{pairs})", value=1 / pairs),),
+                       plateau=Level(label=f"ln {pairs}", value=math.log(pairs)), accuracy_phase=0.9,
+                       induction_words="attention from the query: correct label − other labels",
+                       analysis_words="the query's label")
 
     def loss_and_accuracy(self, logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """The query's label: logits (B, L) against the last label of each row."""

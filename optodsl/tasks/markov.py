@@ -10,6 +10,7 @@ each. A loss clearly below the Bayes bigram one means the model sees the future.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import equinox as eqx
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 
 from ..config import ExperimentConfig, MarkovTaskConfig
 from .base import Layout, Task, next_token_loss_and_accuracy
+from .reading import Level, Reading
 
 
 class Markov(Task):
@@ -26,7 +28,6 @@ class Markov(Task):
     name: ClassVar[str] = "markov"
     sets: ClassVar[tuple[str, ...]] = ("train",)
     measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "copying")
-    reference_losses: ClassVar[tuple[str, ...]] = ("unigram_loss", "bigram_loss")
 
     config: MarkovTaskConfig = eqx.field(static=True)
 
@@ -38,6 +39,22 @@ class Markov(Task):
     @classmethod
     def build(cls, config: ExperimentConfig, features=None) -> "Markov":
         return cls(config.task)
+
+    @staticmethod
+    def reading(config: ExperimentConfig) -> Reading:
+        """Edelman et al.'s stages: the loss rests at the in-context unigram predictor's, then falls to
+        the Bayes bigram predictor's when a statistical induction head forms."""
+        k = config.task.states
+        unigram = Level(label="in-context unigram", metric="unigram_loss")
+        bigram = Level(label="Bayes bigram", metric="bigram_loss")
+        return Reading(task="markov", loss_words="next-token cross-entropy at every position (nats)",
+                       accuracy_words="next-token accuracy at every position",
+                       loss_levels=(Level(label=f"uniform (ln {k})", value=math.log(k)), unigram, bigram),
+                       accuracy_levels=(Level(label=f"uniform (1/{k})", value=1 / k),),
+                       reference_losses=("unigram_loss", "bigram_loss"), divergences=("kl_unigram", "kl_bigram"),
+                       plateau=unigram, solved=bigram,
+                       induction_words="attention to the tokens after earlier occurrences of the current token",
+                       analysis_words="the next token at every position")
 
     def sample(self, key: jax.Array, which: str, batch: int) -> dict[str, jax.Array]:
         """`tokens` (B, T) int32, each row a chain from its own Dirichlet transition matrix."""

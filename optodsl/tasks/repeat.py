@@ -12,6 +12,7 @@ loss early (predicting the first part): near 0 without induction, near -ln(vocab
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import equinox as eqx
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 
 from ..config import ExperimentConfig, RepeatTaskConfig
 from .base import Layout, Task, next_token_loss_and_accuracy
+from .reading import Level, Reading
 
 
 def halves(length: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -34,7 +36,6 @@ class Repeat(Task):
     name: ClassVar[str] = "repeat"
     sets: ClassVar[tuple[str, ...]] = ("train",)
     measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "copying")
-    reference_losses: ClassVar[tuple[str, ...]] = ("first_loss", "repeated_loss")
 
     config: RepeatTaskConfig = eqx.field(static=True)
 
@@ -49,6 +50,20 @@ class Repeat(Task):
     @classmethod
     def build(cls, config: ExperimentConfig, features=None) -> "Repeat":
         return cls(config.task)
+
+    @staticmethod
+    def reading(config: ExperimentConfig) -> Reading:
+        """Olsson et al.'s reading: the repeated half's loss rests at ln vocab (no token predictable)
+        and falls toward 0 when an induction head forms; the first part stays at ln vocab."""
+        v = config.task.vocab
+        uniform = Level(label=f"uniform (ln {v})", value=math.log(v))
+        return Reading(task="repeat", loss_words="next-token cross-entropy (nats)",
+                       accuracy_words="next-token accuracy at every position",
+                       loss_levels=(uniform,), accuracy_levels=(Level(label=f"uniform (1/{v})", value=1 / v),),
+                       reference_losses=("first_loss", "repeated_loss"), curve="repeated_loss",
+                       plateau=uniform, solved=Level(label="perfect copy", value=0.0),
+                       induction_words="attention to the tokens after earlier occurrences of the current token",
+                       analysis_words="the next token in the repeated half")
 
     def sample(self, key: jax.Array, which: str, batch: int) -> dict[str, jax.Array]:
         """`tokens` (B, T) int32: a random segment of T/4..T/2 tokens, repeated to fill the row."""

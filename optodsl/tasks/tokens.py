@@ -8,6 +8,7 @@ sampled inside jit from uniform start positions. Every problem names the file.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,6 +20,7 @@ import numpy as np
 from ..config import ExperimentConfig, TokensTaskConfig
 from ..errors import DataError
 from .base import Layout, Task, next_token_loss_and_accuracy
+from .reading import Level, Reading
 
 CHECK_CHUNK = 1 << 24
 
@@ -69,6 +71,16 @@ class Tokens(Task):
     @classmethod
     def build(cls, config: ExperimentConfig, features=None) -> "Tokens":
         return cls(jnp.asarray(load_corpus(config.task), jnp.int32), config.task)
+
+    @staticmethod
+    def reading(config: ExperimentConfig) -> Reading:
+        """A corpus has no known stages: its curves with the uniform predictor's level."""
+        v = config.task.vocab
+        return Reading(task="tokens", loss_words="next-token cross-entropy at every position (nats)",
+                       accuracy_words="next-token accuracy at every position",
+                       loss_levels=(Level(label=f"uniform (ln {v})", value=math.log(v)),),
+                       induction_words="attention to the tokens after earlier occurrences of the current token",
+                       analysis_words="the next token at every position")
 
     def sample(self, key: jax.Array, which: str, batch: int) -> dict[str, jax.Array]:
         """`tokens` (B, T) int32: windows of the corpus at uniform start positions."""

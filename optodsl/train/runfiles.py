@@ -28,9 +28,9 @@ def append_metrics(run_dir: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def write_curves(run_dir: Path, records: list[dict], task_type: type) -> None:
-    """curves.png of the run's metrics so far."""
-    plot_curves(records, run_dir / rundir.CURVES, task_type, title=run_dir.name)
+def write_curves(run_dir: Path, records: list[dict], reading) -> None:
+    """curves.png of the run's metrics so far, with the task's reference levels (`Reading`)."""
+    plot_curves(records, run_dir / rundir.CURVES, reading, title=run_dir.name)
 
 
 def clear_summary(run_dir: Path) -> None:

@@ -195,7 +195,7 @@ def train_sweep(
                     save(state, step)
                     saved_step, last_ckpt_seq = step, step * batch
                     for i, path in enumerate(paths):
-                        runfiles.write_curves(path, metrics[i], type(program.task))
+                        runfiles.write_curves(path, metrics[i], program.task.reading(program.config))
                 if stopping:
                     break
                 if stop_after_chunks is not None and chunks >= stop_after_chunks and step < total_steps:
@@ -227,7 +227,7 @@ def train_sweep(
             if paths is not None and status != "stopped":
                 runfiles.write_summary(paths[i], summary)
                 if metrics[i]:
-                    runfiles.write_curves(paths[i], metrics[i], type(program.task))
+                    runfiles.write_curves(paths[i], metrics[i], program.task.reading(program.config))
             model = jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, state[0])
             results.append(RunResult(model, metrics[i], paths[i] if paths else None, summary))
     if status == "interrupted" and stops.received is not None:
