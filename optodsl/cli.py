@@ -275,7 +275,7 @@ def sites(set_: List[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
     config = _guard(lambda: apply_cli(DEFAULT, options.settings(set_)))
     lay = layout(config)
     typer.echo("layers count from 1 (L1..), heads from 0 (H0..); shapes per sequence "
-               f"(T={lay.length} tokens of the {config.task.name} task, H={config.model.heads} heads)")
+               f"(T={lay.length} tokens of the {lay.task} task, H={config.model.heads} heads)")
     for key, info in site_table(config.model, lay).items():
         shown = key.replace(".", ".H<h>.", 1) if info.per_head else key
         shape = info.shape[1:] if info.per_head else info.shape
@@ -458,12 +458,18 @@ def eval_(
     sets = list(result["eval"])
     counts = ", ".join(f"{k} {v['sequences']:,}" + (" (every one)" if v["enumerated"] else "") for k, v in result["eval"].items())
     key, what = ("accuracy_in_context", "accuracy among the context's labels") if in_context else ("accuracy", "accuracy")
+    if in_context and any(key not in scores for r in result["runs"].values() for scores in r["sets"].values()):
+        _fail(f"error: {result['checkpoint']}: the run's task scores no accuracy among the context's labels "
+              "(the few-shot task's query only); leave out --in-context", 2)
     typer.echo(f"{result['checkpoint']} at {result['sequences_trained']:,} sequences; {what} on {counts}")
     width = max(len(name) for name in result["runs"])
-    typer.echo(f"{'run':<{width}}  " + "  ".join(f"{s:>17}" for s in sets))
-    for name, r in result["runs"].items():
-        typer.echo(f"{name:<{width}}  " + "  ".join(f"{r['sets'][s][key]:>17.3f}" if s in r["sets"] else f"{'-':>17}"
-                                                    for s in sets))
+    for metric, title in ((key, None), ("loss", "loss (nats)")):
+        if title:
+            typer.echo(f"\n{title}")
+        typer.echo(f"{'run':<{width}}  " + "  ".join(f"{s:>17}" for s in sets))
+        for name, r in result["runs"].items():
+            typer.echo(f"{name:<{width}}  " + "  ".join(f"{r['sets'][s][metric]:>17.3f}" if s in r["sets"] else f"{'-':>17}"
+                                                        for s in sets))
 
 
 @app.command()

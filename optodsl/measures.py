@@ -2,7 +2,8 @@
 
 Named in `eval.measures` (e.g. `set eval.measures = ["induction", "prev_token"]`) and written to
 `metrics.jsonl` as `<set>/<measure>/L<l>.H<h>` beside the losses. A measure reads the activations
-and the batch; one that reads weights (`copying`) also gets the model.
+and the batch; one that reads weights (`copying`) also gets the model; what is task-specific it
+asks the task (`task.induction_weights`) or its layout's position roles (`roles["labels"]`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from .tasks.base import induction_targets
-from .tasks.fewshot import correct_labels, label_positions
-
 Measure = Callable[..., dict[str, jax.Array]]
-"""`(acts, batch, layers, model=None) -> {"<name>/L<l>.H<h>": value}`."""
+"""`(acts, batch, layers, model=None, task=None, roles=None) -> {"<name>/L<l>.H<h>": value}`: `task` is
+the run's task (its static functions of a batch are read), `roles` its layout's position roles."""
 MEASURES: dict[str, Measure] = {}
 
 
@@ -32,34 +31,22 @@ def _per_head(name: str, values: jax.Array, layer: int) -> dict[str, jax.Array]:
 
 
 @measure("induction")
-def induction_strength(acts, batch, layers: int, model=None) -> dict[str, jax.Array]:
-    """Attention from the query to the correct label token minus the mean to the other label tokens; on a
-    token task, the prefix-matching score (Olsson et al. 2022): the attention from each position to the
-    positions after earlier occurrences of its token (all of them: a segment repeated three times, or a
-    Markov chain's statistical induction head, spreads over several), averaged over positions whose token
-    occurred before. A perfect `induction` pattern of strength s scores s."""
-    if "tokens" in batch:
-        return _prefix_matching(acts, batch["tokens"], layers)
-    correct = correct_labels(batch["classes"])  # (B, P)
-    n_other = jnp.maximum(correct.shape[1] - 1, 1)
+def induction_strength(acts, batch, layers: int, model=None, task=None, roles=None) -> dict[str, jax.Array]:
+    """The attention each head puts where the task says an induction head should look
+    (`task.induction_weights`), averaged over the rows where that is defined. Few-shot: from the query,
+    the correct label token minus the mean of the other label tokens. Token tasks: the prefix-matching
+    score (Olsson et al. 2022), the attention from each position to the positions after earlier
+    occurrences of its token (all of them: a segment repeated three times, or a Markov chain's
+    statistical induction head, spreads over several), averaged over positions whose token occurred
+    before. A perfect `induction` pattern of strength s scores s."""
     out = {}
-    for layer in range(1, layers + 1):
-        pattern = acts[f"L{layer}.pattern"]  # (B, H, T, T)
-        t = pattern.shape[-1]
-        to_labels = pattern[:, :, t - 1, jnp.asarray(label_positions(t))]  # (B, H, P)
-        weight = correct[:, None] - (1 - correct[:, None]) / n_other
-        out.update(_per_head("induction", (to_labels * weight).sum(-1).mean(0), layer))
-    return out
-
-
-def _prefix_matching(acts, tokens: jax.Array, layers: int) -> dict[str, jax.Array]:
-    targets = induction_targets(tokens).astype(jnp.float32)  # (B, T, S)
-    found = targets.max(-1)  # (B, T): t's token occurred before
-    out = {}
+    weights = rows = None
     for layer in range(1, layers + 1):
         pattern = acts[f"L{layer}.pattern"]  # (B, H, T, S)
-        onto = (pattern * targets[:, None]).sum(-1)  # (B, H, T)
-        score = (onto * found[:, None]).sum((0, 2)) / jnp.maximum(found.sum(), 1.0)
+        if weights is None:
+            weights, rows = task.induction_weights(batch, pattern.shape[-1])  # (B, T, S), (B, T)
+        onto = (pattern * weights[:, None]).sum(-1)  # (B, H, T)
+        score = (onto * rows[:, None]).sum((0, 2)) / jnp.maximum(rows.sum(), 1.0)
         out.update(_per_head("induction", score, layer))
     return out
 
@@ -71,7 +58,7 @@ def previous_token_attention(pattern: jax.Array) -> jax.Array:
 
 
 @measure("prev_token")
-def prev_token_attention(acts, batch, layers: int, model=None) -> dict[str, jax.Array]:
+def prev_token_attention(acts, batch, layers: int, model=None, task=None, roles=None) -> dict[str, jax.Array]:
     """Mean attention from each position i >= 1 to position i-1."""
     out = {}
     for layer in range(1, layers + 1):
@@ -80,20 +67,20 @@ def prev_token_attention(acts, batch, layers: int, model=None) -> dict[str, jax.
 
 
 @measure("prev_token_labels")
-def prev_token_label_attention(acts, batch, layers: int, model=None) -> dict[str, jax.Array]:
-    """Few-shot only: mean attention from each label token to the exemplar just before it, the
-    previous-token step the match needs (a head may attend to the previous token elsewhere and not
-    there, or the reverse)."""
+def prev_token_label_attention(acts, batch, layers: int, model=None, task=None, roles=None) -> dict[str, jax.Array]:
+    """Mean attention from each position of the `labels` role to the position just before it (the
+    few-shot task's exemplar), the previous-token step the match needs (a head may attend to the
+    previous token elsewhere and not there, or the reverse). Tasks without that role lack it."""
     out = {}
     for layer in range(1, layers + 1):
         pattern = acts[f"L{layer}.pattern"]  # (B, H, T, T)
-        rows = jnp.asarray(label_positions(pattern.shape[-1]))
+        rows = jnp.asarray(roles["labels"])
         out.update(_per_head("prev_token_labels", pattern[:, :, rows, rows - 1].mean((0, 2)), layer))
     return out
 
 
 @measure("copying")
-def copying_score(acts, batch, layers: int, model=None) -> dict[str, jax.Array]:
+def copying_score(acts, batch, layers: int, model=None, task=None, roles=None) -> dict[str, jax.Array]:
     """Olsson et al.'s copying, read from the weights: per head, its full OV circuit from the token
     embedding to the unembedding, W_E W_V W_O W_U (layer norms left out, as they do), and the fraction
     of tokens whose own logit that circuit raises most (1: the head copies every token it attends
@@ -112,15 +99,15 @@ def copying_score(acts, batch, layers: int, model=None) -> dict[str, jax.Array]:
     return out
 
 
-def measures_fn(names: tuple[str, ...], layers: int):
+def measures_fn(names: tuple[str, ...], layers: int, task=None, roles=None):
     """The trainer's measures hook `(acts, batch, logits, model) -> dict` for these names, or None
-    when there are none."""
+    when there are none; `task` and `roles` are the run's task and its layout's position roles."""
     if not names:
         return None
 
     def fn(acts, batch, logits, model=None):
         out = {}
         for name in names:
-            out.update(MEASURES[name](acts, batch, layers, model))
+            out.update(MEASURES[name](acts, batch, layers, model, task, roles))
         return out
     return fn

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from optodsl.analysis.evaluate import evaluation_set, training_sequences
+from optodsl.analysis.evaluate import evaluation_set
 from optodsl.analysis.heads import composition_scores, analyze
 from optodsl.analysis.runs import load_run
 from optodsl.cli import app
@@ -48,13 +48,13 @@ def test_the_paper_training_set_is_78400_distinct_valid_sequences():
     d = config.data
     assert (d.classes, d.labels, d.heldout_label_fraction, d.pairs, d.train_exemplars) == (50, 5, 0.2, 2, 1)
     task = make_task(d)
-    seqs = training_sequences(task)
-    assert seqs is not None and seqs.enumerated
+    seqs = task.every("train")
+    assert seqs is not None
     train_sets = {tuple(map(int, s)) for s in np.asarray(task.train_label_sets)}
     assert len(train_sets) == 8  # 10 unordered label pairs, 20% (2) held out
-    assert len(seqs) == 78_400 == math.perm(50, 2) * 2 * 2 * len(train_sets)
+    assert len(seqs["classes"]) == 78_400 == math.perm(50, 2) * 2 * 2 * len(train_sets)
 
-    cls, ex, lab = (np.asarray(a) for a in (seqs.classes, seqs.exemplars, seqs.labels))
+    cls, ex, lab = (np.asarray(seqs[k]) for k in ("classes", "exemplar_ids", "labels"))
     assert cls.shape == ex.shape == lab.shape == (78_400, 3)
     # all distinct (exemplar ids are all 0, so classes and labels identify a sequence)
     assert len(np.unique(np.concatenate([cls, lab], axis=1), axis=0)) == 78_400
@@ -75,12 +75,12 @@ def test_the_paper_training_set_is_78400_distinct_valid_sequences():
 
     # analyses with no `n` use exactly this set
     _, every = evaluation_set(config)
-    assert every.enumerated and np.array_equal(every.classes, cls) and np.array_equal(every.labels, lab)
+    assert every.enumerated and np.array_equal(every.index["classes"], cls) and np.array_equal(every.index["labels"], lab)
 
 
 def test_no_enumeration_with_several_training_exemplars():
     task = make_task(DataConfig(total_classes=200, train_exemplars=2))
-    assert training_sequences(task) is None
+    assert task.every("train") is None
 
 
 # --------------------------------------------------------------------------- a trained run
@@ -114,8 +114,8 @@ class Hand:
         self.heads = run.config.model.heads
         task, seqs = evaluation_set(run.config, "train", N, 0)
         assert len(seqs) == N and not seqs.enumerated
-        self.batch = task.gather(jnp.asarray(seqs.classes), jnp.asarray(seqs.exemplars), jnp.asarray(seqs.labels))
-        self.target = np.asarray(seqs.labels[:, -1])
+        self.batch = task.gather({k: jnp.asarray(v) for k, v in seqs.index.items()})
+        self.target = np.asarray(seqs.index["labels"][:, -1])
         logits, acts = _forward(self.model, self.batch, Overrides.empty())
         self.plain_logits = logits
         self.acts = acts
@@ -408,7 +408,7 @@ def test_cli_analyze_json_then_report(run_dir, tmp_path, result):
     _no_traceback(res)
     printed = json.loads(res.stdout)
     assert json.loads((copy / "analysis.json").read_text()) == printed
-    assert set(printed) == {"run_dir", "spec", "sequences", "bare", "interventions", "bindings", "eval", "chance", "full", "heads"}
+    assert set(printed) == {"run_dir", "spec", "sequences", "bare", "interventions", "bindings", "eval", "chance", "scored", "references", "measures", "full", "heads"}
     assert printed["bare"] is True and printed["interventions"] == "none"
     assert printed["run_dir"] == str(copy) and printed["eval"]["sequences"] == N
     # the same sequences (seed 0) as the in-process analysis: the same numbers

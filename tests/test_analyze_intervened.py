@@ -60,7 +60,7 @@ def _on_the_last_evaluation(run_dir):
     cfg = run.config
     task = make_task(cfg.data)
     idx = jax.device_get(task.sample_indices(jax.random.fold_in(jax.random.PRNGKey(cfg.seed.eval), 0), "train", cfg.eval.sequences))
-    seqs = Sequences("train", idx["classes"], idx["exemplar_ids"], idx["labels"], False)
+    seqs = Sequences("train", idx, False)
     final = _final(run_dir)
     assert final["sequences"] == run.sequences
     (ours,) = evaluate_plans(run.model, [Planner(run, bare=False).plan("")], task, seqs, run.sequences)

@@ -74,7 +74,7 @@ def test_explain_of_the_layer1_clamp_and_copy_says_which_pass_the_copy_reads(tmp
                         "see the first pass's L1.resid_out = shift_embed while the rest of the last pass sees L1.resid_out = embed")
     assert lines[3].startswith("  line 2 `copy logits from L2.H1`: after the last pass it writes logits = copy, "
                                "reading L2.attn_logits of the first pass")
-    assert lines[-1].endswith("copy(head=1, layer=2) <- L2.attn_logits (first pass)")
+    assert lines[-1].endswith("copy(head=1, layer=2, labels=(1, 3)) <- L2.attn_logits (first pass)")
     copy = json.loads(_invoke(tmp_path, monkeypatch, CLAMP_AND_COPY, "explain", "--json").stdout)[0]["interventions"][-1]
     assert (copy["verb"], copy["reads"], copy["reads_pass"]) == ("copy", "L2.attn_logits", "first")
     alone = json.loads(_invoke(tmp_path, monkeypatch, "copy logits from L2.H1\n", "explain", "--json").stdout)[0]

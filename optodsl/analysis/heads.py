@@ -20,10 +20,11 @@ from ..compile.lower import CompiledPlan, compile_member
 from ..config import ExperimentConfig
 from ..errors import DataError, SpecError
 from ..pipeline import check_spec, load_graft
-from ..measures import induction_strength, previous_token_attention
+from ..measures import MEASURES, previous_token_attention
 from ..semantics.plan import Member
 from ..semantics.spec import check_conflicts
 from ..sites import layer_pairs, pair_key
+from ..tasks import layout, reading
 from ..tasks.records import TRAIN
 from .evaluate import Outcome, Sequences, activations, evaluate_plans, evaluation_set
 from .runs import TrainedRun
@@ -97,7 +98,7 @@ class Planner:
         extra = _text_member(text, cfg)
         actions = self.base + extra.actions
         try:
-            check_conflicts(list(actions), cfg.data.seq_len)
+            check_conflicts(list(actions), layout(cfg).length)
         except SpecError as err:
             shown = "; ".join(text.splitlines())
             raise DataError(self.run.run_dir / rundir.SPEC_TEXT, f"the analysis '{shown}' conflicts with "
@@ -111,31 +112,73 @@ class Planner:
 
 def prev_token_scores(run: TrainedRun, task, seqs: Sequences, layer: int = 1, plan: CompiledPlan | None = None) -> np.ndarray:
     """Mean attention from each position to the one before it, per head of `layer` (under `plan`, if given)."""
-    pattern = activations(run.model, task, seqs, plan=plan, sequences_seen=run.sequences)[f"L{layer}.pattern"]
+    pattern = activations(run.model, task, seqs, plan=plan, sequences_seen=run.sequences)[0][f"L{layer}.pattern"]
     return np.asarray(previous_token_attention(pattern))
 
 
+def _spread(seqs: Sequences, limit: int = 2048) -> Sequences:
+    """Up to `limit` sequences spread evenly over `seqs` (an enumerated set is ordered by class)."""
+    return seqs.take(np.linspace(0, len(seqs) - 1, min(limit, len(seqs))).astype(int))
+
+
+def head_measures(run: TrainedRun, task, seqs: Sequences, plan: CompiledPlan) -> dict[str, dict[str, dict[str, float]]]:
+    """Each per-head measure the task declares (`eval.measures`' names: induction, prev_token, copying,
+    ...), under `plan`, on up to 2,048 sequences spread over `seqs`: {measure: {"L1": {"H0": value}}}."""
+    spread = _spread(seqs)
+    acts, batch, _ = activations(run.model, task, spread, plan=plan, sequences_seen=run.sequences)
+    roles, layers = layout(run.config).roles, run.config.model.layers
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in type(task).measures:
+        values = MEASURES[name](acts, batch, layers, run.model, type(task), roles)
+        table: dict[str, dict[str, float]] = {}
+        for key, value in values.items():
+            where = key.split("/")[1]  # L1.H0
+            lay, head = where.split(".")
+            table.setdefault(lay, {})[head] = round(float(value), 6)
+        out[name] = table
+    return out
+
+
+def reference_levels(run: TrainedRun, task, seqs: Sequences, plan: CompiledPlan) -> dict[str, float]:
+    """The task's reference levels beside the scores: its fixed loss levels, and the reference losses
+    it logs (the Markov unigram and Bayes bigram predictors' losses, ...) on up to 2,048 of `seqs`."""
+    rd = reading(run.config)
+    out = {level.label: round(level.value, 6) for level in rd.loss_levels if level.value is not None}
+    if rd.reference_losses:
+        _, batch, logits = activations(run.model, task, _spread(seqs), plan=plan, sequences_seen=run.sequences)
+        metrics = task.metrics(logits, batch)
+        for level in rd.loss_levels:
+            if level.metric in metrics:
+                out[level.label] = round(float(metrics[level.metric]), 6)
+        for name in rd.reference_losses:
+            if name in metrics and not any(level.metric == name for level in rd.loss_levels):
+                out[name] = round(float(metrics[name]), 6)
+    return out
+
+
 def induction_scores(run: TrainedRun, task, seqs: Sequences, plan: CompiledPlan) -> np.ndarray:
-    """Each last-layer head's induction strength at the query (the `induction` measure) under `plan`,
-    on up to 2,048 sequences spread evenly over `seqs` (the enumerated set is ordered by class)."""
-    pick = np.linspace(0, len(seqs) - 1, min(2048, len(seqs))).astype(int)
-    spread = Sequences(seqs.name, seqs.classes[pick], seqs.exemplars[pick], seqs.labels[pick], seqs.enumerated)
-    acts = activations(run.model, task, spread, plan=plan, sequences_seen=run.sequences)
+    """Each last-layer head's induction strength (the `induction` measure) under `plan`, on up to 2,048
+    sequences spread evenly over `seqs`."""
+    spread = _spread(seqs)
+    acts, batch, _ = activations(run.model, task, spread, plan=plan, sequences_seen=run.sequences)
     layer = run.config.model.layers
-    scores = induction_strength(acts, {"classes": jnp.asarray(spread.classes)}, layer)
+    scores = MEASURES["induction"](acts, batch, layer, run.model, type(task))
     return np.array([float(scores[f"induction/L{layer}.H{h}"]) for h in range(run.config.model.heads)])
 
 
-def default_groups(scores: np.ndarray) -> list[Group]:
-    """Table 1's layer-1 groups: the previous-token heads (prev-token attention >= 0.5, else the
-    top three), the other heads, and all of them."""
-    heads = list(range(len(scores)))
-    pt = [h for h in heads if scores[h] >= 0.5] or sorted(np.argsort(-scores)[:3].tolist())
-    rest = [h for h in heads if h not in pt]
-    groups = [Group(1, tuple(pt))]
-    if rest:
-        groups.append(Group(1, tuple(rest)))
-    groups.append(Group(1, tuple(heads)))
+def default_groups(scores: dict[int, np.ndarray]) -> list[Group]:
+    """Table 1's groups in every layer but the last (`scores` maps each such layer to its heads'
+    previous-token attention): the previous-token heads (attention >= 0.5, else the top three),
+    the other heads, and all of them."""
+    groups = []
+    for layer, per_head in sorted(scores.items()):
+        heads = list(range(len(per_head)))
+        pt = [h for h in heads if per_head[h] >= 0.5] or sorted(np.argsort(-per_head)[:3].tolist())
+        rest = [h for h in heads if h not in pt]
+        groups.append(Group(layer, tuple(pt)))
+        if rest:
+            groups.append(Group(layer, tuple(rest)))
+        groups.append(Group(layer, tuple(heads)))
     return groups
 
 
@@ -185,7 +228,8 @@ def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[G
                 texts[f"L{layer}.H{h}/ablate_one"] = f"ablate L{layer}.H{h}"
                 texts[f"L{layer}.H{h}/only_one"] = f"ablate L{layer}.* except H{h}"
     if "groups" in what:
-        groups = groups or default_groups(prev_token_scores(run, task, seqs, plan=full))
+        groups = groups or default_groups({layer: prev_token_scores(run, task, seqs, layer, plan=full)
+                                           for layer in range(1, max(last, 2))})
         for g in groups:
             later = f"L{g.layer + 1}" if g.layer < last else None
             texts[f"{g.name}/ablated"] = f"ablate {g.selector}"
@@ -216,7 +260,10 @@ def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[G
         "bare": bare, "interventions": intervention_lines(member) or "none", "bindings": dict(member.bindings) if member else {},
         "eval": {"set": seqs.name, "sequences": len(seqs), "enumerated": seqs.enumerated,
                  **({} if seqs.enumerated else {"seed": seed})},
-        "chance": 1.0 / cfg.data.pairs,
+        "chance": next((level.value for level in reading(cfg).accuracy_levels if level.value is not None), None),
+        "scored": reading(cfg).analysis_words,
+        "references": reference_levels(run, task, seqs, full),
+        "measures": head_measures(run, task, seqs, full),
         "full": outcomes["full"].summary(),
     }
     if "heads" in what:
@@ -236,7 +283,7 @@ def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[G
     if "subset" in what:
         result["subset"] = _subset(outcomes, last, heads)
     if "perfected" in what:
-        result["perfected"] = _perfected(outcomes, last, heads, seqs.labels[:, -1], cfg.data.labels)
+        result["perfected"] = _perfected(outcomes, last, heads, task.answers(seqs.index), layout(cfg).outputs)
     if "added" in what:
         result["added"] = {
             "layer": f"L{last}", "order": [f"H{h}" for h in order],
@@ -262,10 +309,15 @@ def _subset(outcomes: dict[str, Outcome], layer: int, heads, kind: str = "only_o
     }
 
 
-def _perfected(outcomes: dict[str, Outcome], layer: int, heads, answers: np.ndarray, n_labels: int) -> dict:
+def _perfected(outcomes: dict[str, Outcome], layer: int, heads, answers: np.ndarray | None, n_labels: int) -> dict:
     """Figure 16 and Table 3: each head alone in its layer with its own match (computed) and with its
     pattern clamped to the perfect induction pattern (perfected, so only its copy can err); accuracy per
     correct label, and each label's share of the head's mistakes under the perfected match."""
+    if answers is None:  # a task whose sequences have no single answer: no tables by answer
+        return {"layer": f"L{layer}",
+                "heads": {f"H{h}": {"computed": outcomes[f"L{layer}.H{h}/only_one"].summary(),
+                                    "perfected": outcomes[f"L{layer}.H{h}/perfected"].summary()} for h in heads},
+                "subset": _subset(outcomes, layer, heads, kind="perfected")}
     count = np.bincount(answers, minlength=n_labels)
 
     def by_label(correct: np.ndarray) -> list[float | None]:

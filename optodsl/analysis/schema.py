@@ -225,7 +225,7 @@ class Analysis(_Part):
     and the sections `opto analyze` computed."""
 
     OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("full", "heads", "groups", "paths", "composition", "subset",
-                                                      "perfected", "added")
+                                                      "perfected", "added", "scored", "references", "measures")
 
     run_dir: str | None = None
     spec: str | None = None
@@ -235,6 +235,12 @@ class Analysis(_Part):
     bindings: dict[str, Any] | None = None
     eval: EvalSet | None = None
     chance: Number = 0.5
+    scored: str | None = None
+    """What the task scores in every loss and accuracy here (the query's label, the repeated half, ...)."""
+    references: dict[str, Number] | None = None
+    """The task's reference loss levels beside the scores (nats): ln 2; uniform, unigram and Bayes bigram; ..."""
+    measures: dict[str, dict[str, dict[str, Number]]] | None = None
+    """Each per-head measure the task declares, under the run's interventions: {measure: {"L1": {"H0": v}}}."""
     full: Scores | None = None
     heads: dict[str, HeadModes] | None = None
     groups: list[Group] | None = None

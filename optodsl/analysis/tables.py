@@ -12,6 +12,23 @@ def _acc(entry: Scores | float | None) -> str:
     return f"{entry.accuracy:.3f}" if isinstance(entry, Scores) else f"{entry:.3f}"
 
 
+def _loss(entry: Scores | None) -> str:
+    return "-" if entry is None or entry.loss is None else f"{entry.loss:.3f}"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def ablation_ranking(result: Analysis) -> list[tuple[str, float]]:
+    """Every head of every layer, most costly first: the loss its ablation adds to the full model's."""
+    if result.heads is None or result.full is None or result.full.loss is None:
+        return []
+    costs = [(f"{layer}.{h}", s.loss - result.full.loss) for layer, kinds in result.heads.items()
+             for h, s in kinds.ablate_one.items() if s.loss is not None]
+    return sorted(costs, key=lambda kv: -kv[1])
+
+
 def interventions_line(result: Analysis) -> str:
     """Which forward every score below comes from: the run's own interventions, or the bare network."""
     if result.bare:
@@ -29,13 +46,29 @@ def render_tables(data: dict) -> str:
     ev = result.eval
     lines = [f"{result.run_dir}: checkpoint at {result.sequences:,} sequences; "
              f"{ev.sequences:,} sequences of {ev.set}; chance {result.chance:.2f}",
-             interventions_line(result),
-             f"full model: accuracy {result.full.accuracy:.4f}, loss {result.full.loss:.4f}"]
+             interventions_line(result)]
+    if result.scored:
+        lines.append(f"every loss (nats) and accuracy below is on {result.scored}")
+    if result.full is not None:
+        lines.append(f"full model: accuracy {result.full.accuracy:.4f}, loss {result.full.loss:.4f}")
+    if result.references:
+        lines.append("reference losses: " + ", ".join(f"{k} {v:.4f}" for k, v in result.references.items()))
     for layer, kinds in (result.heads or {}).items():
         heads = list(kinds.ablate_one)
-        lines += ["", f"{layer} (Figure 4a)      " + "  ".join(f"{h:>6}" for h in heads),
-                  "  that head ablated  " + "  ".join(f"{_acc(kinds.ablate_one[h]):>6}" for h in heads),
-                  "  only that head on  " + "  ".join(f"{_acc(kinds.only_one[h]):>6}" for h in heads)]
+        lines += ["", f"{layer} (Figure 4a)          " + "  ".join(f"{h:>6}" for h in heads),
+                  "  that head ablated, acc  " + "  ".join(f"{_acc(kinds.ablate_one[h]):>6}" for h in heads),
+                  "  that head ablated, loss " + "  ".join(f"{_loss(kinds.ablate_one[h]):>6}" for h in heads),
+                  "  only that head on, acc  " + "  ".join(f"{_acc(kinds.only_one[h]):>6}" for h in heads),
+                  "  only that head on, loss " + "  ".join(f"{_loss(kinds.only_one[h]):>6}" for h in heads)]
+    ranked = ablation_ranking(result)
+    if ranked:
+        base = result.full.loss
+        lines += ["", "heads ranked by the loss their ablation costs (nats above the full model's "
+                      f"{base:.4f}):",
+                  "  " + ", ".join(f"{name} {cost:+.4f}" for name, cost in ranked)]
+    for name, table in (result.measures or {}).items():
+        for layer, per_head in table.items():
+            lines.append(f"{name} {layer}: " + "  ".join(f"{h} {_num(v)}" for h, v in per_head.items()))
     if result.groups:
         lines += ["", "head groups (Table 1)        ablated  pattern-preserving  value-preserving"]
         for g in result.groups:

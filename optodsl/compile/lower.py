@@ -40,6 +40,8 @@ class Term(eqx.Module):
     start: jax.Array
     stop: jax.Array
     graft: eqx.Module | None = None
+    pattern: Callable | None = eqx.field(static=True, default=None)
+    """The task's value of a task-defined pattern (`Layout.patterns`: `induction`, `match`), if this is one."""
 
     def active(self, ctx: Context) -> jax.Array:
         if (self.phase == "train" and not ctx.training) or (self.phase == "eval" and ctx.training):
@@ -78,12 +80,14 @@ def lower_actions(actions: tuple[Action, ...], model_cfg: ModelConfig, data_cfg:
         mask = np.zeros(table[a.site].shape, bool)
         for member in group:
             mask |= _entries(member, table[a.site].shape, t)
-        params = {k: jnp.asarray(v, jnp.int32 if k in ("head", "layer") else jnp.float32)
+        params = {k: jnp.asarray(v, jnp.int32 if k in ("head", "layer", "labels") else jnp.float32)
                   for k, v in a.params if not isinstance(v, str)}
+        task_pattern = getattr(data_cfg, "patterns", {}).get(a.builder)
         graft = (grafts or {}).get(a.param("run")) if a.builder == "graft" else None
         terms.append(Term(site=a.site, builder=a.builder, stage=a.stage, record=a.record, phase=a.phase,
                           mask=jnp.asarray(mask), params=params, start=jnp.asarray(a.start, jnp.int32),
-                          stop=jnp.asarray(a.stop, jnp.int32), graft=graft))
+                          stop=jnp.asarray(a.stop, jnp.int32), graft=graft,
+                          pattern=task_pattern.value if task_pattern is not None else None))
     return tuple(terms)
 
 

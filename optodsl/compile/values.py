@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..interventions.patterns import PATTERNS
-from ..tasks.fewshot import label_positions
 from ..model.transformer import NEG
 
 Builder = Callable[..., jax.Array]
@@ -98,7 +97,7 @@ def copy(term, model, batch, record):
     """Query logits: the head's attention logits to each in-context label token, at that label's index; -inf elsewhere."""
     head_logits = jnp.take(record, term.params["head"], axis=1)  # (B, T, T)
     t = head_logits.shape[-1]
-    to_labels = head_logits[:, -1, jnp.asarray(label_positions(t))]  # (B, P)
+    to_labels = head_logits[:, -1, term.params["labels"]]  # (B, P): the `labels` role's positions
     n_labels = term.mask.shape[-1]
     onehot = jax.nn.one_hot(batch["labels"][:, :-1], n_labels)  # (B, P, L)
     q = jnp.where(onehot.sum(1) > 0, (onehot * to_labels[..., None]).sum(1), NEG)  # (B, L)
@@ -114,6 +113,8 @@ def graft(term, model, batch, record):
 def value(term, model, batch, record) -> jax.Array:
     """What `term` writes into its site: a declared pattern's value (its parameters from the
     term, T from the mask), or its builder's."""
+    if term.pattern is not None:  # a pattern the task defines (its layout's)
+        return term.pattern(term.params, batch, term.mask.shape[-1])
     pattern = PATTERNS.get(term.builder)
     if pattern is not None:
         return pattern.value(term.params, batch, term.mask.shape[-1])

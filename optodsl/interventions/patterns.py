@@ -14,8 +14,6 @@ from typing import Callable, Literal
 import jax
 import jax.numpy as jnp
 
-from ..tasks.base import induction_rows
-from ..tasks.fewshot import correct_labels, label_positions
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,8 @@ class Param:
 
 Value = Callable[[dict[str, jax.Array], dict[str, jax.Array], int], jax.Array]
 """`(params, batch, T) -> pattern` broadcasting against `(B, H, T, T)`; `params` holds every
-declared parameter as a scalar array."""
+declared parameter as a scalar array. A pattern whose value depends on the task (`induction`,
+`match`) has none here: the task's layout defines it (`Layout.patterns`), or lacks it."""
 
 
 @dataclass(frozen=True)
@@ -47,19 +46,12 @@ class Pattern:
     name: str
     params: tuple[Param, ...]
     rows: Literal["all", "query"]
-    value: Value
+    value: Value | None
     example: str
     doc: str
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
-
-
-def _query_row(weights: jax.Array, t: int) -> jax.Array:
-    """(B, P) weights on the label tokens, placed on the query row of a (B, 1, T, T) pattern."""
-    b = weights.shape[0]
-    row = jnp.zeros((b, t)).at[:, jnp.asarray(label_positions(t))].set(weights)
-    return jnp.zeros((b, 1, t, t)).at[:, 0, t - 1].set(row)
 
 
 def _prev_token(params, batch, t):
@@ -69,25 +61,6 @@ def _prev_token(params, batch, t):
     prev = jnp.zeros((t, t)).at[rows[1:], rows[:-1]].set(1.0)
     first = jnp.zeros((t, t)).at[0, 0].set(1.0)
     return s * prev + (1 - s) * (eye - first) + first
-
-
-def _induction(params, batch, t):
-    if "tokens" in batch:  # a token task: after the previous occurrence of each row's token
-        return induction_rows(batch["tokens"], params["strength"])
-    correct = correct_labels(batch["classes"])  # (B, P)
-    s = params["strength"]
-    n_other = jnp.maximum(correct.shape[1] - 1, 1)
-    return _query_row(correct * s + (1 - correct) * (1 - s) / n_other, t)
-
-
-def _match(params, batch, t):
-    ex = batch["exemplars"]
-    unit = ex / jnp.linalg.norm(ex, axis=-1, keepdims=True)
-    cos = (unit[:, :-1] * unit[:, -1:]).sum(-1)  # (B, P)
-    temp = params["temperature"]
-    soft = jax.nn.softmax(cos / jnp.maximum(temp, 1e-6), axis=-1)
-    hard = jax.nn.one_hot(jnp.argmax(cos, axis=-1), cos.shape[1])
-    return _query_row(jnp.where(temp > 0, soft, hard), t)
 
 
 def _uniform(params, batch, t):
@@ -104,11 +77,11 @@ _STRENGTH = Param("strength", "s", 0.0, 1.0, 1.0)
 PATTERNS: dict[str, Pattern] = {p.name: p for p in (
     Pattern("prev_token", (_STRENGTH,), "all", _prev_token, "clamp L1.H2.pattern = prev_token(strength=0.8)",
             "row i puts s on position i-1 and 1-s on itself; row 0 attends to itself (weight 1)"),
-    Pattern("induction", (_STRENGTH,), "query", _induction, "clamp L2.H3.pattern = induction(strength=0.9)",
+    Pattern("induction", (_STRENGTH,), "query", None, "clamp L2.H3.pattern = induction(strength=0.9)",
             "only the query row is set: s on the label token that follows the exemplar of the query's class, the "
             "remaining 1-s shared equally by the other label tokens (with two pairs: 1-s on the other label), 0 on "
             "every exemplar"),
-    Pattern("match", (Param("temperature", "t", 0.0, float("inf"), 0.0),), "query", _match,
+    Pattern("match", (Param("temperature", "t", 0.0, float("inf"), 0.0),), "query", None,
             "clamp L2.H1.pattern = match(temperature=0.1)",
             "only the query row is set: weights softmax(cos(query exemplar feature, context exemplar feature) / t) "
             "over the context pairs, placed on their label tokens; t = 0 is a hard max (1 on the label of the most "

@@ -11,7 +11,6 @@ from ..semantics.resolve import Resolver, span_text
 from ..syntax import ast
 from ..syntax.format import format_value
 from ..syntax.hints import close
-from ..tasks import task_class
 from .patterns import PATTERNS
 from ..semantics.registry import VERBS, register
 
@@ -135,12 +134,12 @@ def clamp(stmt: ast.Intervention, r: Resolver) -> list[Action]:
         if not s.site.endswith(".pattern"):
             raise SpecError(stmt.targets[0].span, f"'{name}' is an attention pattern; it cannot clamp {s.site.split('.', 1)[-1]}",
                             hint="patterns clamp a head's pattern site, e.g. clamp L1.H2.pattern = prev_token")
-    task = task_class(r.config)
-    if name in task.lacks_patterns:
-        raise SpecError(value.span, f"the {task.name} task defines no pattern '{name}'",
-                        hint="its patterns are " + ", ".join(_task_patterns(task)))
+    lay = r.layout
+    if PATTERNS[name].value is None and name not in lay.patterns:
+        raise SpecError(value.span, f"the {lay.task} task defines no pattern '{name}'",
+                        hint="its patterns are " + ", ".join(_task_patterns(lay)))
     pattern, params = _pattern_params(r, value)
-    query_only = task.query_rows_as_declared and PATTERNS[pattern].rows == "query"
+    query_only = pattern in lay.patterns and lay.patterns[pattern].rows == "query"
     if query_only and rows not in (None, (r.seq_len - 1,)):
         raise SpecError(stmt.positions.span, f"'{pattern}' defines only the query's row", hint="drop the positions or write @ query")
     if query_only:
@@ -150,15 +149,15 @@ def clamp(stmt: ast.Intervention, r: Resolver) -> list[Action]:
 
 def _task_verb(stmt: ast.Intervention, r: Resolver) -> None:
     """Refuse a verb defined by the few-shot layout (its labels and query) under a task without it."""
-    task = task_class(r.config)
-    if stmt.verb not in task.verbs:
-        raise SpecError(stmt.span, f"the {task.name} task has no '{stmt.verb}' (it reads the few-shot task's labels and query)",
-                        hint="its patterns are " + ", ".join(_task_patterns(task)))
+    lay = r.layout
+    if stmt.verb not in lay.verbs:
+        raise SpecError(stmt.span, f"the {lay.task} task has no '{stmt.verb}' (it reads the few-shot task's labels and query)",
+                        hint="its patterns are " + ", ".join(_task_patterns(lay)))
 
 
-def _task_patterns(task) -> list[str]:
-    """The declared patterns a task defines."""
-    return [name for name in PATTERNS if name not in task.lacks_patterns]
+def _task_patterns(lay) -> list[str]:
+    """The declared patterns a task's layout defines: the task-free ones and those it gives a value."""
+    return [name for name, p in PATTERNS.items() if p.value is not None or name in lay.patterns]
 
 
 def _prev_token_input(stmt: ast.Intervention, r: Resolver, common: dict) -> list[Action]:
@@ -233,7 +232,8 @@ def copy(stmt: ast.Intervention, r: Resolver) -> list[Action]:
     src = heads[0]
     out = r.select(stmt.targets[0])[0]
     return [_action(_common(stmt, r), out, "copy", rows=(r.seq_len - 1,), stage="post",
-                    params=(("head", src.head), ("layer", src.layer)), record=f"L{src.layer}.attn_logits")]
+                    params=(("head", src.head), ("layer", src.layer), ("labels", r.layout.roles["labels"])),
+                    record=f"L{src.layer}.attn_logits")]
 
 
 @register("graft", "take a site's value from another trained run's checkpoint (same architecture), for all inputs",

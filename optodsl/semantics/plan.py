@@ -32,7 +32,7 @@ class Action(BaseModel):
     layer: int | None = None  # counted from 1
     head: int | None = None  # counted from 0
     rows: tuple[int, ...] | None = None  # sequence positions overridden; None = every position
-    params: tuple[tuple[str, float | int | str | bool], ...] = ()
+    params: tuple[tuple[str, float | int | str | bool | tuple[int, ...]], ...] = ()
     stage: Stage = "both"
     record: str | None = None  # site key of the first pass that the value is read from
     start: int = 0

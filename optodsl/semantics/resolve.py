@@ -185,7 +185,7 @@ class Resolver:
         if isinstance(positions, ast.NamedPositions):
             roles = self.layout.roles
             if positions.name not in roles:
-                raise SpecError(positions.span, f"the {self.config.task.name} task has no positions '{positions.name}'",
+                raise SpecError(positions.span, f"the {self.layout.task} task has no positions '{positions.name}'",
                                 hint=did_you_mean(positions.name, roles)
                                 + f"its positions are {', '.join(roles)}, an index like 2, or a slice like 2:4")
             return roles[positions.name]

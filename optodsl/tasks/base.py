@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import equinox as eqx
 import jax
@@ -24,12 +24,23 @@ from .reading import Reading
 
 
 @dataclass(frozen=True)
+class TaskPattern:
+    """An attention pattern whose value the task defines: `value(params, batch, T)` broadcasting
+    against (B, H, T, T), and whether it sets every row or only the query's (`rows`)."""
+
+    value: Callable[[dict[str, jax.Array], dict[str, jax.Array], int], jax.Array]
+    rows: str = "all"
+
+
+@dataclass(frozen=True)
 class Layout:
     """A task's sequence as the model and the language see it.
 
     `roles` maps each position word a spec may write after `@` to its positions (0-based);
     `outputs` is the width of the logits; `vocab` is the number of token ids the model embeds,
     or None when the task feeds features (the few-shot task); `note` reads the positions in a hint.
+    `patterns` are the declared patterns whose value depends on the task (`induction`, `match`),
+    `verbs` the verbs that read its layout (the few-shot `copy` and `attend`), `task` its name for messages.
     """
 
     length: int
@@ -37,6 +48,9 @@ class Layout:
     outputs: int = 0
     vocab: int | None = None
     note: str = ""
+    patterns: dict[str, TaskPattern] = field(default_factory=dict)
+    verbs: tuple[str, ...] = ()
+    task: str = ""
 
 
 class Task(eqx.Module):
@@ -47,15 +61,6 @@ class Task(eqx.Module):
     """Evaluation sets, the first being the training distribution; `eval.sets` picks among them."""
     measures: ClassVar[tuple[str, ...]] = ()
     """Names from `optodsl.measures` this task gives a meaning to (`eval.measures`)."""
-    lacks_patterns: ClassVar[tuple[str, ...]] = ("match",)
-    """Built-in patterns (`optodsl.interventions.patterns`) this task gives no meaning to; it defines
-    every other one (`match` reads exemplar features, which token tasks lack; token tasks read
-    `induction` from their tokens, `induction_rows`)."""
-    query_rows_as_declared: ClassVar[bool] = False
-    """Whether a pattern declared for the query's row only (`rows="query"`) is so in this task: the
-    few-shot task's layout is the one the declarations describe; token tasks set every row."""
-    verbs: ClassVar[tuple[str, ...]] = ()
-    """Task-specific verbs this task supports (the few-shot task's `copy` onto the query's labels)."""
 
     @staticmethod
     @abc.abstractmethod
@@ -84,6 +89,49 @@ class Task(eqx.Module):
         """Reference metrics the task adds at every evaluation (none by default)."""
         return {}
 
+    # What the checkpoint analyses ask of a task: fixed sequences, a batch from them, per-sequence scores.
+
+    def fixed(self, which: str, n: int, seed: int) -> dict[str, np.ndarray]:
+        """`n` sequences of set `which` drawn from `seed`, as host arrays with a leading sequence axis
+        (`gather` turns any slice of them into a batch): the analyses' fixed sequences."""
+        return jax.device_get(self.sample(jax.random.PRNGKey(seed), which, n))
+
+    def every(self, which: str) -> dict[str, np.ndarray] | None:
+        """Every distinct sequence of set `which` in the `fixed` layout, or None when they cannot be
+        enumerated (token tasks: far too many)."""
+        return None
+
+    def gather(self, index: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The model's batch for sequences in the `fixed` layout (traceable; token tasks: themselves)."""
+        return index
+
+    def score(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Per sequence (B,), the `loss` (nats) and `accuracy` where the analyses score this task, and
+        any further per-sequence scores it offers: by default the next token at every position."""
+        loss, correct = next_token_scores(logits, batch["tokens"])
+        return {"loss": loss.mean(-1), "accuracy": correct.mean(-1)}
+
+    def answers(self, index: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Each sequence's one answer (the few-shot query's label), for tables by answer; None where a
+        sequence has no single answer."""
+        return None
+
+    # What the progress measures and the `induction` pattern ask of a task (pure functions of a batch).
+
+    @staticmethod
+    def induction_weights(batch: dict[str, jax.Array], t: int) -> tuple[jax.Array, jax.Array]:
+        """Where an induction head should look: weights (B, T, T) over the source positions of each row
+        and the rows (B, T) where that is defined. Token tasks: 1 on every position after an earlier
+        occurrence of the row's token, on rows whose token occurred before (the prefix-matching score)."""
+        targets = induction_targets(batch["tokens"]).astype(jnp.float32)
+        return targets, targets.max(-1)
+
+    @staticmethod
+    def induction_pattern(batch: dict[str, jax.Array], strength: jax.Array, t: int) -> jax.Array:
+        """The `induction` pattern (B, 1, T, T) of strength s: token tasks put s on the position after
+        the previous occurrence of each row's token and the rest on the row itself."""
+        return induction_rows(batch["tokens"], strength)
+
     def inputs(self, batch: dict[str, jax.Array]) -> dict[str, list]:
         """The first sequence's input as JSON-ready ids (`opto trace`): a token task's `tokens`."""
         return {"tokens": np.asarray(batch["tokens"][0]).tolist()}
@@ -104,6 +152,13 @@ def query_loss_and_accuracy(logits: jax.Array, targets: jax.Array) -> tuple[jax.
     loss = -jnp.take_along_axis(logp, targets[:, None], axis=-1).mean()
     acc = (jnp.argmax(logits, axis=-1) == targets).mean()
     return loss, acc
+
+
+def next_token_scores(logits: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per position (B, T-1): the next token's cross-entropy and whether it is the argmax."""
+    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+    nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    return nll, (jnp.argmax(logits[:, :-1], axis=-1) == tokens[:, 1:]).astype(jnp.float32)
 
 
 def next_token_loss_and_accuracy(logits: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -127,6 +182,15 @@ def induction_targets(tokens: jax.Array) -> jax.Array:
     pos = jnp.arange(t)
     before = jnp.concatenate([jnp.full_like(tokens[:, :1], -1), tokens[:, :-1]], axis=1)  # token at s-1
     return (tokens[:, :, None] == before[:, None, :]) & (pos[None, :] >= 1)[None] & (pos[None, :] <= pos[:, None])[None]
+
+
+def _token_induction(params, batch, t):
+    return induction_rows(batch["tokens"], params["strength"])
+
+
+def token_patterns() -> dict[str, TaskPattern]:
+    """The patterns every token task defines: `induction` after the previous occurrence of each row's token."""
+    return {"induction": TaskPattern(_token_induction)}
 
 
 def induction_rows(tokens: jax.Array, strength: jax.Array) -> jax.Array:

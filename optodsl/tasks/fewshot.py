@@ -22,12 +22,14 @@ import numpy as np
 from ..config import DataConfig, ExperimentConfig
 from ..data.features import load_features, synthetic_features
 from ..errors import DataError
-from .base import Layout, Task, query_loss_and_accuracy
+from .base import Layout, Task, TaskPattern, query_loss_and_accuracy
 from .reading import Level, Reading
 
 EVAL_SETS = ("train", "heldout_labels", "heldout_exemplars", "test_classes")
 SetName = Literal["train", "heldout_labels", "heldout_exemplars", "test_classes"]
 MAX_LABEL_SETS = 2_000_000
+ENUMERATE_LIMIT = 200_000
+"""The most training sequences `FewShot.every` enumerates."""
 
 
 class FewShot(Task):
@@ -36,9 +38,6 @@ class FewShot(Task):
     name: ClassVar[str] = "fewshot"
     sets: ClassVar[tuple[str, ...]] = EVAL_SETS
     measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "prev_token_labels")
-    lacks_patterns: ClassVar[tuple[str, ...]] = ()
-    query_rows_as_declared: ClassVar[bool] = True
-    verbs: ClassVar[tuple[str, ...]] = ("copy", "attend")
 
     features: jax.Array  # (classes, exemplars, F)
     train_label_sets: jax.Array  # (n_train, P) sorted label sets usable in training
@@ -50,7 +49,9 @@ class FewShot(Task):
         t = config.data.seq_len
         roles = {"all": tuple(range(t)), "query": (t - 1,), "labels": label_positions(t),
                  "exemplars": tuple(range(0, t, 2))}
-        return Layout(length=t, roles=roles, outputs=config.data.labels, note=" (e1 l1 e2 l2 q for 2 pairs)")
+        patterns = {"induction": TaskPattern(_induction, "query"), "match": TaskPattern(_match, "query")}
+        return Layout(length=t, roles=roles, outputs=config.data.labels, note=" (e1 l1 e2 l2 q for 2 pairs)",
+                      patterns=patterns, verbs=("copy", "attend"), task="fewshot")
 
     @classmethod
     def build(cls, config: ExperimentConfig, features=None) -> "FewShot":
@@ -132,12 +133,85 @@ class FewShot(Task):
 
     def sample(self, key: jax.Array, which: SetName, batch: int) -> dict[str, jax.Array]:
         """A batch of `which`: `exemplars` (B, P+1, F), `labels` (B, P+1), `classes` (B, P+1)."""
-        idx = self.sample_indices(key, which, batch)
-        return self.gather(idx["classes"], idx["exemplar_ids"], idx["labels"])
+        return self.gather(self.sample_indices(key, which, batch))
 
-    def gather(self, classes: jax.Array, exemplar_ids: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-        """The model's batch for sequences given as table indices."""
-        return {"exemplars": self.features[classes, exemplar_ids], "labels": labels, "classes": classes}
+    def gather(self, index: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The model's batch for sequences given as table indices (`classes`, `exemplar_ids`, `labels`):
+        only indices live on the host, features are looked up inside jit."""
+        classes = index["classes"]
+        return {"exemplars": self.features[classes, index["exemplar_ids"]], "labels": index["labels"], "classes": classes}
+
+    def fixed(self, which: str, n: int, seed: int) -> dict[str, np.ndarray]:
+        """`n` sequences of `which` as table indices, drawn with the training sampler from `seed`."""
+        return jax.device_get(self.sample_indices(jax.random.PRNGKey(seed), which, n))
+
+    def every(self, which: str) -> dict[str, np.ndarray] | None:
+        """Every distinct training sequence (the paper's 78,400: 50x49 class orders x 2 queries x 16 label
+        orders), or None for another set, more than `ENUMERATE_LIMIT`, or several training exemplars."""
+        cfg = self.config
+        label_orders = [perm for s in np.asarray(self.train_label_sets) for perm in itertools.permutations(tuple(s))]
+        total = math.perm(cfg.classes, cfg.pairs) * cfg.pairs * len(label_orders)
+        if which != "train" or cfg.train_exemplars != 1 or total > ENUMERATE_LIMIT:
+            return None
+        orders = np.array(list(itertools.permutations(range(cfg.classes), cfg.pairs)), dtype=np.int32)
+        lab = np.array(label_orders, dtype=np.int32)
+        o, q, l = (a.ravel() for a in np.meshgrid(np.arange(len(orders)), np.arange(cfg.pairs), np.arange(len(lab)), indexing="ij"))
+        cls, labels, rows = orders[o], lab[l], np.arange(len(o))
+        classes = np.concatenate([cls, cls[rows, q][:, None]], axis=1)
+        labels = np.concatenate([labels, labels[rows, q][:, None]], axis=1)
+        return {"classes": classes, "exemplar_ids": np.zeros_like(classes), "labels": labels}
+
+    def score(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Per sequence: the query label's loss, whether it is the argmax over every label (the paper's
+        accuracy), and whether it wins among the context's labels only (`accuracy_in_context`)."""
+        target = batch["labels"][:, -1]
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        loss = -jnp.take_along_axis(logp, target[:, None], axis=-1)[:, 0]
+        correct = (jnp.argmax(logits, axis=-1) == target).astype(jnp.float32)
+        return {"loss": loss, "accuracy": correct, "accuracy_in_context": self.in_context_correct(logits, batch).astype(jnp.float32)}
+
+    def answers(self, index: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The query's label of each sequence."""
+        return np.asarray(index["labels"])[:, -1]
+
+    @staticmethod
+    def induction_weights(batch: dict[str, jax.Array], t: int) -> tuple[jax.Array, jax.Array]:
+        """The query's row only: +1 on the correct label token, -1/(P-1) on each other label token."""
+        correct = correct_labels(batch["classes"])  # (B, P)
+        n_other = jnp.maximum(correct.shape[1] - 1, 1)
+        weights = _query_row(correct - (1 - correct) / n_other, t)[:, 0]
+        rows = jnp.zeros(weights.shape[:2]).at[:, t - 1].set(1.0)
+        return weights, rows
+
+    @staticmethod
+    def induction_pattern(batch: dict[str, jax.Array], strength: jax.Array, t: int) -> jax.Array:
+        """The query's row only: s on the correct label token, 1-s shared by the other label tokens."""
+        correct = correct_labels(batch["classes"])  # (B, P)
+        n_other = jnp.maximum(correct.shape[1] - 1, 1)
+        return _query_row(correct * strength + (1 - correct) * (1 - strength) / n_other, t)
+
+
+def _induction(params, batch, t):
+    return FewShot.induction_pattern(batch, params["strength"], t)
+
+
+def _match(params, batch, t):
+    """The `match` pattern: the query's row weighs the context's label tokens by the softmax of the
+    cosine between the query's exemplar feature and each context exemplar's, at temperature t."""
+    ex = batch["exemplars"]
+    unit = ex / jnp.linalg.norm(ex, axis=-1, keepdims=True)
+    cos = (unit[:, :-1] * unit[:, -1:]).sum(-1)  # (B, P)
+    temp = params["temperature"]
+    soft = jax.nn.softmax(cos / jnp.maximum(temp, 1e-6), axis=-1)
+    hard = jax.nn.one_hot(jnp.argmax(cos, axis=-1), cos.shape[1])
+    return _query_row(jnp.where(temp > 0, soft, hard), t)
+
+
+def _query_row(weights: jax.Array, t: int) -> jax.Array:
+    """(B, P) weights on the label tokens, placed on the query row of a (B, 1, T, T) pattern."""
+    b = weights.shape[0]
+    row = jnp.zeros((b, t)).at[:, jnp.asarray(label_positions(t))].set(weights)
+    return jnp.zeros((b, 1, t, t)).at[:, 0, t - 1].set(row)
 
 
 def label_positions(t: int) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import ExperimentConfig, MarkovTaskConfig
-from .base import Layout, Task, next_token_loss_and_accuracy
+from .base import Layout, Task, next_token_loss_and_accuracy, token_patterns
 from .reading import Level, Reading
 
 
@@ -34,7 +34,8 @@ class Markov(Task):
     @staticmethod
     def layout(config: ExperimentConfig) -> Layout:
         t = config.task.length
-        return Layout(length=t, roles={"all": tuple(range(t))}, outputs=config.task.states, vocab=config.task.states)
+        return Layout(length=t, roles={"all": tuple(range(t))}, outputs=config.task.states, vocab=config.task.states,
+                      patterns=token_patterns(), task="markov")
 
     @classmethod
     def build(cls, config: ExperimentConfig, features=None) -> "Markov":

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import ExperimentConfig, RepeatTaskConfig
-from .base import Layout, Task, next_token_loss_and_accuracy
+from .base import Layout, Task, next_token_loss_and_accuracy, token_patterns, next_token_scores
 from .reading import Level, Reading
 
 
@@ -44,7 +44,7 @@ class Repeat(Task):
         t = config.task.length
         first, repeated = halves(t)
         return Layout(length=t, roles={"all": tuple(range(t)), "first": first, "repeated": repeated},
-                      outputs=config.task.vocab, vocab=config.task.vocab,
+                      outputs=config.task.vocab, vocab=config.task.vocab, patterns=token_patterns(), task="repeat",
                       note=f" (0..{len(first) - 1} always random, {repeated[0]}..{t - 1} always repeated)")
 
     @classmethod
@@ -75,6 +75,13 @@ class Repeat(Task):
 
     def loss_and_accuracy(self, logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         return next_token_loss_and_accuracy(logits, batch["tokens"])
+
+    def score(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Per sequence, the loss and accuracy on the repeated half (role `repeated`), where only an
+        in-context mechanism can predict: the analyses rank heads by what they cost there."""
+        nll, correct = next_token_scores(logits, batch["tokens"])
+        start = self.config.length // 2 - 1  # logits at position t-1 predict token t
+        return {"loss": nll[:, start:].mean(-1), "accuracy": correct[:, start:].mean(-1)}
 
     def metrics(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """`first_loss` (predicting the tokens of role `first` after position 0), `repeated_loss`

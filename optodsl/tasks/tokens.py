@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import ExperimentConfig, TokensTaskConfig
 from ..errors import DataError
-from .base import Layout, Task, next_token_loss_and_accuracy
+from .base import Layout, Task, next_token_loss_and_accuracy, token_patterns
 from .reading import Level, Reading
 
 CHECK_CHUNK = 1 << 24
@@ -66,7 +66,8 @@ class Tokens(Task):
     @staticmethod
     def layout(config: ExperimentConfig) -> Layout:
         t = config.task.length
-        return Layout(length=t, roles={"all": tuple(range(t))}, outputs=config.task.vocab, vocab=config.task.vocab)
+        return Layout(length=t, roles={"all": tuple(range(t))}, outputs=config.task.vocab, vocab=config.task.vocab,
+                      patterns=token_patterns(), task="tokens")
 
     @classmethod
     def build(cls, config: ExperimentConfig, features=None) -> "Tokens":

@@ -208,7 +208,7 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
         check_sites(model, jax.eval_shape(lambda key: task.sample(key, eval_sets(config)[0], 1), jax.random.PRNGKey(0)), lay)
         layers = layer_count(declared(model).sites(lay))
     if measures is None:
-        hook = measures_fn(config.eval.measures, layers)
+        hook = measures_fn(config.eval.measures, layers, type(task), layout(config).roles)
     else:
         def hook(acts, batch, logits, model_):  # a user's measures do not take the model
             return measures(acts, batch, logits)

@@ -16,12 +16,14 @@ from optodsl.pipeline import check_spec
 
 from . import a, run
 
+ROLES = {"labels": (1, 3)}  # the `labels` role of e1 l1 e2 l2 q
+
 
 def test_prev_token_labels_reads_only_the_label_rows(base_config, model, batch):
     # uniform on L1.H2: row 1 gives 1/2 to position 0, row 3 gives 1/4 to position 2; a clamp at the
     # exemplar rows only (0, 2, 4) must not move the label-row measure, while it moves `prev_token`
     _, uniform = run("clamp L1.H2.pattern = uniform", base_config, model, batch)
-    got = MEASURES["prev_token_labels"](uniform, batch, 2)
+    got = MEASURES["prev_token_labels"](uniform, batch, 2, roles=ROLES)
     assert float(got["prev_token_labels/L1.H2"]) == pytest.approx((1 / 2 + 1 / 4) / 2, abs=1e-6)
     pattern = a(uniform["L2.pattern"])
     for h in range(8):  # every other head: the hand-written mean over rows 1 and 3
@@ -29,8 +31,8 @@ def test_prev_token_labels_reads_only_the_label_rows(base_config, model, batch):
             (pattern[:, h, 1, 0].mean() + pattern[:, h, 3, 2].mean()) / 2, abs=1e-6)
     _, at_exemplars = run("clamp L1.H2.pattern @ exemplars = prev_token", base_config, model, batch)
     _, plain = run("", base_config, model, batch)
-    assert float(MEASURES["prev_token_labels"](at_exemplars, batch, 2)["prev_token_labels/L1.H2"]) == pytest.approx(
-        float(MEASURES["prev_token_labels"](plain, batch, 2)["prev_token_labels/L1.H2"]), abs=1e-6)
+    assert float(MEASURES["prev_token_labels"](at_exemplars, batch, 2, roles=ROLES)["prev_token_labels/L1.H2"]) == pytest.approx(
+        float(MEASURES["prev_token_labels"](plain, batch, 2, roles=ROLES)["prev_token_labels/L1.H2"]), abs=1e-6)
     assert abs(float(MEASURES["prev_token"](at_exemplars, batch, 2)["prev_token/L1.H2"])
                - float(MEASURES["prev_token"](plain, batch, 2)["prev_token/L1.H2"])) > 1e-3
 

@@ -9,8 +9,6 @@ from typer.testing import CliRunner
 
 import optodsl
 from optodsl.cli import app
-from optodsl.errors import DataError
-from optodsl.analysis.evaluate import evaluation_set
 from optodsl.experiment import load_experiment
 
 MARKOV = ["--set", "task.name=markov", "--set", "task.length=12", "--set", "model.heads=2", "--set", "model.d_model=16"]
@@ -62,9 +60,3 @@ def test_trace_of_the_fewshot_task_shows_classes_and_labels(tmp_path):
     out = json.loads(result.stdout)
     assert len(out["input"]["classes"]) == 3 and out["target"] == out["input"]["labels"][-1]
     assert out["tokens"][0].startswith("e1(class ")
-
-
-def test_the_checkpoint_analyses_refuse_a_token_task_with_the_reason():
-    config = load_experiment('set task.name = "markov"\n').members[0].config
-    with pytest.raises(DataError, match="defined for the few-shot task only"):
-        evaluation_set(config)

@@ -10,6 +10,7 @@ from optodsl.errors import SpecError
 from optodsl.experiment import load_experiment, plan_for
 from optodsl.tasks import build_task, layout
 from optodsl.tasks.base import induction_rows
+from optodsl.tasks.repeat import Repeat
 from optodsl.train.trainer import train
 
 SMALL = '''set task.name = "repeat"
@@ -71,7 +72,7 @@ def test_the_prefix_matching_score_counts_every_earlier_occurrence():
         same = [s for s in range(i) if tokens[0, s] == tokens[0, i]]
         split[0, 0, i, after or [i]] = 1 / max(len(after), 1)
         onto_token[0, 0, i, same or [i]] = 1 / max(len(same), 1)
-    score = measures_fn(("induction",), 1)
+    score = measures_fn(("induction",), 1, Repeat)
     for pattern, expected in ((split, 1.0), (induction_rows(tokens, 1.0), 1.0), (onto_token, 0.0)):
         value = score({"L1.pattern": jax.numpy.asarray(pattern)}, {"tokens": tokens}, None)["induction/L1.H0"]
         assert float(value) == pytest.approx(expected)
