@@ -25,6 +25,7 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
     task = _task_name(config, [("task.name", r.python(st.value), st.value.span) for st in sets if st.key == ("task", "name")])
     values: dict[str, object] = {}
     last_in_section: dict[str, ast.Set] = {}
+    last_of_key: dict[str, ast.Set] = {}
     for st in sets:
         key = ".".join(st.key)
         if key not in keys:
@@ -40,13 +41,16 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
             raise SpecError(st.value.span, f"invalid value for {key}: {_message(exc.errors()[0])}",
                             hint=_list_hint(exc.errors()[0], written)) from None
         last_in_section[st.key[0]] = st
+        last_of_key[key] = st
     if not values:
         return config
     try:
         return with_settings(config, values)
     except ValidationError as exc:
         err = exc.errors()[0]
-        st = last_in_section.get(str(err["loc"][0]) if err["loc"] else "", list(last_in_section.values())[-1])
+        culprit = getattr(err.get("ctx", {}).get("error"), "key", None)  # a rule that names its setting
+        st = (last_of_key.get(culprit) or last_in_section.get(culprit.split(".")[0]) if culprit else None) \
+            or last_in_section.get(str(err["loc"][0]) if err["loc"] else "", list(last_in_section.values())[-1])
         raise SpecError(st.value.span, f"invalid value for {'.'.join(st.key)}: {_message(err)}") from None
 
 
