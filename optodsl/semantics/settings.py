@@ -5,6 +5,7 @@ span that wrote it. Runs no JAX."""
 from __future__ import annotations
 
 import functools
+import json
 from typing import Annotated
 
 from pydantic import TypeAdapter, ValidationError
@@ -13,6 +14,7 @@ from ..config import ExperimentConfig, TASK_CONFIGS, section_models, setting_key
 from ..errors import Span, SpecError
 from ..syntax import ast
 from ..syntax.hints import close, did_you_mean
+from ..syntax.load import beside
 from .resolve import Resolver, span_text
 
 
@@ -32,6 +34,9 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
             raise SpecError(st.span, f"unknown setting '{key}'", hint=close(key, keys, "settings"))
         _check_task_key(key, task, st.span)
         value = r.python(st.value)
+        _check_misplaced_source(key, task, value, st.span)
+        if key in SPEC_RELATIVE and value:
+            value = beside(st.span.path, str(value))
         if isinstance(value, list):
             value = tuple(value)
         try:
@@ -75,6 +80,19 @@ def _check_task_key(key: str, task: str, span: Span) -> None:
                         hint=f"its settings are {', '.join(task_keys(task))}; {other}")
 
 
+SPEC_RELATIVE = ("task.source",)
+"""Settings that name a file: a relative path in a spec is relative to the spec file that sets it
+(as an import is); on the command line, to the working directory."""
+
+
+def _check_misplaced_source(key: str, task: str, value: object, span: Span) -> None:
+    """`data.source` (the few-shot task's feature table) set under a task that reads its own file
+    from `task.source` is an error pointing there."""
+    if key == "data.source" and task != "fewshot" and "task.source" in task_keys(task):
+        raise SpecError(span, f"data.source is the few-shot task's feature table; the {task} task reads its file "
+                              "from task.source", hint=f"write set task.source = {json.dumps(str(value))}")
+
+
 @functools.cache
 def _field_adapter(key: str, task: str = "fewshot") -> TypeAdapter:
     """A validator of one setting's own type and bounds (without the rules between settings)."""
@@ -100,6 +118,7 @@ def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | Non
             raise SpecError(where, f"unknown setting '{key}'",
                             hint=did_you_mean(key, keys).rstrip() or "settings are section.field, e.g. train.lr")
         _check_task_key(key, task, where)
+        _check_misplaced_source(key, task, value, where)
         try:
             config = with_settings(config, {key: tuple(value) if isinstance(value, list) else value})
         except ValidationError as exc:

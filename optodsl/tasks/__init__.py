@@ -36,6 +36,11 @@ def eval_sets(config: ExperimentConfig) -> tuple[str, ...]:
     return config.eval.sets or task_class(config).sets
 
 
+def check_inputs(config: ExperimentConfig) -> None:
+    """Refuse the configured task's input files that cannot run (a DataError naming the file)."""
+    task_class(config).check_inputs(config)
+
+
 def check_config(config: ExperimentConfig) -> None:
     """Refuse evaluation sets and measures the configured task does not have, listing those it has."""
     cls = task_class(config)
