@@ -284,18 +284,18 @@ def sites(set_: List[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
 
 @app.command()
 def fmt(spec: Path = typer.Argument(..., help="the spec to format")) -> None:
-    """Print a spec in canonical form (one statement per line; comments are not kept).
+    """Print a spec in canonical form (one statement per line; comments kept where they stand).
 
     Example: opto fmt specs/examples/tour.opto
     """
     from .experiment import load_experiment
-    from .syntax import format_spec, parse
+    from .syntax.format import format_source
 
     def body():
         if not spec.exists():
             raise DataError(spec, "spec file not found")
         load_experiment(spec)  # a spec `opto check` refuses is not printed as if it were fine
-        return format_spec(parse(spec.read_text(), str(spec)))
+        return format_source(spec.read_text(), str(spec))
 
     typer.echo(_guard(body), nl=False)
 

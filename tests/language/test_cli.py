@@ -87,7 +87,7 @@ def test_fmt_prints_canonical_text(tmp_path, monkeypatch):
     text = "# only head 3\nablate   L2.*   except H3 ;clamp L1.H2.pattern=prev_token( strength = 0.8 )\n"
     result = _invoke(tmp_path, monkeypatch, text, "fmt")
     assert result.exit_code == 0
-    assert result.stdout == "ablate L2.* except H3\nclamp L1.H2.pattern = prev_token(strength=0.8)\n"
+    assert result.stdout == "# only head 3\nablate L2.* except H3\nclamp L1.H2.pattern = prev_token(strength=0.8)\n"
     (tmp_path / "t.opto").write_text(result.stdout)
     again = CliRunner().invoke(app, ["fmt", "t.opto"])
     assert again.stdout == result.stdout
