@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from pathlib import Path
 from typing import List, Optional
 
@@ -253,12 +252,10 @@ def trace(
     index = 1 if result["pass"] == "first" or result["passes"] == 1 else 2
     only = " (the only pass: first and last)" if result["passes"] == 1 else ""
     typer.echo(f"pass {result['pass']}: {index} of {result['passes']}{only}")
-    import numpy as np
+    from .commands.trace_text import site_lines
 
-    np.set_printoptions(precision=3, suppress=True, linewidth=120)
     for name, value in result["sites"].items():
-        typer.echo(f"{name}:")
-        typer.echo(textwrap.indent(np.array2string(np.asarray(value)), "  "))
+        typer.echo("\n".join(site_lines(name, value, result["tokens"])))
 
 
 @app.command()
