@@ -8,7 +8,7 @@ statement saying what each pass does and why later sites are held.
 
 from __future__ import annotations
 
-from .config import flat_settings
+from .config import flat_settings, with_settings
 from .pipeline import DEFAULT, Experiment
 from .tasks import layout
 from .semantics.plan import Action, Member, reads_pass
@@ -18,8 +18,10 @@ from .syntax import ast
 
 def settings_of(member: Member, named: set[str]) -> list[dict]:
     """The member's settings that `named` lists (set by its spec or `--set`) or that differ from the
-    defaults, in key order: key, value and the default."""
+    defaults, in key order: key, value and the default (a `task.*` key's: its own task's default)."""
     mine, default = flat_settings(member.config), flat_settings(DEFAULT)
+    own = flat_settings(with_settings(DEFAULT, {"task.name": member.config.task.name}))
+    default.update({k: v for k, v in own.items() if k.startswith("task.") and k != "task.name"})
     keys = sorted(k for k in mine if k in named or mine[k] != default.get(k))
     return [{"key": k, "value": _plain(mine[k]), "default": _plain(default.get(k))} for k in keys]
 
