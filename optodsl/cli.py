@@ -198,7 +198,7 @@ def explain(
     """
     from .commands.explain_text import explain_lines
     from .experiment import load_experiment
-    from .explain import explain_experiment
+    from .explain import explain_experiment, program_lines
 
     cli = _guard(lambda: options.settings(set_))
     exp = _guard(lambda: load_experiment(spec, cli))
@@ -206,7 +206,7 @@ def explain(
     if as_json:
         typer.echo(json.dumps(runs_, indent=2))
         return
-    for line in explain_lines(runs_):
+    for line in explain_lines(runs_) + _guard(lambda: program_lines(exp)):
         typer.echo(line)
 
 
