@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from pathlib import Path
 from typing import List, Optional
 
@@ -199,7 +198,7 @@ def explain(
     """
     from .commands.explain_text import explain_lines
     from .experiment import load_experiment
-    from .explain import explain_experiment
+    from .explain import explain_experiment, program_lines
 
     cli = _guard(lambda: options.settings(set_))
     exp = _guard(lambda: load_experiment(spec, cli))
@@ -207,7 +206,7 @@ def explain(
     if as_json:
         typer.echo(json.dumps(runs_, indent=2))
         return
-    for line in explain_lines(runs_):
+    for line in explain_lines(runs_) + _guard(lambda: program_lines(exp)):
         typer.echo(line)
 
 
@@ -253,12 +252,10 @@ def trace(
     index = 1 if result["pass"] == "first" or result["passes"] == 1 else 2
     only = " (the only pass: first and last)" if result["passes"] == 1 else ""
     typer.echo(f"pass {result['pass']}: {index} of {result['passes']}{only}")
-    import numpy as np
+    from .commands.trace_text import site_lines
 
-    np.set_printoptions(precision=3, suppress=True, linewidth=120)
     for name, value in result["sites"].items():
-        typer.echo(f"{name}:")
-        typer.echo(textwrap.indent(np.array2string(np.asarray(value)), "  "))
+        typer.echo("\n".join(site_lines(name, value, result["tokens"])))
 
 
 @app.command()
@@ -284,18 +281,18 @@ def sites(set_: List[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
 
 @app.command()
 def fmt(spec: Path = typer.Argument(..., help="the spec to format")) -> None:
-    """Print a spec in canonical form (one statement per line; comments are not kept).
+    """Print a spec in canonical form (one statement per line; comments kept where they stand).
 
     Example: opto fmt specs/examples/tour.opto
     """
     from .experiment import load_experiment
-    from .syntax import format_spec, parse
+    from .syntax.format import format_source
 
     def body():
         if not spec.exists():
             raise DataError(spec, "spec file not found")
         load_experiment(spec)  # a spec `opto check` refuses is not printed as if it were fine
-        return format_spec(parse(spec.read_text(), str(spec)))
+        return format_source(spec.read_text(), str(spec))
 
     typer.echo(_guard(body), nl=False)
 

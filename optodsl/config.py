@@ -16,6 +16,15 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializationInfo, Serialize
 from . import rundir
 
 
+class SettingValueError(ValueError):
+    """A rule between settings broken by one setting's value: `key` names it, so the error can point
+    at the `set` that wrote it rather than at another one."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -14,7 +14,8 @@ from .config import ExperimentConfig
 from .errors import DataError
 from .pipeline import DEFAULT, Experiment, check_spec, plan_for, run_dirs
 from .train.claim import claim_spec
-from .train.program import program_key
+from .train.program import program_groups, programs_text
+from .train.progress import runs_label
 from .train.trainer import RunResult, train_sweep
 
 
@@ -80,11 +81,12 @@ def run_experiments(specs: list[Path | str], out: Path | None = None, settings: 
             members.append(member)
             plans.append(plan_for(member))
             dirs.append(run_dir)
-    groups: dict[tuple, list[int]] = {}
-    for i, (member, plan) in enumerate(zip(members, plans)):
-        groups.setdefault(program_key(plan, member.config), []).append(i)
+    groups = program_groups(plans, [m.config for m in members])
+    if progress is not False:
+        for line in programs_text([[dirs[i].name for i in idx] for idx in groups]):
+            print(line, flush=True)
     results: dict[int, RunResult] = {}
-    for g, idx in enumerate(groups.values()):
+    for g, idx in enumerate(groups):
         if g % jax.process_count() != jax.process_index():
             continue
         logger = None
@@ -94,7 +96,8 @@ def run_experiments(specs: list[Path | str], out: Path | None = None, settings: 
             logger = TensorBoardLogger([dirs[i] / "tensorboard" for i in idx])
         try:
             trained = train_sweep([members[i].config for i in idx], [plans[i] for i in idx], [dirs[i] for i in idx],
-                                  progress=progress, on_record=logger.log if logger else None)
+                                  progress=progress, on_record=logger.log if logger else None,
+                                  label=runs_label([dirs[i].name for i in idx], g, len(groups)) if len(members) > 1 else None)
         finally:
             if logger:
                 logger.close()

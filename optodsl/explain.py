@@ -8,18 +8,21 @@ statement saying what each pass does and why later sites are held.
 
 from __future__ import annotations
 
-from .config import flat_settings
-from .pipeline import DEFAULT, Experiment
+from .config import flat_settings, with_settings
+from .pipeline import DEFAULT, Experiment, plan_for
 from .tasks import layout
 from .semantics.plan import Action, Member, reads_pass
 from .semantics.spec import variants
 from .syntax import ast
+from .train.program import program_groups, programs_text
 
 
 def settings_of(member: Member, named: set[str]) -> list[dict]:
     """The member's settings that `named` lists (set by its spec or `--set`) or that differ from the
-    defaults, in key order: key, value and the default."""
+    defaults, in key order: key, value and the default (a `task.*` key's: its own task's default)."""
     mine, default = flat_settings(member.config), flat_settings(DEFAULT)
+    own = flat_settings(with_settings(DEFAULT, {"task.name": member.config.task.name}))
+    default.update({k: v for k, v in own.items() if k.startswith("task.") and k != "task.name"})
     keys = sorted(k for k in mine if k in named or mine[k] != default.get(k))
     return [{"key": k, "value": _plain(mine[k]), "default": _plain(default.get(k))} for k in keys]
 
@@ -136,3 +139,13 @@ def explain_experiment(exp: Experiment, cli: dict[str, object] | None = None) ->
     """`explain_member` of every run of the experiment, in order."""
     named = named_settings(exp, cli or {})
     return [explain_member(m, named.get(m.variant, set())) for m in exp.members]
+
+
+def program_lines(exp: Experiment) -> list[str]:
+    """When `opto run` would train the runs in several programs one after another, lines saying so
+    and which runs each holds (none for one program, or when a run grafts: its source must be trained
+    before its plan can be built)."""
+    if len(exp.members) < 2 or any(m.grafts for m in exp.members):
+        return []
+    groups = program_groups([plan_for(m) for m in exp.members], [m.config for m in exp.members])
+    return programs_text([[exp.members[i].name for i in idx] for idx in groups])

@@ -23,7 +23,7 @@ from .model.protocol import ModelSource, SiteTable, declared
 from .semantics.plan import Member
 from .semantics.spec import resolve_spec
 from .syntax import ast, format_spec, load_spec, load_text
-from .tasks import Layout
+from .tasks import Layout, check_inputs as check_task_inputs
 from .train.restore import load_trained
 
 DEFAULT = ExperimentConfig()
@@ -63,8 +63,37 @@ def check_spec(source: str | Path, config: ExperimentConfig = DEFAULT, settings:
     spec = load_spec(source) if is_path(source) else load_text(source)
     canonical = format_spec(spec)
     members, warnings = resolve_spec(spec, config, settings or {}, sites=sites)
+    check_inputs(spec, members, settings or {})
     return Experiment(spec, canonical, hashlib.sha256(canonical.encode()).hexdigest(), members,
                       warnings + graft_warnings(members))
+
+
+def check_inputs(spec: ast.Spec, members: list[Member], cli: dict[str, object]) -> None:
+    """Refuse input files the runs name that cannot run (a corpus missing, of floats, with ids
+    outside the vocabulary), as a spec error at the `set` that named the file (`task.source`, else
+    `task.name`, when no file is named) when the spec wrote it, else as the task's DataError naming the file."""
+    seen = set()
+    for member in members:
+        if member.config.task in seen:
+            continue
+        seen.add(member.config.task)
+        try:
+            check_task_inputs(member.config)
+        except DataError as exc:
+            sets = [st for st in _all_statements(spec) if isinstance(st, ast.Set)]
+            key = ("task", "source") if getattr(member.config.task, "source", "") else ("task", "name")
+            named = [st for st in sets if st.key == key]
+            if not named or ".".join(key) in cli:
+                raise
+            found = f" (found {exc.found})" if exc.found else ""
+            where = "" if exc.path == "task.source" else f"{exc.path}: "
+            raise SpecError(named[-1].value.span, f"{where}{exc.problem}{found}",
+                            hint=exc.hint or (f"expected {exc.expected}" if exc.expected else None)) from None
+
+
+def _all_statements(spec: ast.Spec) -> list:
+    """The spec's statements with those inside variant blocks."""
+    return [inner for st in spec.statements for inner in (st.statements if isinstance(st, ast.Variant) else (st,))]
 
 
 def compile_spec(source: str | Path, config: ExperimentConfig = DEFAULT, settings: dict[str, object] | None = None, *,

@@ -20,6 +20,19 @@ GLOBAL_SITES: dict[str, str] = {
     "final_norm": "the final LayerNorm's output (the residual stream itself when final_norm is off)",
     "logits": "unembedding output at every position; the loss reads the query row",
 }
+TOKEN_GLOBAL_SITES: dict[str, str] = {
+    "embed": "token embeddings (one learned vector per token id, {vocab} ids), plus learned/sinusoidal positions if any",
+    "logits": "unembedding output at every position; the loss reads every position's next token",
+}
+"""The global sites' descriptions for a task that embeds token ids (a layout with a vocabulary)."""
+
+
+def global_site_doc(name: str, data: DataConfig | Layout) -> str:
+    """What a global site holds for this task: a token task embeds ids and scores every next token;
+    the few-shot task maps exemplar features and labels and scores the query."""
+    if isinstance(data, Layout) and data.vocab is not None and name in TOKEN_GLOBAL_SITES:
+        return TOKEN_GLOBAL_SITES[name].format(vocab=data.vocab)
+    return GLOBAL_SITES[name]
 LAYER_SITES: dict[str, str] = {
     "resid_in": "the block's input (residual stream)",
     "normed": "the block's LayerNorm output, the attention's input (equals resid_in when prenorm is off)",
@@ -84,7 +97,7 @@ def site_table(model: ModelConfig, data: DataConfig | Layout) -> dict[str, SiteI
         "q": (h, t, dh), "k": (h, t, dh), "v": (h, t, dh), "q_rot": (h, t, dh), "k_rot": (h, t, dh),
         "attn_logits": (h, t, t), "pattern": (h, t, t), "z": (h, t, dh), "out": (h, t, d),
     }
-    table: dict[str, SiteInfo] = {"embed": SiteInfo("embed", (t, d), False, GLOBAL_SITES["embed"])}
+    table: dict[str, SiteInfo] = {"embed": SiteInfo("embed", (t, d), False, global_site_doc("embed", data))}
     for layer in range(1, model.layers + 1):
         for name in ("resid_in", "normed"):
             table[layer_key(layer, name)] = SiteInfo(layer_key(layer, name), (t, d), False, LAYER_SITES[name])
@@ -93,6 +106,6 @@ def site_table(model: ModelConfig, data: DataConfig | Layout) -> dict[str, SiteI
         names = ("attn_out", "mlp_out", "resid_out") if model.mlp else ("attn_out", "resid_out")
         for name in names:
             table[layer_key(layer, name)] = SiteInfo(layer_key(layer, name), (t, d), False, LAYER_SITES[name])
-    table["final_norm"] = SiteInfo("final_norm", (t, d), False, GLOBAL_SITES["final_norm"])
-    table["logits"] = SiteInfo("logits", (t, n_labels), False, GLOBAL_SITES["logits"])
+    table["final_norm"] = SiteInfo("final_norm", (t, d), False, global_site_doc("final_norm", data))
+    table["logits"] = SiteInfo("logits", (t, n_labels), False, global_site_doc("logits", data))
     return table

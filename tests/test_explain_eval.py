@@ -235,3 +235,13 @@ def test_no_warning_when_the_block_output_is_set_only_in_some_passes(tmp_path, m
     text = "clamp L1.resid_out = 0 during 0..100k\nclamp L1.H2.pattern = prev_token\n"
     result = _invoke(tmp_path, monkeypatch, text, "check")
     assert (result.exit_code, result.stderr) == (0, "")
+
+
+def test_explain_shows_a_task_settings_default_from_its_own_task(tmp_path):
+    """`task.alpha` is the Markov task's (default 1.0), so setting it to 1.0 is its default, and
+    `task.states = 5` differs from the Markov default 3; `task.name`'s default stays the few-shot task."""
+    spec = tmp_path / "m.opto"
+    spec.write_text('set task.name = "markov"\nset task.alpha = 1.0\nset task.states = 5\n')
+    out = CliRunner().invoke(app, ["explain", str(spec)]).stdout.splitlines()
+    assert out[1:4] == ["  set task.alpha = 1.0  (the default)", '  set task.name = "markov"  (default "fewshot")',
+                        "  set task.states = 5  (default 3)"]

@@ -78,3 +78,28 @@ def test_opto_run_no_progress_prints_no_progress_lines(tmp_path):
     assert res.exit_code == 0, res.output
     assert "ETA" not in res.output and "seq/s" not in res.output and "320/640" not in res.output
     assert "final accuracy" in res.output
+
+
+TWO_VERBS = ("set model.layers = 1\nset model.heads = 2\nset model.d_model = 8\nset data.total_classes = 200\n"
+             "variant a {\n  ablate L1.H0\n}\nvariant b {\n  clamp L1.H1.pattern = prev_token\n}\n")
+PROGRAMS = ["2 programs train one after another (runs share one program only when their interventions have the same "
+            "structure and their settings differ in seeds and train.lr alone):", "  program 1: v-a", "  program 2: v-b"]
+
+
+def test_a_run_of_several_programs_says_so_and_names_each_progress_lines_runs(tmp_path):
+    """Variants of different verbs train one program after another: `opto explain` and `opto run`
+    say so, and each progress line names its program and runs."""
+    spec = tmp_path / "v.opto"
+    spec.write_text(TWO_VERBS)
+    explained = CliRunner().invoke(app, ["explain", str(spec)])
+    assert explained.exit_code == 0 and explained.stdout.splitlines()[-3:] == PROGRAMS
+    settings = ["--set", "train.sequences=64", "--set", "eval.every=32", "--set", "eval.sequences=8"]
+    res = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "r"), *settings])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[:3] == PROGRAMS
+    progress = [line for line in lines if "ETA" in line]
+    assert [line.split(" sequences ")[0] for line in progress] == ["program 1/2 [v-a]"] * 2 + ["program 2/2 [v-b]"] * 2
+    sweep = tmp_path / "s.opto"
+    sweep.write_text("sweep h in 0..1\nablate L1.H$h\n")  # one program: nothing to say
+    assert "programs train one after another" not in CliRunner().invoke(app, ["explain", str(sweep)]).stdout

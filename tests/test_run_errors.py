@@ -138,3 +138,23 @@ def test_check_refuses_grafts_whose_sources_wait_on_each_other(tmp_path, monkeyp
     assert result.stderr.splitlines()[0] == ("a.opto:1:1: error: graft source run 'runs/b' does not exist (no runs/b/config.json), "
                                              "and b.opto, which trains it, waits on this spec's runs too")
     assert "b.opto:1:1: error: graft source run 'runs/a' does not exist" in result.stderr
+
+
+def test_a_run_directory_of_another_task_is_refused_naming_both_tasks(tmp_path):
+    """`opto run` of a Markov spec into a repeat run's directory is refused before training, exit 2:
+    the directory holds a run of another task (the settings of two tasks have different keys)."""
+    from optodsl.experiment import load_experiment
+    from optodsl.train.claim import claim, claim_spec
+
+    repeat = load_experiment('set task.name = "repeat"\nset task.length = 16\n')
+    run_dir = tmp_path / "run"
+    claim_spec(run_dir, repeat.sha256, None, repeat.canonical, repeat.members[0])
+    claim(run_dir, repeat.members[0].config)  # the directory as `opto run` leaves it before training
+    spec = tmp_path / "markov.opto"
+    spec.write_text('set task.name = "markov"\nset task.length = 16\n')
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(run_dir), "--no-progress"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "holds a run of the repeat task, not the markov task" in result.output
+    markov = load_experiment(str(spec)).members[0].config
+    with pytest.raises(DataError, match="holds a run of the repeat task, not the markov task"):
+        claim(run_dir, markov)

@@ -76,3 +76,11 @@ def test_every_builtin_pattern_is_documented(pattern: str):
     assert re.search(rf"\|\s*`{re.escape(pattern)}`\s*\|", doc), f"pattern '{pattern}' is missing from the patterns table of docs/language.md"
     for param in (p.name for p in PATTERNS[pattern].params):
         assert f"`{param}`" in doc, f"parameter '{param}' of '{pattern}' is not documented"
+
+
+def test_the_readme_and_getting_started_give_the_same_test_suite_duration():
+    """Both pages tell a newcomer how long the tests take; they must say the same."""
+    said = re.compile(r"tests?[^.]*?\(about (\w+) minutes on a 2-core CPU")
+    durations = {page: said.findall(" ".join((ROOT / page).read_text(encoding="utf-8").split()))
+                 for page in ("README.md", "docs/getting-started.md")}
+    assert durations == {"README.md": ["15"], "docs/getting-started.md": ["15"]}

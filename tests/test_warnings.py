@@ -13,3 +13,15 @@ def test_preserving_the_ablated_site_itself_is_reported():
     assert _warnings("ablate L1.H0 preserving L1.v\n") == [
         "preserving L1.H0.v holds it at its first-pass value, undoing the ablate of line 1 there"]
     assert _warnings("ablate L1.* preserving L2.pattern\n") == []
+
+
+def test_a_sweep_variable_used_nowhere_is_reported_at_its_sweep():
+    """`sweep h in 0..3` without any `$h` runs one experiment four times: a warning says so."""
+    spec = load_text("sweep h in 0..3\nsweep s in [1, 2]\nset seed.init = $s\nablate L1.H0\n", "w.opto")
+    members, warnings = resolve_spec(spec, ExperimentConfig())
+    assert len(members) == 8
+    assert [(w.span.line, w.message) for w in warnings] == [
+        (1, "sweep variable '$h' is used nowhere, so the runs it adds repeat the same experiment (8 runs in all)")]
+    assert _warnings("sweep h in 0..3\nablate L1.H$h\n") == []
+    assert _warnings("sweep (h, p) in [(0, 1), (1, 2)]\nablate L1.H$h @ $p\n") == []
+    assert _warnings("sweep k in [1k, 2k]\nvariant a {\n  clamp L1.H0.pattern = prev_token during 0..$k\n}\n") == []

@@ -5,6 +5,7 @@ span that wrote it. Runs no JAX."""
 from __future__ import annotations
 
 import functools
+import json
 from typing import Annotated
 
 from pydantic import TypeAdapter, ValidationError
@@ -13,6 +14,7 @@ from ..config import ExperimentConfig, TASK_CONFIGS, section_models, setting_key
 from ..errors import Span, SpecError
 from ..syntax import ast
 from ..syntax.hints import close, did_you_mean
+from ..syntax.load import beside
 from .resolve import Resolver, span_text
 
 
@@ -25,12 +27,16 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
     task = _task_name(config, [("task.name", r.python(st.value), st.value.span) for st in sets if st.key == ("task", "name")])
     values: dict[str, object] = {}
     last_in_section: dict[str, ast.Set] = {}
+    last_of_key: dict[str, ast.Set] = {}
     for st in sets:
         key = ".".join(st.key)
         if key not in keys:
             raise SpecError(st.span, f"unknown setting '{key}'", hint=close(key, keys, "settings"))
         _check_task_key(key, task, st.span)
         value = r.python(st.value)
+        _check_misplaced_source(key, task, value, st.span)
+        if key in SPEC_RELATIVE and value:
+            value = beside(st.span.path, str(value))
         if isinstance(value, list):
             value = tuple(value)
         try:
@@ -40,13 +46,16 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
             raise SpecError(st.value.span, f"invalid value for {key}: {_message(exc.errors()[0])}",
                             hint=_list_hint(exc.errors()[0], written)) from None
         last_in_section[st.key[0]] = st
+        last_of_key[key] = st
     if not values:
         return config
     try:
         return with_settings(config, values)
     except ValidationError as exc:
         err = exc.errors()[0]
-        st = last_in_section.get(str(err["loc"][0]) if err["loc"] else "", list(last_in_section.values())[-1])
+        culprit = getattr(err.get("ctx", {}).get("error"), "key", None)  # a rule that names its setting
+        st = (last_of_key.get(culprit) or last_in_section.get(culprit.split(".")[0]) if culprit else None) \
+            or last_in_section.get(str(err["loc"][0]) if err["loc"] else "", list(last_in_section.values())[-1])
         raise SpecError(st.value.span, f"invalid value for {'.'.join(st.key)}: {_message(err)}") from None
 
 
@@ -69,6 +78,19 @@ def _check_task_key(key: str, task: str, span: Span) -> None:
                  f"\"{owners[0]}\"" if owners else "choose another task with set task.name = ...")
         raise SpecError(span, f"the {task} task has no setting '{key}'",
                         hint=f"its settings are {', '.join(task_keys(task))}; {other}")
+
+
+SPEC_RELATIVE = ("task.source",)
+"""Settings that name a file: a relative path in a spec is relative to the spec file that sets it
+(as an import is); on the command line, to the working directory."""
+
+
+def _check_misplaced_source(key: str, task: str, value: object, span: Span) -> None:
+    """`data.source` (the few-shot task's feature table) set under a task that reads its own file
+    from `task.source` is an error pointing there."""
+    if key == "data.source" and task != "fewshot" and "task.source" in task_keys(task):
+        raise SpecError(span, f"data.source is the few-shot task's feature table; the {task} task reads its file "
+                              "from task.source", hint=f"write set task.source = {json.dumps(str(value))}")
 
 
 @functools.cache
@@ -96,6 +118,7 @@ def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | Non
             raise SpecError(where, f"unknown setting '{key}'",
                             hint=did_you_mean(key, keys).rstrip() or "settings are section.field, e.g. train.lr")
         _check_task_key(key, task, where)
+        _check_misplaced_source(key, task, value, where)
         try:
             config = with_settings(config, {key: tuple(value) if isinstance(value, list) else value})
         except ValidationError as exc:

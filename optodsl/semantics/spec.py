@@ -231,6 +231,7 @@ def resolve_spec(spec: ast.Spec, base: ExperimentConfig, cli: dict[str, object] 
     warnings: list[SpecWarning] = []
     stem = Path(spec.path).stem if spec.path else "spec"
     bindings_list = sweep_bindings(spec)
+    warnings.extend(unused_sweep_warnings(spec, len(bindings_list)))
     for variant, flat in variants(spec):
         for bindings in bindings_list:
             r = Resolver(base, bindings, sites)
@@ -249,6 +250,33 @@ def resolve_spec(spec: ast.Spec, base: ExperimentConfig, cli: dict[str, object] 
             members.append(Member(name=name, variant=variant, bindings=tuple(bindings.items()), config=config,
                                   actions=tuple(actions), grafts=grafts, probes=probes))
     return members, warnings
+
+
+def unused_sweep_warnings(spec: ast.Spec, runs: int) -> list[SpecWarning]:
+    """A warning at each sweep variable no statement reads (`$name`): its runs differ in nothing it
+    decides, so they repeat one experiment."""
+    used = {node.name for st in spec.statements if not isinstance(st, ast.Sweep) for node in _nodes(st)
+            if isinstance(node, ast.Var)}
+    out = []
+    for st in spec.statements:
+        if isinstance(st, ast.Sweep):
+            for name in st.names:
+                if name not in used:
+                    out.append(SpecWarning(span=st.span, message=f"sweep variable '${name}' is used nowhere, so the runs it "
+                                           f"adds repeat the same experiment ({runs} runs in all)",
+                                           hint=f"write ${name} where it should vary something (e.g. set seed.init = ${name}), "
+                                                "or remove the sweep"))
+    return out
+
+
+def _nodes(node) -> list:
+    """Every syntax node under `node` (itself included), in fields, tuples and nested nodes."""
+    out = [node]
+    values = node.__dict__.values() if isinstance(node, ast.Node) else node if isinstance(node, tuple) else ()
+    for value in values:
+        if isinstance(value, (ast.Node, tuple)):
+            out.extend(_nodes(value))
+    return out
 
 
 def _run_part(name: str, value: object) -> str:

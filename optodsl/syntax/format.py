@@ -1,12 +1,104 @@
 """Print a syntax tree as canonical spec text: one statement per line, one spacing style.
 
-Comments and blank lines are not in the tree, so they are dropped. The output parses back to
-the same tree (spans aside): numbers keep their int/float kind and strings are re-escaped.
+Comments and blank lines are not in the tree, so `format_spec` (the canonical text a run's hash
+is taken of) drops them; `format_source` (what `opto fmt` prints) puts each comment back where it
+stood, own-line or trailing, and keeps one blank line where the file had any. The output parses
+back to the same tree (spans aside): numbers keep their int/float kind and strings are re-escaped.
 """
 
 from __future__ import annotations
 
 from . import ast
+from .parser import parse
+
+
+def format_source(text: str, path: str = "<spec>") -> str:
+    """Canonical text of a spec file with its comments kept: an own-line comment stays before the
+    statement it preceded (at that statement's indent), a trailing comment stays after the last
+    statement of its line (or after a variant's `{` or `}`), and runs of blank lines become one."""
+    spec = parse(text, path)
+    lines = text.splitlines()
+    comments = [(n, col, comment) for n, line in enumerate(lines, 1)
+                for col, comment in [_comment_of(line)] if comment is not None]
+    out: list[str] = []
+    state = {"last": 0}  # the source line of what was printed last
+
+    def gap_before(line: int) -> None:
+        if out and out[-1] and not out[-1].endswith("{") and any(not lines[i - 1].strip() for i in range(state["last"] + 1, line)):
+            out.append("")
+
+    def own_line_comments_before(position: tuple[int, int], indent: str) -> None:
+        while comments and comments[0][:2] < position:
+            n, _, comment = comments.pop(0)
+            gap_before(n)
+            out.append(indent + comment)
+            state["last"] = n
+
+    def trailing(line: int, after: int) -> str:
+        if comments and comments[0][0] == line and comments[0][1] >= after:
+            return "  " + comments.pop(0)[2]
+        return ""
+
+    def block(statements, indent: str, close: tuple[int, int] | None) -> None:
+        for i, st in enumerate(statements):
+            own_line_comments_before((st.span.line, st.span.column), indent)
+            gap_before(st.span.line)
+            nxt = statements[i + 1].span.line if i + 1 < len(statements) else (close[0] if close else None)
+            if isinstance(st, ast.Variant):
+                brace = _brace(lines, (st.span.end_line, st.span.end_column), "{")
+                first = st.statements[0].span.line if st.statements else None
+                shut = _brace(lines, (st.statements[-1].span.end_line, st.statements[-1].span.end_column) if st.statements
+                              else (brace[0], brace[1] + 1), "}")
+                header = trailing(brace[0], brace[1]) if first != brace[0] and shut[0] != brace[0] else ""
+                out.append(f"{indent}variant {st.name} {{{header}")
+                state["last"] = brace[0]
+                block(st.statements, indent + "    ", shut)
+                own_line_comments_before(shut, indent + "    ")
+                after = trailing(shut[0], shut[1]) if nxt != shut[0] else ""
+                out.append(f"{indent}}}{after}")
+                state["last"] = shut[0]
+                continue
+            end = st.span.end_line
+            after = trailing(end, st.span.end_column) if nxt != end else ""
+            out.append(indent + format_statement(st, indent) + after)
+            state["last"] = end
+
+    block(spec.statements, "", None)
+    own_line_comments_before((len(lines) + 1, 0), "")
+    return "".join(line + "\n" for line in out)
+
+
+def _comment_of(line: str) -> tuple[int, str | None]:
+    """Where the line's comment starts (1-based) and its text without trailing blanks; `#` inside a
+    string literal starts none."""
+    quoted = escaped = False
+    for i, ch in enumerate(line):
+        if quoted:
+            escaped, quoted = (not escaped and ch == "\\"), quoted and (escaped or ch != '"')
+        elif ch == '"':
+            quoted = True
+        elif ch == "#":
+            return i + 1, line[i:].rstrip()
+    return 0, None
+
+
+def _brace(lines: list[str], start: tuple[int, int], brace: str) -> tuple[int, int]:
+    """The (line, column) of the first `brace` in code (not in a comment or string) at or after `start`."""
+    line, column = start
+    while line <= len(lines):
+        text = lines[line - 1]
+        code_end = _comment_of(text)[0] - 1 if _comment_of(text)[1] is not None else len(text)
+        quoted = escaped = False
+        for i in range(code_end):
+            ch = text[i]
+            if quoted:
+                escaped, quoted = (not escaped and ch == "\\"), quoted and (escaped or ch != '"')
+            elif ch == '"':
+                quoted = True
+            elif ch == brace and i + 1 >= column:
+                return line, i + 1
+        line, column = line + 1, 1
+    raise ValueError(f"no {brace!r} after line {start[0]}")  # the parser accepted the text, so there is one
 
 
 def format_spec(spec: ast.Spec) -> str:

@@ -1,6 +1,6 @@
 """Read spec files and inline their imports, so later stages see one flat list of statements.
 
-Import paths are relative to the importing file. Each file is inlined once, at its first
+Import paths (and other paths a spec writes, `beside`) are relative to the importing file. Each file is inlined once, at its first
 import; a file that (indirectly) imports itself is an error. Statements keep the spans of the
 file they were written in.
 """
@@ -37,7 +37,7 @@ def _inline(spec: ast.Spec, chain: tuple[str, ...], seen: set[str]) -> tuple:
         if not isinstance(statement, ast.Import):
             statements.append(statement)
             continue
-        target = os.path.normpath(os.path.join(os.path.dirname(spec.path), statement.path))
+        target = beside(spec.path, statement.path)
         if _key(target) in {_key(p) for p in chain}:
             cycle = " -> ".join((*chain[chain.index(_find(chain, target)):], target))
             raise SpecError(statement.span, f"import cycle: {cycle}", "remove one of these imports")
@@ -47,6 +47,13 @@ def _inline(spec: ast.Spec, chain: tuple[str, ...], seen: set[str]) -> tuple:
         text = _read(target, statement.span, "import paths are relative to the importing file")
         statements.extend(_inline(parse(text, target), (*chain, target), seen))
     return tuple(statements)
+
+
+def beside(spec_path: str, written: str) -> str:
+    """A path written in the spec file `spec_path` (an import, a `task.source`), as read from the
+    working directory: relative paths are relative to that spec file's folder (spec text given
+    without a file: to the working directory)."""
+    return os.path.normpath(os.path.join(os.path.dirname(spec_path), written))
 
 
 def _read(path: str, span: Span, hint: str) -> str:

@@ -6,7 +6,7 @@ A new task is one module with a `Task` subclass, its settings model in `optodsl.
 
 from __future__ import annotations
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, SettingValueError
 from .base import Layout as Layout, Task as Task
 from .reading import Level as Level, Reading as Reading
 from .fewshot import FewShot
@@ -42,11 +42,17 @@ def eval_sets(config: ExperimentConfig) -> tuple[str, ...]:
     return config.eval.sets or task_class(config).sets
 
 
+def check_inputs(config: ExperimentConfig) -> None:
+    """Refuse the configured task's input files that cannot run (a DataError naming the file)."""
+    task_class(config).check_inputs(config)
+
+
 def check_config(config: ExperimentConfig) -> None:
     """Refuse evaluation sets and measures the configured task does not have, listing those it has."""
     cls = task_class(config)
-    for what, chosen, valid in (("evaluation set", config.eval.sets, cls.sets), ("measure", config.eval.measures, cls.measures)):
+    for key, what, chosen, valid in (("eval.sets", "evaluation set", config.eval.sets, cls.sets),
+                                     ("eval.measures", "measure", config.eval.measures, cls.measures)):
         for name in chosen:
             if name not in valid:
                 listed = ", ".join(valid) if valid else "none"
-                raise ValueError(f"task '{cls.name}' has no {what} '{name}' (it has: {listed})")
+                raise SettingValueError(key, f"task '{cls.name}' has no {what} '{name}' (it has: {listed})")

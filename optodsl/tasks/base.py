@@ -77,6 +77,11 @@ class Task(eqx.Module):
     def build(cls, config: ExperimentConfig, features=None) -> "Task":
         """The task's device state for these settings."""
 
+    @classmethod
+    def check_inputs(cls, config: ExperimentConfig) -> None:
+        """Refuse, with a DataError naming the file, inputs these settings name that cannot run, as
+        cheaply as that can be checked (`opto check`); none by default."""
+
     @abc.abstractmethod
     def sample(self, key: jax.Array, which: str, batch: int) -> dict[str, jax.Array]:
         """A batch of `batch` sequences of set `which`, drawn from `key` (traceable)."""

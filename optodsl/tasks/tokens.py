@@ -28,10 +28,12 @@ CHECK_CHUNK = 1 << 24
 def load_corpus(cfg: TokensTaskConfig) -> np.ndarray:
     """The corpus of `task.source`, memory-mapped and checked against the task settings."""
     if not cfg.source:
-        raise DataError("task.source", "no corpus given", expected='set task.source = "path/to/tokens.npy"')
+        raise DataError("task.source", "the tokens task needs a corpus: task.source is not set",
+                        expected='set task.source = "path/to/tokens.npy"')
     path = Path(cfg.source)
     if not path.is_file():
-        raise DataError(path, "no such corpus file", expected="a .npy array of token ids (task.source)")
+        raise DataError(path, "no such corpus file", expected="a .npy array of token ids (task.source)",
+                        hint="a relative task.source in a spec is read beside that spec file; on the command line, from the working directory")
     try:
         ids = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -48,8 +50,10 @@ def load_corpus(cfg: TokensTaskConfig) -> np.ndarray:
         low, high = int(chunk.min()), int(chunk.max())
         if low < 0 or high >= cfg.vocab:
             bad = int(np.flatnonzero((chunk < 0) | (chunk >= cfg.vocab))[0]) + at
+            hint = ("token ids count from 0: write the corpus without negative ids" if low < 0
+                    else "raise task.vocab to the corpus's largest id + 1")
             raise DataError(path, "token ids outside the vocabulary", expected=f"ids in 0..{cfg.vocab - 1} (task.vocab={cfg.vocab})",
-                            found=f"id {int(ids[bad])} at index {bad}", hint="raise task.vocab to the corpus's largest id + 1")
+                            found=f"id {int(ids[bad])} at index {bad}", hint=hint)
     return ids
 
 
@@ -68,6 +72,11 @@ class Tokens(Task):
         t = config.task.length
         return Layout(length=t, roles={"all": tuple(range(t))}, outputs=config.task.vocab, vocab=config.task.vocab,
                       patterns=token_patterns(), task="tokens")
+
+    @classmethod
+    def check_inputs(cls, config: ExperimentConfig) -> None:
+        """The corpus as `build` reads it: header, dtype and id range from its memory map."""
+        load_corpus(config.task)
 
     @classmethod
     def build(cls, config: ExperimentConfig, features=None) -> "Tokens":

@@ -51,6 +51,7 @@ def claim(run_path: Path, config: ExperimentConfig) -> None:
         except ValueError as exc:
             raise DataError(existing, "unreadable run settings", expected="the config.json `opto run` writes",
                             found=str(exc)) from exc
+        _refuse_another_task(existing, str((old.get("task") or {}).get("name", "fewshot")), config.task.name)
         diffs = setting_changes(old, json.loads(config_json))
         others = {k: v for k, v in diffs.items() if k != GROWABLE}
         if others:
@@ -87,6 +88,7 @@ def claim_spec(run_dir: Path, sha256: str, spec_path: str | None, canonical: str
     old = rundir.spec_record(run_dir)
     if old is not None:
         if config is not None and (old.get("sha256"), old.get("bindings")) != (sha256, record["bindings"]):
+            _refuse_another_task(run_dir, config.task.name, member.config.task.name)
             changes = spec_changes(run_dir, old, config, member)
             if changes:
                 raise DataError(run_dir, "this run directory holds a run of a different spec",
@@ -97,10 +99,18 @@ def claim_spec(run_dir: Path, sha256: str, spec_path: str | None, canonical: str
     atomic_write_text(run_dir / rundir.SPEC_RECORD, json.dumps(record, indent=2))
 
 
+def _refuse_another_task(where: Path, in_run: str, now: str) -> None:
+    """A run of one task is never continued as another's: refuse, naming both tasks (their settings
+    differ in kind, so listing them one by one would say little)."""
+    if in_run != now:
+        raise DataError(where, f"this run directory holds a run of the {in_run} task, not the {now} task",
+                        expected=f"a run of the {now} task to resume, or another --out", found=f"task.name = \"{in_run}\"")
+
+
 def _changed_settings(old: ExperimentConfig, new: ExperimentConfig) -> dict[str, tuple]:
     """The `section.field` settings whose values differ: {name: (old, new)}."""
     a, b = flat_settings(old), flat_settings(new)
-    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    return {k: (a.get(k), b.get(k)) for k in {**a, **b} if a.get(k) != b.get(k)}
 
 
 def recorded_member(run_dir: Path, bindings: dict, config: ExperimentConfig) -> Member:

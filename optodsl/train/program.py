@@ -47,6 +47,29 @@ def program_key(plan, config: ExperimentConfig | None = None) -> tuple:
     return shapes if config is None else (sweep_key(config).model_dump_json(), *shapes)
 
 
+def program_groups(plans: list, configs: list[ExperimentConfig]) -> list[list[int]]:
+    """The runs (indices) that train together, one list per program in the order they train: equal
+    `program_key`s share one program; different interventions (another verb, site or pass) or
+    settings other than seeds and learning rate make another program, trained after it."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (plan, config) in enumerate(zip(plans, configs)):
+        groups.setdefault(program_key(plan, config), []).append(i)
+    return list(groups.values())
+
+
+PROGRAMS_NOTE = ("runs share one program only when their interventions have the same structure and their "
+                 "settings differ in seeds and train.lr alone")
+"""Why runs of one `opto run` train in several programs, one after another."""
+
+
+def programs_text(names: list[list[str]]) -> list[str]:
+    """Lines saying that several programs train one after another, and which runs each holds."""
+    if len(names) < 2:
+        return []
+    return [f"{len(names)} programs train one after another ({PROGRAMS_NOTE}):",
+            *(f"  program {g}: {', '.join(group)}" for g, group in enumerate(names, 1))]
+
+
 @dataclass
 class Program:
     """The jitted pieces of a sweep of M runs that share shapes: initial states, evaluation and

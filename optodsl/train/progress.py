@@ -58,3 +58,10 @@ class Progress:
         """Stop the bar (leaving its last state on the terminal); plain lines need nothing."""
         if self.bar is not None:
             self.bar.stop()
+
+
+def runs_label(names: list[str], program: int, programs: int) -> str:
+    """What progress lines call one program's runs in an `opto run` of several: `[a, b]`, or
+    `[a, b, +6 more]` for many, after `program 2/3` when several programs train in turn."""
+    shown = ", ".join(names[:2]) + (f", +{len(names) - 2} more" if len(names) > 2 else "")
+    return (f"program {program + 1}/{programs} " if programs > 1 else "") + f"[{shown}]"

@@ -97,6 +97,7 @@ def train_sweep(
     stop_after_chunks: int | None = None,
     on_record: Callable[[int, dict], None] | None = None,
     model: ModelSource | None = None,
+    label: str | None = None,
 ) -> list[RunResult]:
     """Train runs that share shapes as one vmapped program (sharded over local devices), each
     written to its own run directory and resumed from its checkpoint.
@@ -106,6 +107,7 @@ def train_sweep(
         forwards: one per run (overrides builders, Forwards or None) with the same structure.
         run_dirs: where each run's config, metrics.jsonl, summary.json, checkpoints and curves.png go.
         stop_after_chunks: stop (as if killed) after this many evaluation chunks; for tests.
+        label: what the progress lines call this program's runs (`opto run` of several runs names them).
         on_record: called as `on_record(member, record)` with every metrics record as it is written.
         model: a model of one's own in place of the built-in transformer: an instance (every run starts
             from it) or a factory `key -> model` (each run from its `seed.init`). It implements the site
@@ -167,7 +169,8 @@ def train_sweep(
                 emit([{**r, "train_loss": None, "train_accuracy": None} for r in _records(first, 0, batch, n)])
             last_ckpt_seq = step * batch
             mode = {True: "bar", False: "off", None: None}[progress]
-            bar = Progress(total_steps * batch, mode, "sequences" if n == 1 else f"sequences ({n} runs)", start=step * batch)
+            what = "sequences" if n == 1 else f"sequences ({n} runs)"
+            bar = Progress(total_steps * batch, mode, f"{label} {what}" if label else what, start=step * batch)
             t0 = time.perf_counter()
             keys = program.data_keys()
             while step < total_steps:

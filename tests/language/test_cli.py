@@ -87,7 +87,7 @@ def test_fmt_prints_canonical_text(tmp_path, monkeypatch):
     text = "# only head 3\nablate   L2.*   except H3 ;clamp L1.H2.pattern=prev_token( strength = 0.8 )\n"
     result = _invoke(tmp_path, monkeypatch, text, "fmt")
     assert result.exit_code == 0
-    assert result.stdout == "ablate L2.* except H3\nclamp L1.H2.pattern = prev_token(strength=0.8)\n"
+    assert result.stdout == "# only head 3\nablate L2.* except H3\nclamp L1.H2.pattern = prev_token(strength=0.8)\n"
     (tmp_path / "t.opto").write_text(result.stdout)
     again = CliRunner().invoke(app, ["fmt", "t.opto"])
     assert again.stdout == result.stdout
@@ -106,3 +106,17 @@ def test_bad_set_value_and_form_exit_2(tmp_path, monkeypatch):
                           (["--set", "train.lr"], "expected key=value, got 'train.lr'")):
         result = _invoke(tmp_path, monkeypatch, "ablate L2.H3\n", "explain", *args)
         assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sites_describe_embed_and_logits_by_the_tasks_layout():
+    """A token task embeds token ids and scores every next token; only the few-shot task maps
+    exemplars at even positions and labels at odd ones."""
+    def doc(out, site):
+        return next(line.split(None, 3)[3] for line in out.splitlines()[1:] if line.split()[0] == site)
+
+    for task in ("repeat", "markov"):
+        out = CliRunner().invoke(app, ["sites", "--set", f"task.name={task}"]).stdout
+        assert "exemplar" not in doc(out, "embed") and "one learned vector per token id" in doc(out, "embed")
+        assert doc(out, "logits").endswith("the loss reads every position's next token")
+    fewshot = CliRunner().invoke(app, ["sites"]).stdout
+    assert "exemplar map at even positions" in doc(fewshot, "embed") and "query row" in doc(fewshot, "logits")

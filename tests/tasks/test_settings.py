@@ -47,3 +47,16 @@ def test_evaluation_sets_and_measures_are_the_tasks():
         "task 'markov' has no evaluation set 'heldout_labels' (it has: train)")
     assert "no measure 'copying'" in error_of('set eval.measures = ["copying"]\n').message  # the few-shot task's model embeds features
     assert "no measure 'copy'" in error_of('set task.name = "markov"\nset eval.measures = ["copy"]\n').message
+
+
+@pytest.mark.parametrize("key, value, then", [
+    ("eval.measures", '["prev_token_labels"]', "set train.sequences = 2k"),
+    ("eval.sets", '["heldout_labels"]', "set train.lr = 1e-3"),
+])
+def test_a_task_dependent_list_setting_is_blamed_at_its_own_line(key, value, then):
+    """The error of a set or measure the task lacks points at the `set` that wrote it, and names its
+    key, whatever other settings follow it."""
+    text = f'set task.name = "repeat"\nset model.layers = 2\nset {key} = {value}\n{then}\n'
+    err = error_of(text)
+    assert (err.span.line, err.span.column) == (3, len(f"set {key} = ") + 1)
+    assert err.message.startswith(f"invalid value for {key}: task 'repeat' has no ")

@@ -47,7 +47,55 @@ def test_a_missing_corpus_is_a_clear_command_line_error(tmp_path):
     spec.write_text(f'set task.name = "tokens"\nset task.source = "{tmp_path / "none.npy"}"\nset train.sequences = 64\n')
     result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"{tmp_path / 'none.npy'}: error: no such corpus file" in result.output
+    assert f"{spec}:2:19: error: {tmp_path / 'none.npy'}: no such corpus file" in result.output
+
+
+def _check(spec, *args):
+    result = CliRunner().invoke(app, ["check", str(spec), *args])
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.mark.parametrize(("array", "problem", "hint"), [
+    (None, "no such corpus file", "beside that spec file"),
+    (np.arange(100) * 0.5, "token ids must be integers (found dtype float64)", "integer dtype"),
+    (np.arange(100) % 2 == 0, "token ids must be integers (found dtype bool)", "integer dtype"),
+    (np.arange(100), "token ids outside the vocabulary (found id 8 at index 8)", "raise task.vocab"),
+    (np.array([0, 1, -2, 3] * 25), "token ids outside the vocabulary (found id -2 at index 2)", "without negative ids"),
+])
+def test_opto_check_refuses_a_corpus_that_cannot_run_at_its_set_line(tmp_path, array, problem, hint):
+    """`opto check` opens the corpus as a run would (header, dtype, id range from the memory map); a
+    relative task.source is read beside the spec file, and the error names the resolved path at the
+    `set task.source` line."""
+    (tmp_path / "specs" / "data").mkdir(parents=True)
+    if array is not None:
+        np.save(tmp_path / "specs" / "data" / "c.npy", array)
+    spec = tmp_path / "specs" / "s.opto"
+    spec.write_text('set task.name = "tokens"\nset task.vocab = 8\nset task.source = "data/c.npy"\n')
+    result = _check(spec)
+    assert result.exit_code == 2
+    first, _, caret, hint_line = result.output.splitlines()[:4]
+    assert first == f"{spec}:3:19: error: {tmp_path / 'specs' / 'data' / 'c.npy'}: {problem}"
+    assert caret.strip() == "^" * len('"data/c.npy"') and hint in hint_line
+    if array is None:
+        np.save(tmp_path / "specs" / "data" / "c.npy", np.arange(100) % 8)
+        assert _check(spec).exit_code == 0  # the same file found beside the spec, not in the working directory
+
+
+def test_opto_check_refuses_a_tokens_task_without_a_corpus(tmp_path):
+    spec = tmp_path / "s.opto"
+    spec.write_text('set task.name = "tokens"\n')
+    result = _check(spec)
+    assert result.exit_code == 2 and f"{spec}:1:17: error: the tokens task needs a corpus: task.source is not set" in result.output
+    spec.write_text('set task.name = "tokens"\nset data.source = "c.npy"\n')
+    result = _check(spec)
+    assert result.exit_code == 2 and f"{spec}:2:1: error: data.source is the few-shot task's feature table" in result.output
+    assert 'hint: write set task.source = "c.npy"' in result.output
+    np.save(tmp_path / "c.npy", np.arange(100) % 8)
+    result = _check(spec, "--set", f"task.source={tmp_path / 'c.npy'}", "--set", "task.vocab=8")
+    assert result.exit_code == 2  # data.source stays wrong where the corpus comes from --set
+    spec.write_text('set task.name = "tokens"\n')
+    assert _check(spec, "--set", f"task.source={tmp_path / 'c.npy'}", "--set", "task.vocab=8").exit_code == 0
 
 
 def test_a_model_learns_a_periodic_corpus(tmp_path):
