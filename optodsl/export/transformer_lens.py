@@ -1,8 +1,9 @@
 """`opto export RUN --to transformer-lens`: a token-task run's network as TransformerLens 4.x loads it.
 
-Writes `config.json` (the fields `TransformerBridge.boot_native` takes) and `model.safetensors` (the
+Writes `config.json` (the fields `TransformerBridge.boot_native` takes), `model.safetensors` (the
 state dict in HookedTransformer's names and per-head shapes, `blocks.0.attn.W_Q` (H, D, Dh) ...,
-which TransformerLens's `convert_tl_checkpoint` maps onto the bridge). optodsl's layout is
+which TransformerLens's `convert_tl_checkpoint` maps onto the bridge) and `tokenizer.json` (token
+ids as decimal words, for TransformerLens's tools that take strings). optodsl's layout is
 TransformerLens's already, so every array is copied as it is; the attention biases it lacks are
 zeros. What TransformerLens cannot represent is refused with the reason. Only the network is
 exported: the run's clamps and ablations act on activations during training and are not part of it.
@@ -19,7 +20,7 @@ import numpy as np
 
 from .. import rundir
 from ..analysis.runs import load_run
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, read_run_config
 from ..errors import DataError
 from ..files import atomic_write_bytes, atomic_write_text, make_dir
 from ..model.transformer import Transformer, sinusoidal
@@ -27,6 +28,7 @@ from ..tasks import layout
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+TOKENIZER = "tokenizer.json"
 DEFAULT_FOLDER = "transformer-lens"
 """The export's folder inside the run directory when no --out is given."""
 
@@ -70,7 +72,7 @@ def tl_config(config: ExperimentConfig) -> dict:
         "d_vocab": lay.vocab, "d_vocab_out": lay.outputs, "n_ctx": lay.length + 1,
         "act_fn": ACT_FN, "attn_only": not model.mlp, "eps": EPS,
         "normalization_type": "LN" if model.prenorm else None,
-        "default_prepend_bos": False,  # the task's sequences have no BOS token
+        "default_prepend_bos": False, "tokenizer_prepends_bos": False,  # the task's sequences have no BOS token
     }
     if model.mlp:
         cfg["d_mlp"] = model.d_model * model.mlp_ratio
@@ -137,6 +139,22 @@ def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
+def tokenizer_json(vocab: int) -> str:
+    """A Hugging Face `tokenizers` file whose words are the token ids in decimal ("3 17 5" is [3, 17, 5]),
+    so TransformerLens's string-taking tools (`to_tokens`, `detect_head`) read the task's sequences;
+    TransformerLens makes `<|endoftext|>` the end, padding and BOS token of a tokenizer without them,
+    and encodes a word to see whether BOS is prepended; it is this tokenizer's unknown word too, at id
+    `vocab`, outside the network's embedding, so that no other word can pass for a token."""
+    end = {"id": vocab, "content": "<|endoftext|>", "single_word": False, "lstrip": False, "rstrip": False,
+           "normalized": False, "special": True}
+    return json.dumps({
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [end], "normalizer": None,
+        "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None, "decoder": None,
+        "model": {"type": "WordLevel", "vocab": {**{str(i): i for i in range(vocab)}, end["content"]: vocab},
+                  "unk_token": end["content"]},
+    })
+
+
 def intervention_lines(run) -> tuple[str, ...] | None:
     """The run's interventions as its spec.opto writes them, one per line; None without a spec."""
     if run.member is None:
@@ -148,15 +166,18 @@ def intervention_lines(run) -> tuple[str, ...] | None:
 def export(run_dir: str | Path, out: str | Path | None = None) -> Export:
     """Write the run's latest checkpointed network for TransformerLens into `out` (default
     RUN_DIR/transformer-lens); a DataError naming the run when TransformerLens cannot represent it."""
+    settings = Path(run_dir) / rundir.CONFIG
+    if settings.is_file():  # refused from the settings alone, before the checkpoint is read
+        reason = refusal(read_run_config(run_dir))
+        if reason is not None:
+            raise DataError(settings, "TransformerLens cannot represent this run's network", found=reason,
+                            hint="opto export --to transformer-lens takes runs of a token task (markov, repeat, "
+                                 "tokens) with model.prenorm = model.final_norm")
     run = load_run(run_dir)
-    reason = refusal(run.config)
-    if reason is not None:
-        raise DataError(Path(run_dir) / rundir.CONFIG, "TransformerLens cannot represent this run's network",
-                        found=reason, hint="opto export --to transformer-lens takes runs of a token task "
-                                           "(markov, repeat, tokens) with model.prenorm = model.final_norm")
     cfg = tl_config(run.config)
     folder = make_dir(Path(out) if out is not None else Path(run_dir) / DEFAULT_FOLDER)
     metadata = {"format": "pt", "source": "optodsl", "run": str(run_dir), "sequences": str(run.sequences)}
     atomic_write_text(folder / CONFIG, json.dumps(cfg, indent=2) + "\n")
     atomic_write_bytes(folder / WEIGHTS, safetensors_bytes(tl_state_dict(run.model, cfg["n_ctx"]), metadata))
+    atomic_write_text(folder / TOKENIZER, tokenizer_json(cfg["d_vocab"]) + "\n")
     return Export(folder, cfg, run.sequences, intervention_lines(run))
