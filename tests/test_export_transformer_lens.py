@@ -32,14 +32,13 @@ from optodsl.measures import MEASURES
 from optodsl.tasks import build_task
 from optodsl.tasks.base import induction_targets
 
-torch = pytest.importorskip("torch")  # the transformer-lens extra (part of the test extras)
-transformer_lens = pytest.importorskip("transformer_lens")
-
-from safetensors.torch import load_file  # noqa: E402
-from transformer_lens.head_detector import detect_head  # noqa: E402
-from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
-from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint  # noqa: E402
-from transformers import PreTrainedTokenizerFast  # noqa: E402
+# the transformer-lens extra, part of the test extras
+import torch
+from safetensors.torch import load_file
+from transformer_lens.head_detector import detect_head
+from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
+from transformers import PreTrainedTokenizerFast
 
 SPEC = """set task.name = "repeat"
 set task.vocab = 16
