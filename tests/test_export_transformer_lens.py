@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,7 +96,7 @@ def test_transformer_lens_computes_the_runs_logits_and_head_scores(exported, nam
     assert bridge.cfg.n_ctx == t + 1 and bridge.cfg.attn_only == (name == "attn_only")
     batch = build_task(run.config).sample(jax.random.PRNGKey(3), "train", 16)
     tokens = np.asarray(batch["tokens"])
-    logits, acts = run.model(batch)
+    logits, acts = eqx.filter_jit(run.model)(batch)  # one compile, not one per eager op
     with torch.no_grad():
         tl_logits = bridge(torch.from_numpy(tokens.astype(np.int64))).numpy()
     np.testing.assert_allclose(tl_logits, np.asarray(logits), atol=1e-4, rtol=0)
