@@ -476,8 +476,9 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", help="folder to write (default RUN_DIR/transformer-lens)"),
 ) -> None:
     """Write a token-task run's trained network for another tool: for TransformerLens 4.x, config.json
-    (TransformerBridge.boot_native's fields) and model.safetensors (HookedTransformer's parameter names;
-    load with convert_tl_checkpoint, see docs/export.md). The run's interventions are not part of it.
+    (TransformerBridge.boot_native's fields), model.safetensors (HookedTransformer's parameter names;
+    load with convert_tl_checkpoint, see docs/export.md) and tokenizer.json (token ids as decimal words).
+    The run's interventions are not part of it.
 
     Example: opto export runs/repeat --to transformer-lens
     """
@@ -489,7 +490,7 @@ def export(
         return export_tl(run_dir, out)
 
     done = _guard(body)
-    typer.echo(f"exported: {done.folder} (config.json, model.safetensors) for TransformerLens, "
+    typer.echo(f"exported: {done.folder} (config.json, model.safetensors, tokenizer.json) for TransformerLens, "
                f"the network at {done.sequences:,} sequences")
     if done.interventions:
         typer.echo("not exported: the run's interventions, which acted on its activations while it trained "

@@ -145,3 +145,33 @@ def test_an_unknown_target_is_refused(exported):
     run_dir, _ = exported["attn_only"]
     res = _cli("export", run_dir, "--to", "nnsight")
     assert res.exit_code == 2 and "no export for 'nnsight'" in res.output and "transformer-lens" in res.output
+
+
+@pytest.mark.parametrize("positions,norms,mlp", [("sinusoidal", False, True), ("none", True, False)])
+def test_the_other_positions_and_no_norms_map_onto_transformer_lens(positions, norms, mlp):
+    """The layouts the trained runs above do not cover, on an initialised network whose every trained
+    array is perturbed (so biases and norm weights are not their initial zeros and ones)."""
+    from optodsl.export.transformer_lens import tl_config, tl_state_dict
+    from optodsl.model.transformer import init_model
+
+    config = ExperimentConfig(task=RepeatTaskConfig(vocab=11, length=8),
+                              model=ModelConfig(d_model=16, heads=2, mlp=mlp, positions=positions,
+                                                prenorm=norms, final_norm=norms))
+    model = init_model(config.model, config.data, jax.random.PRNGKey(0), vocab=11, length=8)
+    rng = np.random.default_rng(0)
+    leaves, tree = jax.tree_util.tree_flatten(model)
+    model = jax.tree_util.tree_unflatten(tree, [x + 0.3 * rng.standard_normal(x.shape).astype(np.float32)
+                                                for x in leaves])
+    model = eqx.tree_at(lambda m: m.pos, model, init_model(config.model, config.data, jax.random.PRNGKey(0),
+                                                           vocab=11, length=8).pos, is_leaf=lambda x: x is None)
+    cfg = tl_config(config)
+    assert cfg["normalization_type"] == ("LN" if norms else None) and cfg["positional_embedding_type"] == "standard"
+    bridge = TransformerBridge.boot_native(cfg)
+    weights = {k: torch.tensor(v) for k, v in tl_state_dict(model, cfg["n_ctx"]).items()}
+    bridge.load_state_dict(convert_tl_checkpoint(weights, bridge.cfg), strict=True)
+    tokens = rng.integers(0, 11, (4, 8))
+    logits, _ = eqx.filter_jit(model)({"tokens": jnp.asarray(tokens)})
+    logits = np.asarray(logits)
+    with torch.no_grad():  # float32 rounding on logits of this size (~100 without norms): 1e-5 of the largest
+        np.testing.assert_allclose(bridge(torch.from_numpy(tokens)).numpy(), logits, atol=1e-5 * np.abs(logits).max(),
+                                   rtol=0)
