@@ -469,6 +469,44 @@ def eval_(
                                                         for s in sets))
 
 
+EXPORT_TARGETS = ("transformer-lens",)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="a run directory written by opto run (its latest checkpoint)"),
+    to: str = typer.Option(..., "--to", help="the tool to export for: transformer-lens"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder to write (default RUN_DIR/transformer-lens)"),
+) -> None:
+    """Write a token-task run's trained network for another tool: for TransformerLens 4.x, config.json
+    (TransformerBridge.boot_native's fields), model.safetensors (HookedTransformer's parameter names;
+    load with convert_tl_checkpoint, see docs/export.md) and tokenizer.json (token ids as decimal words).
+    The run's interventions are not part of it.
+
+    Example: opto export runs/repeat --to transformer-lens
+    """
+    from .export.transformer_lens import export as export_tl
+
+    def body():
+        if to not in EXPORT_TARGETS:
+            raise DataError(f"--to {to}", f"no export for '{to}'", expected="one of: " + ", ".join(EXPORT_TARGETS))
+        return export_tl(run_dir, out)
+
+    done = _guard(body)
+    typer.echo(f"exported: {done.folder} (config.json, model.safetensors, tokenizer.json) for TransformerLens, "
+               f"the network at {done.sequences:,} sequences")
+    if done.interventions:
+        typer.echo("not exported: the run's interventions, which acted on its activations while it trained "
+                   "and are no part of the network:")
+        for line in done.interventions:
+            typer.echo(f"  {line}")
+    elif done.interventions is None:
+        typer.echo("not exported: any clamps and ablations the run trained under (it has no spec.opto to list them)")
+    else:
+        typer.echo("the run trained without interventions")
+    typer.echo("load it: docs/export.md")
+
+
 @app.command()
 def report(
     runs_: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories, or folders of them (a sweep)"),

@@ -19,6 +19,8 @@ tests/test_docs_examples.py parses the `opto` lines against the CLI; this file r
   README's command writes.
 - docs/features.md's weights check loads a `resnet18.pth` that the test saves from an untrained
   torchvision ResNet18 (the ImageNet file is a download).
+- docs/export.md trains its tiny repeat run, exports it and loads it in TransformerLens (the
+  `transformer-lens` extra, part of the test extras).
 - Not run: commands on placeholders (`RUN_DIR`, `ROOT`), on inputs the reader fetches by hand
   (`opto features omniglot`), on other hosts' paths (`/shared/runs`), and the cookbook's
   analyses of the 1M-sequence paper runs.
@@ -51,7 +53,7 @@ TINY = ["--set", "train.sequences=640", "--set", "eval.every=320", "--set", "eva
 FENCE = re.compile(r"^```(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 SAVE_AS = re.compile(r"Save this as `([^`]+)`:\s*$")
 DETERMINISTIC = ("check", "explain", "fmt", "sites")
-RUN_PAGES = {"docs/getting-started.md", "docs/embedding.md", "docs/features.md"}
+RUN_PAGES = {"docs/getting-started.md", "docs/embedding.md", "docs/features.md", "docs/export.md"}
 
 
 def _name(path: Path) -> str:
@@ -181,6 +183,13 @@ def test_features_weights_check_runs_and_refuses_another_state_dict(tmp_path, mo
     torch.save(state, "resnet18.pth")
     with pytest.raises(RuntimeError, match="layer1.0.conv1.weight"):
         _run_page(ROOT / "docs" / "features.md", tmp_path)
+
+
+def test_export_page_trains_exports_and_loads_in_transformer_lens_as_printed(tmp_path, monkeypatch):
+    monkeypatch.chdir(_clone(tmp_path))
+    output = _run_page(ROOT / "docs" / "export.md", tmp_path)
+    assert "(1, 12, 16) (1, 4, 12, 12)" in output, output
+    assert len(re.findall(r"^tensor\(\[\[", output, re.M)) == 2, output  # both detectors' (layers, heads) scores
 
 
 def test_every_page_with_python_or_console_lines_is_run():

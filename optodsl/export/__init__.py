@@ -1,0 +1,1 @@
+"""A trained run's network written for other tools (`opto export`); each target in its own module."""
