@@ -11,9 +11,10 @@
 #   run(command="PYTHONUNBUFFERED=1 bash benchmarks/gpu.sh 2>&1 | tee $OUT/log", carry=["benchmarks/wheels"], timeout_s=540)
 #
 # It uses the JAX already installed (on the GPU machine: JAX with CUDA 13, equinox, optax) and
-# never reaches the network: optodsl runs from this checkout (PYTHONPATH; `pip install --no-deps
-# -e .` when hatchling is there to build it), and its other dependencies, if missing, are installed
-# from wheels in benchmarks/wheels/ (see docs/performance.md, "On a GPU", for filling it). The table
+# never reaches the network: optodsl runs from this checkout through PYTHONPATH (what `pip install
+# --no-deps -e .` would give, without its build backend, hatchling, which the GPU machine lacks, and
+# without touching the environment), and its other dependencies, if missing, are installed into
+# /tmp/gpu_bench_site from wheels in benchmarks/wheels/ (see docs/performance.md, "On a GPU", for filling it). The table
 # goes to stdout and to $OUT/gpu_table.md, each row to $OUT/gpu_rows.jsonl as it is measured
 # (so a run cut short keeps its rows), where $OUT is the device tool's result folder (a temporary
 # folder if unset); the ladder's run directories go to a temporary folder.
@@ -49,9 +50,6 @@ if [ -n "$missing" ]; then
         echo "gpu.sh: missing $missing and no benchmarks/wheels/*.whl to install them from (docs/performance.md, On a GPU)" >&2
         exit 2
     fi
-fi
-if "$PY" -c "import hatchling" 2>/dev/null; then
-    "$PY" -m pip install -q --no-deps --no-index --no-build-isolation -e . >/dev/null 2>&1 || true
 fi
 "$PY" -c "import jax; print('gpu.sh:', jax.__version__, jax.devices())" >&2
 
