@@ -16,8 +16,9 @@ Each row is also appended to `--jsonl` as it is measured, so a run cut short kee
     python benchmarks/gpu_bench.py --jsonl /tmp/gpu.jsonl --out /tmp/gpu_runs
 """
 
-from __future__ import annotations
 
+# no `from __future__ import annotations`: the dataclasses below must build when
+# tests/test_docs_examples.py loads this file without registering it in sys.modules
 import argparse
 import json
 import platform
