@@ -32,6 +32,10 @@ done
 OUT="${OUT:-$(mktemp -d)}"
 mkdir -p "$OUT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# two JAX processes share the GPU (this one, then `opto run` for the ladder): JAX would otherwise
+# take 75% of the GPU's memory in the first and leave the second too little; on demand also makes
+# the sweeps' memory column the memory they use
+export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
 
 # optodsl's own dependencies beyond JAX, equinox and optax, from carried wheels when missing
 missing=$("$PY" - <<'EOF'
