@@ -34,25 +34,54 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    args = parser().parse_args()
-    names = args.only or MAIN
+def programs(names: list[str], sets: list[str] = ()) -> list[dict]:
+    """The programs `opto run` would train for these specs, grouped as it groups them
+    (`program_key`): per program its runs, training steps and forward passes (1, or 2 for a
+    reading verb that needs a clean pass first)."""
+    from optodsl.experiment import coerce, load_experiment
+    from optodsl.pipeline import plan_for
+    from optodsl.train.program import program_key
+
+    settings = {k: coerce(v) for k, v in (s.split("=", 1) for s in sets)}
+    groups: dict[tuple, dict] = {}
+    for name in names:
+        for member in load_experiment(ROOT / "specs" / "paper" / f"{name}.opto", settings or None).members:
+            plan = plan_for(member)
+            group = groups.setdefault(program_key(plan, member.config),
+                                      {"spec": name, "runs": 0, "steps": member.config.train.steps,
+                                       "passes": getattr(plan, "passes", 1)})
+            group["runs"] += 1
+    return list(groups.values())
+
+
+def run_specs(names: list[str], out: Path, sets: list[str] = (), timeout: float | None = None) -> dict:
+    """Train the specs with one `opto run` into `out` and return the wall time (compilation
+    included) and each run's summary."""
     cmd = [sys.executable, "-m", "optodsl", "run", *[str(ROOT / "specs" / "paper" / f"{n}.opto") for n in names],
-           "--out", str(args.out), "--no-progress"]
-    for s in args.sets:
+           "--out", str(out), "--no-progress"]
+    for s in sets:
         cmd += ["--set", s]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        sys.exit(proc.stderr)
+        raise RuntimeError(proc.stderr)
     runs = []
-    for summary in sorted(args.out.rglob("summary.json")):
+    for summary in sorted(out.rglob("summary.json")):
         data = json.loads(summary.read_text())
-        runs.append({"run": str(summary.parent.relative_to(args.out)), "sequences": data["sequences"],
+        runs.append({"run": str(summary.parent.relative_to(out)), "sequences": data["sequences"],
                      "steps_per_s": data["steps_per_second"], "runs_in_program": data["runs_in_program"],
                      "wall_s": data["wall_seconds"]})
-    print(json.dumps({"specs": len(names), "runs": len(runs), "wall_s": round(wall, 1), "sets": args.sets, "per_run": runs}, indent=1))
+    return {"specs": len(names), "runs": len(runs), "wall_s": round(wall, 1), "sets": list(sets), "per_run": runs}
+
+
+def main() -> None:
+    args = parser().parse_args()
+    try:
+        result = run_specs(args.only or MAIN, args.out, args.sets)
+    except RuntimeError as err:
+        sys.exit(str(err))
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ from optodsl.train.trainer import build_program
 from train_speed import time_chunks
 
 
-def measure(size: int, chunks: int) -> dict:
-    base = ExperimentConfig(train=TrainConfig(sequences=10**7), eval=EvalConfig(every=5000, sequences=1000))
+def measure(size: int, chunks: int, every: int = 5000, eval_sequences: int = 1000) -> dict:
+    base = ExperimentConfig(train=TrainConfig(sequences=10**7), eval=EvalConfig(every=every, sequences=eval_sequences))
     members, _ = resolve_spec(load_text("sweep h in 0..7\nablate L2.* except H$h\n", "fig4b.opto"), base)
     picked = [members[i % 8] for i in range(size)]
     configs = [m.config.model_copy(update={"seed": m.config.seed.model_copy(update={"init": 5 + i})}) for i, m in enumerate(picked)]

@@ -43,8 +43,8 @@ def time_chunks(program, chunks: int) -> tuple[int, float, float]:
     return chunks * program.steps_per_eval, time.perf_counter() - t0, compile_s
 
 
-def measure(spec: str | None, chunks: int, every: int, run: str | None = None) -> dict:
-    config = ExperimentConfig(train=TrainConfig(sequences=10**7), eval=EvalConfig(every=every, sequences=1000))
+def measure(spec: str | None, chunks: int, every: int, run: str | None = None, eval_sequences: int = 1000) -> dict:
+    config = ExperimentConfig(train=TrainConfig(sequences=10**7), eval=EvalConfig(every=every, sequences=eval_sequences))
     forward = None
     if spec:
         members = load_experiment(spec).members
