@@ -265,3 +265,23 @@ def test_weight_statements_refuse_what_they_cannot_mean(text, message):
     with pytest.raises(SpecError) as caught:
         check_spec(text, DEFAULT)
     assert message in caught.value.message
+
+
+def test_explain_shows_what_trains_when_at_what_rate_and_every_cut():
+    from optodsl.commands.explain_text import explain_lines
+    from optodsl.explain import explain_experiment
+    from optodsl.pipeline import check_spec
+
+    exp = check_spec("freeze embed, unembed during 0..100k\ntrain only L2 during 200k..\nlr_scale L1 = 0.1\n"
+                     "reinit L2.H3 at 300k seed 1\nstopgrad L1.H2.z during 50k..\n", DEFAULT)
+    (run,) = explain_experiment(exp)
+    assert [(w["verb"], w["parameters"], w["schedule"], w["rate"], w["seed"]) for w in run["weights"]] == [
+        ("freeze", "embed, unembed", "0..100000", 0.0, None), ("train only", "L2", "200000..", 0.0, None),
+        ("lr_scale", "L1", "always", 0.1, None), ("reinit", "L2.H3", "at 300000", None, 1)]
+    lines = explain_lines([run])
+    assert "    freeze      embed, unembed     frozen (rate 0) during 0..100000" in lines
+    assert "    train only  L2                 train; every other parameter is frozen (rate 0) during 200000.." in lines
+    assert "    lr_scale    L1                 learning rate x 0.1 throughout" in lines
+    assert any(line.startswith("    reinit      L2.H3              redrawn from the initialiser with seed 1 at 300000")
+               for line in lines)
+    assert "  gradient cuts (the forward pass is unchanged): L1.H2.z (50000..)" in lines

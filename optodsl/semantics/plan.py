@@ -105,12 +105,9 @@ class WeightAction(BaseModel):
 
     def explain(self) -> dict:
         """The `opto explain --json` record: which parameters, from when to when, at what rate."""
-        trains = "everything but " + self.part if self.invert else self.part
-        if self.reinit:
-            return {"verb": self.verb, "parameters": trains, "schedule": self.schedule_text(),
-                    "rate": None, "seed": self.seed, "at": str(self.span)}
-        return {"verb": self.verb, "parameters": trains, "schedule": self.schedule_text(), "rate": self.scale,
-                "seed": None, "at": str(self.span)}
+        return {"verb": "train only" if self.invert else self.verb, "parameters": self.part, "all_others": self.invert,
+                "schedule": self.schedule_text(), "rate": None if self.reinit else self.scale, "seed": self.seed,
+                "at": str(self.span)}
 
 
 PASS_NAMES = ("first", "last")

@@ -249,7 +249,7 @@ def weight_warnings(actions: list[Action], weights: list[WeightAction], config: 
         if w is not None:
             out.append(SpecWarning(span=c.span, message=f"L{c.layer}.H{c.head} is frozen by line {w.span.line} whenever this "
                                    f"{c.verb} acts, so the gradient it blocks there would train nothing (it still changes "
-                                   "the forward pass)", hint="to study what the clamp lets learn, leave the head trainable"))
+                                   "the forward pass)", hint=f"to study what the {c.verb} lets learn, leave the head trainable while it acts"))
     return out
 
 
