@@ -132,6 +132,7 @@ def explain_member(member: Member, named: set[str]) -> dict:
                       for text, extra in member.probes],
         "passes": member.passes, "pass_structure": pass_structure(member),
         "interventions": intervention_records(member),
+        "weights": [w.explain() for w in member.weights],
     }
 
 

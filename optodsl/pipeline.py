@@ -19,6 +19,7 @@ from . import rundir
 from .compile.lower import CompiledPlan, Probed, compile_member
 from .config import ExperimentConfig, flat_settings, read_run_config
 from .errors import DataError, SpecError, SpecWarning
+from .model.parameters import arrays
 from .model.protocol import ModelSource, SiteTable, declared
 from .semantics.plan import Member
 from .semantics.spec import resolve_spec
@@ -118,7 +119,8 @@ def member_plan(member: Member, model: ModelSource) -> CompiledPlan | Probed:
     """A member resolved against a model of one's own, compiled against its site table; a `graft`
     reads its source run as a checkpoint of the same model."""
     grafts = {run: load_trained(run, member.config, model=model)[0] for run in member.grafts}
-    return compile_member(member, grafts, declared(model).sites)
+    shape = declared(model)
+    return compile_member(member, grafts, shape.sites, params=arrays(shape))
 
 
 def graft_warnings(members: list[Member]) -> list[SpecWarning]:

@@ -25,6 +25,17 @@ def intervention_line(r: dict) -> str:
     return f"{r['verb']:<11} {r['site']:<18} rows {pos:<6} pass {r['pass']:<10} {r['schedule']:<14} {value}"
 
 
+def weight_line(w: dict) -> str:
+    """One `opto explain` line of a statement on parameters: which train, from when to when, at what rate."""
+    if w["rate"] is None:
+        return f"{w['verb']:<11} {w['parameters']:<18} redrawn from the initialiser with seed {w['seed']} {w['schedule']} sequences, their optimiser moments zeroed"
+    rate = "frozen (rate 0)" if w["rate"] == 0 else f"learning rate x {w['rate']:g}"
+    when = "throughout" if w["schedule"] == "always" else f"during {w['schedule']}"
+    if w["all_others"]:
+        return f"{w['verb']:<11} {w['parameters']:<18} train; every other parameter is {rate} {when}"
+    return f"{w['verb']:<11} {w['parameters']:<18} {rate} {when}"
+
+
 def explain_lines(runs: list[dict]) -> list[str]:
     """Every run's lines: its passes and interventions counted, its settings, eval.perfected lines,
     the pass structure of a two-pass plan, and one line per intervention."""
@@ -45,4 +56,11 @@ def explain_lines(runs: list[dict]) -> list[str]:
         if r["passes"] > 1 or len(r["pass_structure"]) > 1:
             lines.extend(f"  {line}" for line in r["pass_structure"])
         lines.extend("  " + intervention_line(rec) for rec in r["interventions"])
+        if r.get("weights"):
+            lines.append("  parameters (any not named train at the full rate throughout):")
+            lines.extend("    " + weight_line(w) for w in r["weights"])
+        cuts = [rec for rec in r["interventions"] if rec["verb"] == "stopgrad"]
+        if cuts:
+            lines.append("  gradient cuts (the forward pass is unchanged): " + ", ".join(
+                f"{c['site']} ({c['schedule']})" for c in cuts))
     return lines

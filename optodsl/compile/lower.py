@@ -18,6 +18,8 @@ import numpy as np
 from ..config import DataConfig, ModelConfig
 from ..errors import DataError
 from ..model.overrides import Context, Overrides, Plan
+from ..model.parameters import RateTerm, arrays, ReinitTerm, WeightPlan, parameter_mask, selects_any
+from ..model.transformer import for_experiment as build_model
 from ..model.protocol import SiteTable
 from ..semantics.plan import Action, Member, in_pass, passes_needed
 from ..sites import sequence_dims, site_table
@@ -97,6 +99,9 @@ def overrides(terms, model, batch, ctx: Context, records: dict[str, jax.Array] |
     are the reference set's activations that `= mean` terms average instead of `records`."""
     out = Overrides.empty()
     for term in terms:
+        if term.builder == "stopgrad":
+            out = out.then(Overrides({}, {}, {term.site: term.mask & term.active(ctx)}))
+            continue
         source = means if means is not None and term.builder == "mean" else records
         record = source[term.record] if term.record is not None else None
         written = value(term, model, batch, record)
@@ -118,6 +123,8 @@ class CompiledPlan(Plan):
     terms: tuple[Term, ...]
     clean: bool = eqx.field(static=True, default=False)
     reference: dict[str, jax.Array] | None = None
+    weights: WeightPlan | None = None
+    """What trains when and how fast (`freeze`, `train only`, `lr_scale`, `reinit`): the trainer applies it."""
 
     @property
     def passes(self) -> int:
@@ -183,6 +190,10 @@ class Probed(Plan):
     def probes(self) -> dict[str, CompiledPlan]:
         return self.variants
 
+    @property
+    def weights(self) -> WeightPlan | None:
+        return self.plan.weights
+
     def __call__(self, model, batch, ctx: Context):
         return self.plan(model, batch, ctx)
 
@@ -194,11 +205,34 @@ def with_semantics(plan: CompiledPlan | Probed, config) -> CompiledPlan | Probed
         return Probed(with_semantics(plan.plan, config), {k: with_semantics(v, config) for k, v in plan.variants.items()})
     reference = reference_batch(config) if any(t.builder == "mean" for t in plan.terms) else None
     return CompiledPlan(plan.terms, clean=config.semantics.first_pass == "clean",
-                        reference=None if reference is None else {k: jnp.asarray(v) for k, v in reference.items()})
+                        reference=None if reference is None else {k: jnp.asarray(v) for k, v in reference.items()},
+                        weights=plan.weights)
+
+
+def lower_weights(member: Member, params=None) -> WeightPlan | None:
+    """A member's statements on parameters as masks shaped like `params` (the model's arrays or their
+    shapes; default: the built-in transformer's), or None without any: data, so members that differ
+    only in which parts they freeze, their schedules or rates share one program."""
+    if not member.weights:
+        return None
+    if params is None:
+        params = arrays(jax.eval_shape(lambda key: build_model(member.config, key), jax.random.PRNGKey(0)))
+    for w in member.weights:
+        if not selects_any(params, w.paths):
+            raise DataError(w.part, "these parameters are not in the model", expected="a part the built-in transformer names")
+
+    def mask(w):
+        return jax.tree.map(jnp.asarray, parameter_mask(params, w.paths, w.invert))
+
+    rates = tuple(RateTerm(mask(w), jnp.asarray(w.scale, jnp.float32), jnp.asarray(w.start, jnp.int32),
+                           jnp.asarray(w.stop, jnp.int32)) for w in member.weights if not w.reinit)
+    reinits = tuple(ReinitTerm(mask(w), jnp.asarray(w.at, jnp.int32), jnp.asarray(w.seed, jnp.int32))
+                    for w in member.weights if w.reinit)
+    return WeightPlan(rates, reinits)
 
 
 def compile_member(member: Member, grafts: dict | None = None,
-                   sites: Callable[[Layout], SiteTable] | None = None) -> CompiledPlan | Probed:
+                   sites: Callable[[Layout], SiteTable] | None = None, params=None) -> CompiledPlan | Probed:
     """A member's actions as a CompiledPlan (a Probed one with `eval.perfected` lines); `grafts`
     maps each graft source to its trained model (or a `GraftSource`); `sites` is the declaration of
     the model the member was resolved against (`model.sites`), if not the built-in transformer. The
@@ -210,7 +244,8 @@ def compile_member(member: Member, grafts: dict | None = None,
     cfg = member.config
     grafts = graft_sources(member, grafts, compile_member)
     table = sites(layout(cfg)) if sites is not None else None
-    plan = CompiledPlan(lower_actions(member.actions, cfg.model, layout(cfg), grafts, table))
+    plan = CompiledPlan(lower_actions(member.actions, cfg.model, layout(cfg), grafts, table),
+                        weights=lower_weights(member, params))
     if not member.probes:
         return with_semantics(plan, cfg)
     variants = {f"perfected[{text}]": CompiledPlan(lower_actions(member.actions + extra, cfg.model, layout(cfg), grafts, table))

@@ -18,10 +18,13 @@ import jax.numpy as jnp
 
 
 class Overrides(eqx.Module):
-    """Values and masks with the same keys; any subset of the model's sites."""
+    """Values and masks with the same keys; any subset of the model's sites. `cuts` are gradient
+    stops: where a site's cut mask is true its computed value passes on unchanged but passes no
+    gradient back (`where(cut, stop_gradient(a), a)`, bitwise `a` in the forward pass)."""
 
     values: dict[str, jax.Array]
     masks: dict[str, jax.Array]
+    cuts: dict[str, jax.Array] = eqx.field(default_factory=dict)
 
     def __check_init__(self):
         if set(self.values) != set(self.masks):
@@ -33,6 +36,8 @@ class Overrides(eqx.Module):
 
     def apply(self, key: str, computed: jax.Array) -> jax.Array:
         """The activation at `key` after this override (the computed one if `key` is absent)."""
+        if key in self.cuts:
+            computed = jnp.where(self.cuts[key], jax.lax.stop_gradient(computed), computed)
         if key not in self.masks:
             return computed
         return jnp.where(self.masks[key], self.values[key], computed)
@@ -46,7 +51,10 @@ class Overrides(eqx.Module):
                 masks[key] = masks[key] | later.masks[key]
             else:
                 values[key], masks[key] = later.values[key], later.masks[key]
-        return Overrides(values, masks)
+        cuts = dict(self.cuts)
+        for key, cut in later.cuts.items():
+            cuts[key] = cuts[key] | cut if key in cuts else cut
+        return Overrides(values, masks, cuts)
 
 
 class Context(eqx.Module):

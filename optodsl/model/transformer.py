@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import DataConfig, ModelConfig
+from ..tasks import layout
 from ..tasks.base import Layout
 from .overrides import Overrides
 from .protocol import Site
@@ -249,6 +250,12 @@ def sinusoidal(t: int, d: int) -> jax.Array:
     freq = 10000.0 ** (-jnp.arange(0, d, 2) / d)
     angle = jnp.arange(t)[:, None] * freq[None, :]
     return jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1).reshape(t, -1)[:, :d]
+
+
+def for_experiment(config, key: jax.Array) -> Transformer:
+    """The built-in model for an experiment's task: features and labels in, or tokens in for a token task."""
+    lay = layout(config)
+    return init_model(config.model, config.data, key, vocab=lay.vocab, length=lay.length)
 
 
 def init_model(model_cfg: ModelConfig, data_cfg: DataConfig, key: jax.Array, vocab: int | None = None,

@@ -72,6 +72,44 @@ class Action(BaseModel):
         }
 
 
+class WeightAction(BaseModel):
+    """One statement on the network's parameters: `freeze`, `train only`, `lr_scale` (a learning-rate
+    scale, 0 for a freeze) while `start <= sequences < stop`, or `reinit` at `at` sequences from `seed`.
+
+    `paths` are the parameters as `optodsl.model.parameters` names them; `invert` selects every other
+    one (`train only`); `part` is the selection as written, canonical (`L2.H3`, `L1.mlp`, `embed`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    verb: str
+    part: str
+    paths: tuple[tuple[str, int | None], ...]
+    invert: bool = False
+    scale: float = 0.0
+    at: int | None = None
+    seed: int | None = None
+    start: int = 0
+    stop: int = MAX_SEQUENCES
+    span: Span
+
+    @property
+    def reinit(self) -> bool:
+        return self.at is not None
+
+    def schedule_text(self) -> str:
+        if self.reinit:
+            return f"at {self.at}"
+        if self.start == 0 and self.stop == MAX_SEQUENCES:
+            return "always"
+        return f"{self.start}..{'' if self.stop == MAX_SEQUENCES else self.stop}"
+
+    def explain(self) -> dict:
+        """The `opto explain --json` record: which parameters, from when to when, at what rate."""
+        return {"verb": "train only" if self.invert else self.verb, "parameters": self.part, "all_others": self.invert,
+                "schedule": self.schedule_text(), "rate": None if self.reinit else self.scale, "seed": self.seed,
+                "at": str(self.span)}
+
+
 PASS_NAMES = ("first", "last")
 """The passes `opto trace --pass` can print: a two-pass plan's reference pass and its final pass
 (a one-pass plan's only pass is both)."""
@@ -138,6 +176,7 @@ class Member(BaseModel):
     actions: tuple[Action, ...] = ()
     grafts: tuple[str, ...] = ()  # run directories whose checkpoints the actions read
     probes: tuple[tuple[str, tuple[Action, ...]], ...] = ()  # eval.perfected lines and their extra actions
+    weights: tuple[WeightAction, ...] = ()  # freeze, train only, lr_scale and reinit statements, in order
 
     @property
     def passes(self) -> int:

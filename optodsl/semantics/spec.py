@@ -12,11 +12,12 @@ from typing import Callable
 
 from ..config import ExperimentConfig
 from ..errors import Span, SpecError, SpecWarning
+from ..model.parameters import head_selected
 from ..model.protocol import SiteTable
 from ..syntax import ast
 from ..syntax.format import format_number
 from ..syntax.hints import close
-from .plan import Action, Member, in_pass
+from .plan import Action, Member, WeightAction, in_pass
 from .registry import VERBS
 from ..tasks import Layout, layout
 from .resolve import Resolver
@@ -120,8 +121,14 @@ _OUTSIDE = {
 
 
 def lower(spec: ast.Spec, r: Resolver) -> list[Action]:
-    """Every intervention statement lowered by its verb."""
+    """Every intervention statement on activations lowered by its verb (`lower_all` adds those on weights)."""
+    return lower_all(spec, r)[0]
+
+
+def lower_all(spec: ast.Spec, r: Resolver) -> tuple[list[Action], list[WeightAction]]:
+    """Every intervention statement lowered by its verb: actions on activations, and on parameters."""
     actions: list[Action] = []
+    weights: list[WeightAction] = []
     for st in spec.statements:
         if not isinstance(st, ast.Intervention):
             continue
@@ -129,8 +136,12 @@ def lower(spec: ast.Spec, r: Resolver) -> list[Action]:
         if verb is None:
             span = st.span.model_copy(update={"end_line": st.span.line, "end_column": st.span.column + len(st.verb)})
             raise SpecError(span, f"unknown verb '{st.verb}'", hint=close(st.verb, VERBS, "verbs"))
-        actions.extend(verb.lower(st, r))
-    return actions
+        if st.only and st.verb != "train":
+            raise SpecError(st.span, f"'only' belongs to 'train only', not to '{st.verb}'",
+                            hint="write train only SEL to freeze everything else")
+        for out in verb.lower(st, r):
+            (weights if isinstance(out, WeightAction) else actions).append(out)
+    return actions, weights
 
 
 def _overlap(a: Action, b: Action, seq_len: int) -> bool:
@@ -153,6 +164,8 @@ def check_conflicts(actions: list[Action], seq_len: int) -> None:
                     continue
                 if "record" in (a.builder, b.builder):  # holding a site at its first-pass value keeps the other clause's effect
                     continue
+                if "stopgrad" in (a.builder, b.builder):  # a cut writes nothing; `weight_warnings` says when it is moot
+                    continue
                 raise SpecError(b.span, f"conflicting interventions on {b.text}: {b.builder} here, {a.builder} at line {a.span.line}",
                                 hint="one site can hold one intervention at a time; give them disjoint positions or schedules")
 
@@ -169,7 +182,7 @@ def warnings_for(actions: list[Action], config: ExperimentConfig) -> list[SpecWa
                      if a.site.endswith(".pattern") and a.builder != "record" and a.rows in (None, tuple(range(t))) and a.stage != "record"}
     upstream = ("q", "k", "q_rot", "k_rot", "attn_logits")
     for a in actions:
-        if a.layer is None or a.site.split(".", 1)[1] not in upstream:
+        if a.layer is None or a.site.split(".", 1)[1] not in upstream or a.builder == "stopgrad":
             continue
         clamp = full_patterns.get((f"L{a.layer}.pattern", a.head))
         if clamp is not None and clamp.start <= a.start and a.stop <= clamp.stop:
@@ -192,6 +205,52 @@ def warnings_for(actions: list[Action], config: ExperimentConfig) -> list[SpecWa
         seen.setdefault(key, a)
     unique = {(w.span.line, w.span.column, w.message): w for w in out}
     return list(unique.values())
+
+
+def _covers(c: Action, a: Action, seq_len: int) -> bool:
+    """Whether `c` acts wherever and whenever `a` does, in the last pass (the one the loss reads)."""
+    rows_a = set(a.rows if a.rows is not None else range(seq_len))
+    rows_c = set(c.rows if c.rows is not None else range(seq_len))
+    return (rows_a <= rows_c and c.start <= a.start and a.stop <= c.stop and c.phase in ("both", "train")
+            and c.stage in ("both", "final"))
+
+
+def _frozen_through(weights: list[WeightAction], layer: int, head: int, start: int, stop: int) -> WeightAction | None:
+    """A freeze (or `train only`) that keeps every slice of head `head` of `layer` fixed from `start` to `stop`."""
+    for w in weights:
+        if w.reinit or w.scale != 0 or not (w.start <= start and stop <= w.stop):
+            continue
+        if head_selected(w.paths, layer, head) != w.invert:
+            return w
+    return None
+
+
+def weight_warnings(actions: list[Action], weights: list[WeightAction], config: ExperimentConfig) -> list[SpecWarning]:
+    """Cuts a clamp already makes (a site a clamp or ablation sets passes no gradient upstream), and
+    clamps or ablations of heads a freeze holds fixed all along (their gradient block changes nothing)."""
+    out: list[SpecWarning] = []
+    t = layout(config).length
+    setting = [c for c in actions if c.builder not in ("stopgrad", "record")]
+    for a in (a for a in actions if a.builder == "stopgrad"):
+        pattern = f"L{a.layer}.pattern" if a.layer is not None else None
+        upstream = a.layer is not None and a.site.split(".", 1)[1] in ("q", "k", "q_rot", "k_rot", "attn_logits")
+        for c in setting:
+            same = c.site == a.site and c.head == a.head
+            above = upstream and c.site == pattern and c.head == a.head and c.rows in (None, tuple(range(t)))
+            if (same or above) and _covers(c, a, t):
+                out.append(SpecWarning(span=a.span, message=f"the gradient at {a.text} is already stopped: the {c.verb} of "
+                                       f"line {c.span.line} sets {c.text}, and a site an intervention sets passes no gradient upstream",
+                                       hint="remove the stopgrad, or give the two clauses disjoint schedules"))
+                break
+    for c in setting:
+        if c.head is None or c.layer is None or c.phase == "eval":
+            continue
+        w = _frozen_through(weights, c.layer, c.head, c.start, min(c.stop, config.train.sequences))
+        if w is not None:
+            out.append(SpecWarning(span=c.span, message=f"L{c.layer}.H{c.head} is frozen by line {w.span.line} whenever this "
+                                   f"{c.verb} acts, so the gradient it blocks there would train nothing (it still changes "
+                                   "the forward pass)", hint=f"to study what the {c.verb} lets learn, leave the head trainable while it acts"))
+    return out
 
 
 def _overwritten(actions: list[Action], seq_len: int) -> list[SpecWarning]:
@@ -239,16 +298,16 @@ def resolve_spec(spec: ast.Spec, base: ExperimentConfig, cli: dict[str, object] 
             if cli:
                 config = apply_cli(config, cli, cli_span)
             r = Resolver(config, bindings, sites)
-            actions = lower(flat, r)
+            actions, weights = lower_all(flat, r)
             check_conflicts(actions, r.seq_len)
-            for w in warnings_for(actions, config):
+            for w in warnings_for(actions, config) + weight_warnings(actions, weights, config):
                 if w not in warnings:
                     warnings.append(w)
             name = "-".join([stem, *([variant] if variant else []), *(_run_part(k, v) for k, v in bindings.items() if len(bindings_list) > 1)])
             probes = tuple((text, tuple(_probe(text, i, actions, r, config))) for i, text in enumerate(config.eval.perfected))
             grafts = tuple(sorted({str(a.param("run")) for a in actions + [a for _, p in probes for a in p] if a.builder == "graft"}))
             members.append(Member(name=name, variant=variant, bindings=tuple(bindings.items()), config=config,
-                                  actions=tuple(actions), grafts=grafts, probes=probes))
+                                  actions=tuple(actions), grafts=grafts, probes=probes, weights=tuple(weights)))
     return members, warnings
 
 

@@ -245,15 +245,19 @@ class Sweep(Node):
 
 
 class Intervention(Node):
-    """`VERB TARGETS [@ POSITIONS] [= VALUE] [preserving TARGETS] [from SOURCE] [during SCHEDULE]`."""
+    """`VERB [only] TARGETS [@ POSITIONS] [= VALUE] [preserving TARGETS] [from SOURCE] [at COUNT] [seed N]
+    [during SCHEDULE]`; `only` is written by `train only`, `at` and `seed` by `reinit`."""
 
     kind: Literal["intervention"] = "intervention"
     verb: str
+    only: bool = False
     targets: tuple[Selector, ...]
     positions: Positions | None = None
     value: Value | None = None
     preserving: tuple[Selector, ...] = ()
     source: Annotated[Union[GlobalSite, LayerSelector, String], Field(discriminator="kind")] | None = None
+    at: Atom | None = None
+    seed: Atom | None = None
     schedule: Schedule | None = None
 
 

@@ -142,7 +142,7 @@ def _format_sweep(sweep: ast.Sweep) -> str:
 
 
 def _format_intervention(node: ast.Intervention) -> str:
-    parts = [node.verb, format_targets(node.targets)]
+    parts = [node.verb, *(["only"] if node.only else []), format_targets(node.targets)]
     if node.positions is not None:
         parts += ["@", format_positions(node.positions)]
     if node.value is not None:
@@ -152,6 +152,10 @@ def _format_intervention(node: ast.Intervention) -> str:
     if node.source is not None:
         source = node.source
         parts += ["from", format_string(source.value) if isinstance(source, ast.String) else format_selector(source)]
+    if node.at is not None:
+        parts += ["at", _optional(node.at, format_number)]
+    if node.seed is not None:
+        parts += ["seed", _atom(node.seed)]
     if node.schedule is not None:
         parts += ["during", format_schedule(node.schedule)]
     return " ".join(parts)

@@ -278,9 +278,10 @@ class _Builder(Transformer):
         return ast.SweepRange(span=self._span(meta), start=start, stop=stop)
 
     def intervention(self, meta, children):
-        verb, targets, positions, value, preserving, source, schedule = children
-        return ast.Intervention(span=self._span(meta), verb=str(verb), targets=targets, positions=positions,
-                                value=value, preserving=preserving or (), source=source, schedule=schedule)
+        verb, only, targets, positions, value, preserving, source, at, seed, schedule = children
+        return ast.Intervention(span=self._span(meta), verb=str(verb), only=only is not None, targets=targets,
+                                positions=positions, value=value, preserving=preserving or (), source=source,
+                                at=at, seed=seed, schedule=schedule)
 
     def at_clause(self, meta, children):
         return children[0]
@@ -299,6 +300,12 @@ class _Builder(Transformer):
 
     def during_clause(self, meta, children):
         return children[1]
+
+    def when_clause(self, meta, children):
+        return self._bound(children[1], "a sequence count", hints.SCHEDULE_HINT, 0)
+
+    def seed_clause(self, meta, children):
+        return self._bound(children[1], "a seed", "write a whole number, e.g. seed 1", 0)
 
     # selectors
 

@@ -101,13 +101,17 @@ class Program:
         cfg = self.config
         keys = jnp.stack([jax.random.PRNGKey(c.seed.init) for c in self.configs])
         lrs = jnp.asarray([c.train.lr for c in self.configs], jnp.float32)
-        make = self.init_model if self.init_model is not None else (lambda key: new_model(cfg, key))
+        make = self.make_model
 
         def one(key, lr):
             model = make(key)
             return model, make_optimizer(cfg, lr).init(eqx.filter(model, eqx.is_array)), jnp.zeros((), jnp.int32)
 
         return self.place(eqx.filter_vmap(one)(keys, lrs))
+
+    def make_model(self, key: jax.Array) -> Intervenable:
+        """A freshly initialised model of this program (its own model's factory, or the built-in)."""
+        return self.init_model(key) if self.init_model is not None else new_model(self.config, key)
 
     def place(self, tree):
         """Put member-stacked arrays on their devices (a no-op on one device)."""
@@ -162,8 +166,11 @@ class Program:
 
         def run(state, arrays, data_key, task):
             forward = self.forward(arrays)
+            weights = getattr(forward, "weights", None)  # a compiled spec's freeze, lr_scale and reinit statements
             model, opt_state, step0 = state
             params, static = eqx.partition(model, eqx.is_array)
+            fresh = [] if weights is None else [eqx.filter(self.make_model(jax.random.PRNGKey(t.seed)), eqx.is_array)
+                                                for t in weights.reinits]
 
             def loss_fn(params, batch, ctx):
                 logits, _ = forward(eqx.combine(params, static), batch, ctx)
@@ -173,9 +180,14 @@ class Program:
                 params, opt_state, step = carry
                 batch = task.sample(jax.random.fold_in(data_key, step), TRAIN, batch_size)
                 ctx = Context(sequences=step * batch_size, training=True)
+                if weights is not None:
+                    params, opt_state = weights.reinit(params, opt_state, fresh, ctx.sequences, batch_size)
                 (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, ctx)
-                updates, opt_state = optimizer.update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), opt_state, step + 1), (loss, acc)
+                updates, new_opt = optimizer.update(grads, opt_state, params)
+                if weights is None:
+                    return (optax.apply_updates(params, updates), new_opt, step + 1), (loss, acc)
+                params, new_opt = weights.update(params, updates, opt_state, new_opt, ctx.sequences)
+                return (params, new_opt, step + 1), (loss, acc)
 
             (params, opt_state, step), (losses, accs) = jax.lax.scan(one, (params, opt_state, step0), None, length=n_steps)
             metrics = {"train_loss": losses.mean(), "train_accuracy": accs.mean(), "finite": jnp.all(jnp.isfinite(losses))}

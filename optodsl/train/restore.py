@@ -13,7 +13,7 @@ import optax
 
 from ..config import ExperimentConfig
 from ..model.protocol import Intervenable, ModelSource, factory
-from ..model.transformer import Transformer, init_model
+from ..model.transformer import Transformer, for_experiment
 from ..tasks import layout
 from . import checkpoint
 
@@ -41,8 +41,7 @@ def make_optimizer(cfg: ExperimentConfig, lr=None) -> optax.GradientTransformati
 
 def new_model(config: ExperimentConfig, key: jax.Array) -> Transformer:
     """The built-in model for the configured task: features and labels in, or tokens in for a token task."""
-    lay = layout(config)
-    return init_model(config.model, config.data, key, vocab=lay.vocab, length=lay.length)
+    return for_experiment(config, key)
 
 
 def load_trained(run_dir: str | Path, config: ExperimentConfig, step: int | None = None,
