@@ -1,0 +1,122 @@
+"""Checkpoint series (`train.keep`): which lengths are kept, points equal to the network trained to
+that length, resume/continue/rollback keep the series, damaged points are named and skipped."""
+
+from __future__ import annotations
+
+import json
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from optodsl.config import DataConfig, EvalConfig, ExperimentConfig, TrainConfig, keep_points
+from optodsl.train import checkpoint, series
+from optodsl.train.restore import load_trained, new_model
+from optodsl.train.trainer import train
+
+KEEP = (320, 700, 1280, 1600, 2000)  # steps 10, 22 (704 sequences), 40, 50, 63 (2016): inside and at chunk ends
+SMALL = ExperimentConfig(
+    data=DataConfig(total_classes=200),
+    train=TrainConfig(sequences=2560, lr=1e-3, checkpoint_every=1280, keep=KEEP),
+    eval=EvalConfig(every=640, sequences=64),
+)
+
+
+def _manifest(run):
+    return json.loads((run / "series" / "manifest.json").read_text())
+
+
+def _params(model):
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(model, eqx.is_array))]
+
+
+def test_keep_forms_name_the_kept_lengths():
+    assert keep_points((10, 5, 5), 100) == [5, 10]
+    assert keep_points("every 25", 100) == [25, 50, 75, 100]
+    assert keep_points("every 50k", 120_000) == [50_000, 100_000]
+    assert keep_points("log 4 from 1k to 1M", 1_000_000) == [1_000, 10_000, 100_000, 1_000_000]
+    assert keep_points("log 4 from 1k to 1M", 50_000) == [1_000, 10_000]
+    assert TrainConfig(keep="every  50k").keep == "every 50k"
+    for bad in ("every", "log 1 from 1k to 1M", "log 3 from 1M to 1k", "every -5", "sometimes", (0,)):
+        with pytest.raises(ValidationError):
+            TrainConfig(keep=bad)
+
+
+def test_a_setting_error_is_located_in_the_spec(tmp_path):
+    from optodsl.errors import SpecError
+    from optodsl.experiment import load_experiment
+
+    spec = tmp_path / "s.opto"
+    spec.write_text('set train.sequences = 2k\nset train.keep = "log 3 from 1k"\n')
+    with pytest.raises(SpecError) as err:
+        load_experiment(spec)
+    assert (err.value.span.line, err.value.span.column) == (2, 18) and "every 50k" in err.value.message
+    spec.write_text("set train.keep = [1k, 10k]\n")
+    assert load_experiment(spec).members[0].config.train.keep == (1000, 10000)
+
+
+def test_series_points_are_the_network_trained_to_that_length_and_leave_metrics_alone(tmp_path):
+    run = tmp_path / "run"
+    res = train(SMALL, None, run, progress=False)
+    points = _manifest(run)["points"]
+    assert [(p["sequences"], p["step"], p["file"]) for p in points] == [
+        (320, 10, "seq-000000320.npz"), (704, 22, "seq-000000704.npz"), (1280, 40, "seq-000001280.npz"),
+        (1600, 50, "seq-000001600.npz"), (2016, 63, "seq-000002016.npz")]
+    loaded, problems = series.load_series(run, new_model(SMALL, jax.random.PRNGKey(0)))
+    assert problems == [] and [p.sequences for p, _ in loaded] == [320, 704, 1280, 1600, 2016]
+    # parameters only: far smaller than a checkpoint with the optimiser's moments
+    assert (run / "series" / points[0]["file"]).stat().st_size < (run / checkpoint.read_meta(run)["file"]).stat().st_size / 2
+    # a point is bitwise the network of a run trained to exactly that length
+    short = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 704, "keep": ()})})
+    train(short, None, tmp_path / "short", progress=False)
+    model, seen = load_trained(tmp_path / "short", short)
+    assert seen == 704
+    assert all(np.array_equal(a, b) for a, b in zip(_params(loaded[1][1]), _params(model)))
+    # evaluations fall where they did without a series, with the same numbers
+    plain = train(SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"keep": ()})}), None,
+                  tmp_path / "plain", progress=False)
+    assert [r["sequences"] for r in res.metrics] == [r["sequences"] for r in plain.metrics]
+    for a, b in zip(res.metrics, plain.metrics):
+        assert {k: v for k, v in a.items() if not k.startswith("train_")} == {k: v for k, v in b.items() if not k.startswith("train_")}
+        if a["train_loss"] is not None:
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+
+    # resume after an interrupt past a kept point, continue to a longer run and roll back: the same series
+    stopped = tmp_path / "stopped"
+    train(SMALL, None, stopped, progress=False, stop_after_chunks=3)   # checkpoint at step 40, stopped at 60
+    assert checkpoint.read_meta(stopped)["step"] == 40 and [p["step"] for p in _manifest(stopped)["points"]] == [10, 22, 40, 50]
+    train(SMALL, None, stopped, progress=False)
+    assert _manifest(stopped) == _manifest(run)
+    assert all((stopped / "series" / p["file"]).read_bytes() == (run / "series" / p["file"]).read_bytes() for p in points)
+    checkpoint.rollback(stopped)
+    assert _manifest(stopped) == _manifest(run)
+    train(SMALL, None, stopped, progress=False)
+    assert _manifest(stopped) == _manifest(run)
+
+    grown = tmp_path / "grown"
+    half = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 1280})})
+    train(half, None, grown, progress=False)
+    assert [p["step"] for p in _manifest(grown)["points"]] == [10, 22, 40]
+    train(SMALL, None, grown, progress=False)
+    assert _manifest(grown) == _manifest(run)
+
+
+def test_a_damaged_point_is_named_and_skipped_with_a_warning(tmp_path):
+    cfg = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 640, "keep": "every 320"})})
+    run = tmp_path / "run"
+    train(cfg, None, run, progress=False)
+    first = run / "series" / "seq-000000320.npz"
+    first.write_bytes(first.read_bytes()[:100])
+    with pytest.warns(series.SeriesWarning, match="seq-000000320.npz"):
+        loaded, problems = series.load_series(run, new_model(cfg, jax.random.PRNGKey(0)))
+    assert [p.sequences for p, _ in loaded] == [640]
+    assert len(problems) == 1 and str(first) in problems[0] and "sha256" in problems[0]
+    assert series.count(run) == 2
+
+    from typer.testing import CliRunner
+    from optodsl.cli import app
+
+    out = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert out.exit_code == 0 and "2 series points" in out.output
