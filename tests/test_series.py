@@ -11,17 +11,19 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from optodsl.config import DataConfig, EvalConfig, ExperimentConfig, TrainConfig, keep_points
+from optodsl.config import DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig, keep_points
 from optodsl.train import checkpoint, series
 from optodsl.train.restore import load_trained, new_model
 from optodsl.train.trainer import train
 
-KEEP = (320, 700, 1280, 1600, 2000)  # steps 10, 22 (704 sequences), 40, 50, 63 (2016): inside and at chunk ends
-SMALL = ExperimentConfig(
-    data=DataConfig(total_classes=200),
-    train=TrainConfig(sequences=2560, lr=1e-3, checkpoint_every=1280, keep=KEEP),
-    eval=EvalConfig(every=640, sequences=64),
-)
+KEEP = (320, 960, 1280, 1600, 2240)  # steps 10, 30, 40, 50, 70: inside chunks (of 20 steps) and at their ends
+TINY = dict(model=ModelConfig(layers=1, heads=2, d_model=16), data=DataConfig(total_classes=200, feature_dim=16))
+SMALL = ExperimentConfig(**TINY, train=TrainConfig(sequences=2560, lr=1e-3, checkpoint_every=1280, keep=KEEP),
+                         eval=EvalConfig(every=640, sequences=64, sets=("train", "heldout_labels")))
+
+
+def _with(**train_settings) -> ExperimentConfig:
+    return SMALL.model_copy(update={"train": SMALL.train.model_copy(update=train_settings)})
 
 
 def _manifest(run):
@@ -57,54 +59,53 @@ def test_a_setting_error_is_located_in_the_spec(tmp_path):
     assert load_experiment(spec).members[0].config.train.keep == (1000, 10000)
 
 
-def test_series_points_are_the_network_trained_to_that_length_and_leave_metrics_alone(tmp_path):
+def test_kept_steps_round_each_length_up_to_a_whole_step():
+    assert series.kept_steps(_with(keep=(1, 32, 33, 700, 2560, 9999))) == [1, 2, 22, 80]
+    assert series.kept_steps(_with(keep="every 1k")) == [32, 63]
+
+
+def test_series_points_are_the_network_trained_to_that_length_and_survive_resume_and_continue(tmp_path):
     run = tmp_path / "run"
     res = train(SMALL, None, run, progress=False)
     points = _manifest(run)["points"]
     assert [(p["sequences"], p["step"], p["file"]) for p in points] == [
-        (320, 10, "seq-000000320.npz"), (704, 22, "seq-000000704.npz"), (1280, 40, "seq-000001280.npz"),
-        (1600, 50, "seq-000001600.npz"), (2016, 63, "seq-000002016.npz")]
+        (320, 10, "seq-000000320.npz"), (960, 30, "seq-000000960.npz"), (1280, 40, "seq-000001280.npz"),
+        (1600, 50, "seq-000001600.npz"), (2240, 70, "seq-000002240.npz")]
     loaded, problems = series.load_series(run, new_model(SMALL, jax.random.PRNGKey(0)))
-    assert problems == [] and [p.sequences for p, _ in loaded] == [320, 704, 1280, 1600, 2016]
+    assert problems == [] and [p.sequences for p, _ in loaded] == [320, 960, 1280, 1600, 2240]
     # parameters only: far smaller than a checkpoint with the optimiser's moments
     assert (run / "series" / points[0]["file"]).stat().st_size < (run / checkpoint.read_meta(run)["file"]).stat().st_size / 2
-    # a point is bitwise the network of a run trained to exactly that length
-    short = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 704, "keep": ()})})
-    train(short, None, tmp_path / "short", progress=False)
-    model, seen = load_trained(tmp_path / "short", short)
-    assert seen == 704
-    assert all(np.array_equal(a, b) for a, b in zip(_params(loaded[1][1]), _params(model)))
-    # evaluations fall where they did without a series, with the same numbers
-    plain = train(SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"keep": ()})}), None,
-                  tmp_path / "plain", progress=False)
-    assert [r["sequences"] for r in res.metrics] == [r["sequences"] for r in plain.metrics]
-    for a, b in zip(res.metrics, plain.metrics):
-        assert {k: v for k, v in a.items() if not k.startswith("train_")} == {k: v for k, v in b.items() if not k.startswith("train_")}
-        if a["train_loss"] is not None:
-            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
 
-    # resume after an interrupt past a kept point, continue to a longer run and roll back: the same series
+    # a point inside a chunk is bitwise the network of a run (without a series) trained to exactly that length,
+    # and the evaluations fall where they did without a series, with the same numbers
+    short = train(_with(sequences=960, keep=()), None, tmp_path / "short", progress=False)
+    model, seen = load_trained(tmp_path / "short", _with(sequences=960, keep=()))
+    assert seen == 960 and all(np.array_equal(a, b) for a, b in zip(_params(loaded[1][1]), _params(model)))
+    for a, b in zip(res.metrics[:2], short.metrics[:2]):
+        assert {k: v for k, v in a.items() if not k.startswith("train_")} == {k: v for k, v in b.items() if not k.startswith("train_")}
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5) if b["train_loss"] is not None else a["train_loss"] is None
+
+    # interrupted past a kept point (step 50) after its checkpoint (step 40), then resumed: the same files;
+    # a rollback leaves the series as it is
     stopped = tmp_path / "stopped"
-    train(SMALL, None, stopped, progress=False, stop_after_chunks=3)   # checkpoint at step 40, stopped at 60
-    assert checkpoint.read_meta(stopped)["step"] == 40 and [p["step"] for p in _manifest(stopped)["points"]] == [10, 22, 40, 50]
+    train(SMALL, None, stopped, progress=False, stop_after_chunks=3)
+    assert checkpoint.read_meta(stopped)["step"] == 40 and [p["step"] for p in _manifest(stopped)["points"]] == [10, 30, 40, 50]
     train(SMALL, None, stopped, progress=False)
     assert _manifest(stopped) == _manifest(run)
     assert all((stopped / "series" / p["file"]).read_bytes() == (run / "series" / p["file"]).read_bytes() for p in points)
     checkpoint.rollback(stopped)
     assert _manifest(stopped) == _manifest(run)
-    train(SMALL, None, stopped, progress=False)
-    assert _manifest(stopped) == _manifest(run)
 
+    # a run continued to a longer train.sequences keeps the points it had and adds the later ones
     grown = tmp_path / "grown"
-    half = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 1280})})
-    train(half, None, grown, progress=False)
-    assert [p["step"] for p in _manifest(grown)["points"]] == [10, 22, 40]
+    train(_with(sequences=1280), None, grown, progress=False)
+    assert [p["step"] for p in _manifest(grown)["points"]] == [10, 30, 40]
     train(SMALL, None, grown, progress=False)
     assert _manifest(grown) == _manifest(run)
 
 
 def test_a_damaged_point_is_named_and_skipped_with_a_warning(tmp_path):
-    cfg = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"sequences": 640, "keep": "every 320"})})
+    cfg = _with(sequences=640, keep="every 320")
     run = tmp_path / "run"
     train(cfg, None, run, progress=False)
     first = run / "series" / "seq-000000320.npz"
