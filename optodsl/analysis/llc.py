@@ -23,6 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 from pydantic import BaseModel, ConfigDict, Field
 
 RHAT_LIMIT = 1.1
@@ -85,23 +86,30 @@ def estimate(loss_fn: Callable, params: Any, sample: Callable[[jax.Array], Any],
     key = jax.random.PRNGKey(settings.seed)
     chain_keys = jax.random.split(key, settings.chains)
 
+    one = jax.tree.map(lambda x: x[0], params)
+    flat_one, unravel = ravel_pytree(one)
+    flat_mask = None if mask is None else ravel_pytree(jax.tree.map(lambda m, x: jnp.broadcast_to(m, x.shape).astype(x.dtype),
+                                                                    mask, one))[0]
+
     def chain(w_star, aux, chain_key):
+        # the chain moves a flat vector of the point's parameters: one noise draw per step
         noise_key, batch_key = jax.random.split(chain_key)
+        flat_star, _ = ravel_pytree(w_star)
+
+        def flat_loss(w, batch):
+            return loss(unravel(w), batch, aux)
 
         def step(w, t):
             batch = sample(jax.random.fold_in(batch_key, t))
-            value, grad = jax.value_and_grad(loss)(w, batch, aux)
-            at_star = loss(w_star, batch, aux)
-            leaves, treedef = jax.tree.flatten(w)
-            keys = jax.random.split(jax.random.fold_in(noise_key, t), len(leaves))
-            noise = jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
-            move = jax.tree.map(lambda x, g, x0, z: -0.5 * eps * (nbeta * g + gamma * (x - x0)) + math.sqrt(eps) * z,
-                                w, grad, w_star, noise)
-            if mask is not None:
-                move = jax.tree.map(lambda m, d: m * d, mask, move)
-            return jax.tree.map(jnp.add, w, move), nbeta * (value - at_star)
+            value, grad = jax.value_and_grad(flat_loss)(w, batch)
+            at_star = flat_loss(flat_star, batch)
+            noise = jax.random.normal(jax.random.fold_in(noise_key, t), w.shape, w.dtype)
+            move = -0.5 * eps * (nbeta * grad + gamma * (w - flat_star)) + math.sqrt(eps) * noise
+            if flat_mask is not None:
+                move = flat_mask * move
+            return w + move, nbeta * (value - at_star)
 
-        _, trace = jax.lax.scan(step, w_star, jnp.arange(settings.steps))
+        _, trace = jax.lax.scan(step, flat_star, jnp.arange(settings.steps))
         return trace
 
     per_point = jax.vmap(chain, in_axes=(None, None, 0))
@@ -198,15 +206,19 @@ def run_llc(run_dir: Path, settings: LLCSettings, head: str | None = None, over_
 
 
 def parse_head(text: str, config) -> tuple[int, int]:
-    """`L2.H3` as (layer 2, head 3), checked against the model; a ValueError says what is wrong."""
+    """`L2.H3` as (layer 2, head 3), checked against the model; a SpecError at `--head` otherwise."""
     import re
 
+    from ..errors import Span, SpecError
+
+    span = Span(path="--head", line=1, column=1, end_line=1, end_column=len(text) + 1, line_text=text)
     found = re.fullmatch(r"L([0-9]+)\.H([0-9]+)", text.strip())
     if not found:
-        raise ValueError(f"cannot read head '{text}': write e.g. L2.H3 (layers count from 1, heads from 0)")
+        raise SpecError(span, f"cannot read head '{text}'", hint="write e.g. L2.H3 (layers count from 1, heads from 0)")
     layer, head = int(found[1]), int(found[2])
     if not 1 <= layer <= config.model.layers or not 0 <= head < config.model.heads:
-        raise ValueError(f"no head {text} in this model: layers L1..L{config.model.layers}, heads H0..H{config.model.heads - 1}")
+        raise SpecError(span, f"no head {text} in this model",
+                        hint=f"layers are L1..L{config.model.layers} and heads H0..H{config.model.heads - 1}")
     return layer, head
 
 
