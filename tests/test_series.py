@@ -9,6 +9,7 @@ import equinox as eqx
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from pydantic import ValidationError
 
 from optodsl.config import DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig, keep_points
@@ -44,6 +45,19 @@ def test_keep_forms_name_the_kept_lengths():
     for bad in ("every", "log 1 from 1k to 1M", "log 3 from 1M to 1k", "every -5", "sometimes", (0,)):
         with pytest.raises(ValidationError):
             TrainConfig(keep=bad)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(2, 60), st.integers(1, 10_000), st.integers(2, 1_000), st.integers(1, 3_000_000))
+def test_log_and_every_points_lie_where_they_say(count, first, factor, upto):
+    last = first * factor
+    points = keep_points(f"log {count} from {first} to {last}", upto)
+    assert points == sorted(set(points)) and len(points) <= count
+    if upto >= last:
+        assert points[0] == first and points[-1] == last
+    assert all(first <= p <= min(last, upto) for p in points)
+    every = keep_points(f"every {first * 100}", upto)
+    assert every == list(range(first * 100, upto + 1, first * 100))
 
 
 def test_a_setting_error_is_located_in_the_spec(tmp_path):
@@ -104,10 +118,17 @@ def test_series_points_are_the_network_trained_to_that_length_and_survive_resume
     assert _manifest(grown) == _manifest(run)
 
 
-def test_a_damaged_point_is_named_and_skipped_with_a_warning(tmp_path):
+def test_each_sweep_member_keeps_its_own_series_and_a_damaged_point_is_named_and_skipped(tmp_path):
+    from optodsl.config import SeedConfig
+    from optodsl.train.trainer import train_sweep
+
     cfg = _with(sequences=640, keep="every 320")
-    run = tmp_path / "run"
-    train(cfg, None, run, progress=False)
+    members = [cfg, cfg.model_copy(update={"seed": SeedConfig(init=6)})]
+    train_sweep(members, None, [tmp_path / "a", tmp_path / "b"], progress=False)
+    a, b = (_manifest(tmp_path / name) for name in "ab")
+    assert [p["sequences"] for p in a["points"]] == [p["sequences"] for p in b["points"]] == [320, 640]
+    assert all(pa["sha256"] != pb["sha256"] for pa, pb in zip(a["points"], b["points"]))  # each member's own network
+    run = tmp_path / "a"
     first = run / "series" / "seq-000000320.npz"
     first.write_bytes(first.read_bytes()[:100])
     with pytest.warns(series.SeriesWarning, match="seq-000000320.npz"):
