@@ -420,6 +420,61 @@ def analyze(
     typer.echo(f"written: {path}{note}")
 
 
+@app.command()
+def llc(
+    run_dir: Path = typer.Argument(..., help="a run directory written by opto run"),
+    chains: int = typer.Option(4, "--chains", help="SGLD chains per checkpoint"),
+    steps: int = typer.Option(200, "--steps", help="SGLD steps per chain, burn-in included"),
+    burn_in: int = typer.Option(100, "--burn-in", help="steps before the draws"),
+    eps: float = typer.Option(1e-4, "--eps", help="SGLD step size"),
+    gamma: float = typer.Option(100.0, "--gamma", help="localisation strength (pull towards the checkpoint)"),
+    nbeta: Optional[float] = typer.Option(None, "--nbeta", help="n * beta (default: batch / log batch, as devinterp)"),
+    batch: int = typer.Option(32, "--batch", help="training sequences per SGLD step"),
+    seed: int = typer.Option(0, "--seed", help="seed of the chains' noise and batches"),
+    head: Optional[str] = typer.Option(None, "--head", help="move only this head's q/k/v/o weights, e.g. L2.H3 "
+                                                             "(the refined LLC of one head)"),
+    over_training: bool = typer.Option(False, "--over-training", help="also every point of the run's checkpoint "
+                                                                      "series (set train.keep), as one program"),
+    bare: bool = typer.Option(False, "--bare", help="the network without the run's own training interventions"),
+) -> None:
+    """Estimate the local learning coefficient (Lau et al. 2023) of a run's latest checkpoint, and with
+    --over-training of every kept point, on its task's training batches and loss; writes RUN_DIR/llc.json.
+    A point whose chains disagree (split-R-hat above 1.1) or diverge is marked NO under `converged`.
+
+    Example: opto llc runs/baseline --chains 4 --steps 200 --over-training
+    """
+    from pydantic import ValidationError
+
+    import warnings
+
+    from .analysis.llc import LLCSettings, run_llc, table
+    from .train.series import SeriesWarning
+    from .files import atomic_write_text
+
+    def body():
+        try:
+            settings = LLCSettings(chains=chains, steps=steps, burn_in=burn_in, eps=eps, gamma=gamma, nbeta=nbeta,
+                                   batch=batch, seed=seed)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = "--" + str(err["loc"][0]).replace("_", "-")
+            raise SpecError(options.option_span(name, str(err.get("input"))), f"invalid {name}: {err['msg']}") from None
+        if settings.burn_in >= settings.steps:
+            raise SpecError(options.option_span("--burn-in", str(burn_in)), "--burn-in leaves no draws",
+                            hint=f"choose fewer than --steps ({steps})")
+        with warnings.catch_warnings():  # the damaged points are printed below, once
+            warnings.simplefilter("ignore", SeriesWarning)
+            result, problems = run_llc(run_dir, settings, head, over_training, bare)
+        atomic_write_text(run_dir / rundir.LLC, result.model_dump_json(indent=2))
+        return result, problems
+
+    result, problems = _guard(body)
+    for problem in problems:
+        typer.echo(f"warning: {problem}", err=True)
+    typer.echo(table(result))
+    typer.echo(f"written: {run_dir / rundir.LLC}")
+
+
 @app.command("eval")
 def eval_(
     spec: Path = typer.Argument(..., help="the spec whose interventions to score the checkpoint under"),

@@ -7,11 +7,12 @@ The `task` section is one model per task, chosen by `task.name`; each task has i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, field_validator,
+                      model_serializer, model_validator)
 
 from . import rundir
 
@@ -141,10 +142,61 @@ class TrainConfig(_Frozen):
     schedule: Literal["constant", "cosine", "linear_warmup"] = "constant"
     warmup: int = Field(0, ge=0, description="warm-up length in sequences")
     checkpoint_every: int = Field(100_000, ge=1, description="sequences between checkpoints")
+    keep: tuple[Annotated[int, Field(ge=1)], ...] | str = Field(
+        (), description="a checkpoint series: the network's parameters kept at these lengths, a list "
+                        "([1k, 10k, 100k]), \"every 50k\" or \"log 30 from 1k to 1M\" (docs/series.md)")
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_form(cls, keep):
+        if isinstance(keep, str):
+            keep = " ".join(keep.split())
+            keep_rule(keep)
+        return keep
 
     @property
     def steps(self) -> int:
         return -(-self.sequences // self.batch)
+
+
+_KEEP_NUMBER = r"([0-9][0-9_]*)(k|M)?"
+_KEEP_FORMS = "[1k, 10k, 100k], \"every 50k\" or \"log 30 from 1k to 1M\""
+
+
+def _keep_number(digits: str, scale: str | None) -> int:
+    return int(digits.replace("_", "")) * {"k": 1_000, "M": 1_000_000, None: 1}[scale]
+
+
+def keep_rule(text: str) -> tuple[str, int, int, int]:
+    """`train.keep` written as text, read: ("every", step, 0, 0) or ("log", count, first, last), all
+    in sequences; a ValueError says which forms there are."""
+    every = re.fullmatch(f"every {_KEEP_NUMBER}", text)
+    if every:
+        n = _keep_number(*every.groups())
+        if n < 1:
+            raise ValueError("`every N` needs N >= 1")
+        return ("every", n, 0, 0)
+    log = re.fullmatch(f"log {_KEEP_NUMBER} from {_KEEP_NUMBER} to {_KEEP_NUMBER}", text)
+    if log:
+        count, first, last = (_keep_number(*log.groups()[i:i + 2]) for i in (0, 2, 4))
+        if count < 2 or first < 1 or last <= first:
+            raise ValueError(f"`log N from A to B` needs N >= 2 and 1 <= A < B; found N={count}, A={first}, B={last}")
+        return ("log", count, first, last)
+    raise ValueError(f"cannot read {text!r}: write {_KEEP_FORMS}")
+
+
+def keep_points(keep: tuple[int, ...] | str, upto: int) -> list[int]:
+    """The training lengths (sequences, at most `upto`) a checkpoint series keeps, in order: the
+    listed ones, every N, or N log-spaced from A to B (rounded to whole sequences)."""
+    if not isinstance(keep, str):
+        points = set(keep)
+    else:
+        form, n, first, last = keep_rule(keep)
+        if form == "every":
+            points = set(range(n, upto + 1, n))
+        else:
+            points = {round(first * (last / first) ** (i / (n - 1))) for i in range(n)}
+    return sorted(p for p in points if p <= upto)
 
 
 class EvalConfig(_Frozen):

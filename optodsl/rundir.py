@@ -4,7 +4,8 @@ its run (the one rule for a run's status).
 A run directory holds `config.json` (the resolved settings), `spec.opto` and `spec.json` (the
 spec's canonical text; its hash, path, sweep values and member name), `metrics.jsonl` (one JSON
 object per evaluation), `checkpoint.json` naming the latest `ckpt-<step>.npz`, `summary.json`
-once the run stops, `curves.png`, and `analysis.json` after `opto analyze`.
+once the run stops, `curves.png`, `analysis.json` after `opto analyze`, `series/` (a checkpoint
+series: `seq-<sequences>.npz` files and `manifest.json`) with `train.keep`, and `llc.json` after `opto llc`.
 
 `summary.json` is written when a run stops in a known way: `complete`, `interrupted` (a signal;
 it names the checkpoint a rerun resumes from), or `failed: ...`. A run with no summary is either
@@ -33,6 +34,15 @@ POINTER = "checkpoint.json"
 SUMMARY = "summary.json"
 CURVES = "curves.png"
 ANALYSIS = "analysis.json"
+SERIES = "series"
+"""The folder of a run's checkpoint series (`train.keep`): one parameters file per kept point and its manifest."""
+SERIES_MANIFEST = "manifest.json"
+LLC = "llc.json"
+
+
+def series_point_file(sequences: int) -> str:
+    """The file name of the series point at `sequences` (inside SERIES): `seq-000001024.npz`."""
+    return f"seq-{int(sequences):09d}.npz"
 
 RUN_FILES = (CONFIG, METRICS)
 """A folder is a run directory when it holds one of these (the trainer writes both)."""

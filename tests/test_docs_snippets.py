@@ -34,6 +34,7 @@ import ast
 import contextlib
 import importlib.metadata
 import io
+import json
 import re
 import shlex
 import subprocess
@@ -53,7 +54,7 @@ TINY = ["--set", "train.sequences=640", "--set", "eval.every=320", "--set", "eva
 FENCE = re.compile(r"^```(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 SAVE_AS = re.compile(r"Save this as `([^`]+)`:\s*$")
 DETERMINISTIC = ("check", "explain", "fmt", "sites")
-RUN_PAGES = {"docs/getting-started.md", "docs/embedding.md", "docs/features.md", "docs/export.md"}
+RUN_PAGES = {"docs/getting-started.md", "docs/embedding.md", "docs/features.md", "docs/export.md", "docs/series.md"}
 
 
 def _name(path: Path) -> str:
@@ -162,6 +163,14 @@ def test_getting_started_runs_as_printed(tmp_path, monkeypatch):
     output = _run_page(ROOT / "docs" / "getting-started.md", tmp_path)
     assert (tmp_path / "first.opto").exists() and (tmp_path / "typo.opto").exists()
     assert "heldout_labels/accuracy" in output and "640" in output
+
+
+def test_series_page_runs_as_printed(tmp_path, monkeypatch):
+    monkeypatch.chdir(_clone(tmp_path))
+    _run_page(ROOT / "docs" / "series.md", tmp_path)
+    manifest = json.loads((tmp_path / "runs" / "series" / "series" / "manifest.json").read_text())
+    assert [p["sequences"] for p in manifest["points"]] == [320, 640]
+    assert [p["sequences"] for p in json.loads((tmp_path / "runs" / "series" / "llc.json").read_text())["points"]] == [320, 640]
 
 
 def test_embedding_snippets_run_as_printed(readme_clone, monkeypatch):

@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import rundir
 from ..errors import DataError
 from ..tasks.records import metric_sets, set_key
+from ..train import series
 
 
 def accuracies(final: dict) -> str:
@@ -17,7 +18,7 @@ def accuracies(final: dict) -> str:
 
 def run_line(run_dir: Path) -> str:
     """The listing's line of one run directory: `RUN  [spec]  status  N sequences  accuracies`."""
-    spec, status, seqs, accs = "-", "not started", 0, ""
+    spec, status, seqs, accs, points = "-", "not started", 0, "", ""
     summary = run_dir / rundir.SUMMARY
     bad = run_dir / rundir.SPEC_RECORD
     try:
@@ -27,8 +28,11 @@ def run_line(run_dir: Path) -> str:
         bad = run_dir / rundir.POINTER
         status, seqs = rundir.status(run_dir, data)
         accs = accuracies(data["final"]) if data else ""
+        bad = run_dir / rundir.SERIES / rundir.SERIES_MANIFEST
+        kept = series.count(run_dir)
+        points = f"  {kept} series point{'s' if kept != 1 else ''}" if kept else ""
     except DataError as exc:
         status = f"unreadable {bad}: {exc.found or exc.problem}"
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         status = f"unreadable {bad}: {exc}"
-    return f"{run_dir}  [{spec}]  {status}  {seqs:,} sequences  {accs}"
+    return f"{run_dir}  [{spec}]  {status}  {seqs:,} sequences{points}  {accs}"

@@ -87,6 +87,7 @@ class Program:
     init_model: Callable[[jax.Array], Intervenable] | None = None
     """A model of one's own as a factory `key -> model`; None builds the built-in `new_model`."""
     _chunks: dict[int, Callable] = field(default_factory=dict)
+    _trains: dict[int, Callable] = field(default_factory=dict)
     _evaluate: Callable | None = None
 
     @property
@@ -153,14 +154,12 @@ class Program:
         self._evaluate = eqx.filter_jit(eqx.filter_vmap(one, in_axes=axes))
         return self._evaluate
 
-    def chunk(self, n_steps: int) -> Callable:
-        """`(states, forward_arrays, data_keys, task, eval_batches) -> (states, metrics)`: `n_steps`
-        training steps per member fused with `lax.scan` in one jitted program, then the evaluation in
-        another (`evaluate_all`). Fused into the training program and sharded over two CPU devices,
-        the evaluation came out wrong for chunks of about 100 steps and more under jaxlib 0.10.2
-        (tests/test_sweep.py holds the case), while the training states were right."""
-        if n_steps in self._chunks:
-            return self._chunks[n_steps]
+    def train_steps(self, n_steps: int) -> Callable:
+        """`(states, forward_arrays, data_keys, task) -> (states, metrics)`: `n_steps` training steps
+        per member fused with `lax.scan` in one jitted program, without evaluation (a chunk ends
+        with one; a kept series point inside a chunk splits its training here)."""
+        if n_steps in self._trains:
+            return self._trains[n_steps]
         batch_size = self.config.train.batch
         optimizer = make_optimizer(self.config)
 
@@ -193,7 +192,18 @@ class Program:
             metrics = {"train_loss": losses.mean(), "train_accuracy": accs.mean(), "finite": jnp.all(jnp.isfinite(losses))}
             return (eqx.combine(params, static), opt_state, step), metrics
 
-        train = eqx.filter_jit(eqx.filter_vmap(run, in_axes=(0, 0, 0, None)))
+        self._trains[n_steps] = eqx.filter_jit(eqx.filter_vmap(run, in_axes=(0, 0, 0, None)))
+        return self._trains[n_steps]
+
+    def chunk(self, n_steps: int) -> Callable:
+        """`(states, forward_arrays, data_keys, task, eval_batches) -> (states, metrics)`: `n_steps`
+        training steps (`train_steps`), then the evaluation in another program (`evaluate_all`).
+        Fused into the training program and sharded over two CPU devices, the evaluation came out
+        wrong for chunks of about 100 steps and more under jaxlib 0.10.2 (tests/test_sweep.py holds
+        the case), while the training states were right."""
+        if n_steps in self._chunks:
+            return self._chunks[n_steps]
+        train = self.train_steps(n_steps)
         evaluate = self.evaluate_all()
 
         def fn(states, arrays, data_keys, task, eval_batches):

@@ -24,7 +24,7 @@ from ..errors import Interrupted, TrainingError
 from ..model.protocol import Intervenable, ModelSource
 from ..tasks.base import query_loss_and_accuracy
 from .. import rundir
-from . import checkpoint, runfiles
+from . import checkpoint, runfiles, series
 from .claim import GROWABLE as GROWABLE, claim
 from .program import Measures, Program as Program, build_program, sweep_key as sweep_key
 from .progress import Progress
@@ -74,6 +74,16 @@ def _records(metrics: dict[str, jax.Array], step: int, batch: int, members: int)
         record.update({k: (bool(v[i]) if k == "finite" else float(v[i])) for k, v in host.items()})
         out.append(record)
     return out
+
+
+def _joined(parts: list[tuple[int, dict]], steps: int) -> dict[str, jax.Array]:
+    """The training metrics of a chunk whose training ran in parts (split at kept series points):
+    the step-weighted mean loss and accuracy, finite only if every part was."""
+    out = {key: sum(n * part[key] for n, part in parts) / steps for key in ("train_loss", "train_accuracy")}
+    finite = parts[0][1]["finite"]
+    for _, part in parts[1:]:
+        finite = finite & part["finite"]
+    return {**out, "finite": finite}
 
 
 def train(config: ExperimentConfig, forward=None, run_dir: str | Path | None = None, **kwargs) -> RunResult:
@@ -136,6 +146,8 @@ def train_sweep(
             state = program.place(jax.tree.map(lambda *xs: jnp.stack(xs), *loaded))
             saved_step = step
         metrics = [runfiles.resume_metrics(path, step) for path in paths]
+    kept = series.kept_steps(config) if paths is not None else []
+    manifests = [series.resume(path, step) for path in paths] if kept else []
     if paths is not None and step >= total_steps and all(runfiles.is_complete(p) for p in paths):
         return [_finished(path, metrics[i], jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, state[0]))
                 for i, path in enumerate(paths)]
@@ -157,6 +169,14 @@ def train_sweep(
             member = jax.tree.map(lambda x: x[i], host)
             checkpoint.save(path, member, {"step": at_step, "sequences": at_step * batch, "seeds": configs[i].seed.model_dump()})
 
+    def keep(points: list[tuple[int, object]]) -> None:
+        """Write each member's series point at each (step, stacked state) reached."""
+        for at_step, at_state in points:
+            host = jax.device_get(at_state[0])
+            for i, path in enumerate(paths):
+                member = jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, host)
+                manifests[i] = series.write_point(path, manifests[i], at_step, at_step * batch, member)
+
     stops = StopRequests()
     # until the loop reaches the end, whatever stops the run (a signal, a kill, an error) leaves it unfinished
     status = "interrupted"
@@ -175,7 +195,20 @@ def train_sweep(
             keys = program.data_keys()
             while step < total_steps:
                 k = min(program.steps_per_eval, total_steps - step)
-                new_state, out = program.chunk(k)(state, program.forward_arrays, keys, program.task, program.eval_batches)
+                # a kept series point inside the chunk splits its training there (the evaluation stays at its end)
+                cuts = [s for s in kept if step < s < step + k]
+                reached, parts, at, new_state = [], [], step, state
+                for cut in cuts:
+                    new_state, part = program.train_steps(cut - at)(new_state, program.forward_arrays, keys, program.task)
+                    parts.append((cut - at, part))
+                    reached.append((cut, new_state))
+                    at = cut
+                new_state, out = program.chunk(step + k - at)(new_state, program.forward_arrays, keys, program.task,
+                                                              program.eval_batches)
+                if parts:
+                    out = {**out, **_joined([*parts, (step + k - at, out)], k)}
+                if step + k in kept:
+                    reached.append((step + k, new_state))
                 records = _records(out, step + k, batch, n)
                 bad = [i for i, r in enumerate(records) if not r.pop("finite") or not math.isfinite(r["train_loss"])]
                 if bad:
@@ -189,6 +222,8 @@ def train_sweep(
                         f"the training loss became NaN or inf between sequences {step * batch} and {(step + k) * batch}{where}. "
                         f"Try a lower train.lr (now {configs[bad[0]].train.lr:g}) or check the interventions' values.")
                 state, step = new_state, step + k
+                if reached:
+                    keep(reached)
                 emit(records)
                 chunks += 1
                 bar.update(step * batch, records[0])
