@@ -166,6 +166,9 @@ def curves_of(runs: list[Run]) -> list[Curve]:
     for group, key, color in zip(members, keys, colors):
         paper = PAPER_CURVES.get(key) if keys.count(key) == 1 else None
         label = paper.name if paper else group[0].label
+        if len(group) > 1 and not paper:
+            stem, parts = _name_parts(group[0])
+            label = "-".join([stem or "", *seed_group_key(group[0])[2]]).strip("-") or label
         if len(group) > 1:
             seeds = ", ".join(format_number(r.bindings[SEED_VARIABLE]) for r in group)
             label = f"{label} (mean, min-max of seeds {seeds})"
