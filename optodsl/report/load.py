@@ -12,11 +12,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from .. import rundir
 from ..analysis.schema import Analysis
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, read_run_config
 from ..errors import DataError
 from ..tasks import Reading, reading
 from ..tasks.records import TRAIN, metric_sets
@@ -135,20 +133,15 @@ def load_run(path: Path) -> Run:
     bindings = info.get("bindings") if isinstance(info.get("bindings"), dict) else {}
     status = rundir.status(path, summary)[0]
     return Run(path, run_label(path, spec, member), spec, member, bindings, config, metrics, summary, analysis, status,
-               task_reading(path, config))
+               task_reading(path))
 
 
-def task_reading(path: Path, config: dict) -> Reading:
-    """How to read a run: its task's `Reading`, from config.json's task settings (and the `data`
-    section the few-shot task's settings live in); a DataError naming config.json when they are not valid."""
-    settings = {key: config[key] for key in ("task", "data") if key in config}
-    try:
-        return reading(ExperimentConfig.model_validate(settings))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise DataError(path / rundir.CONFIG, f"its task settings are not valid ({where}: {first['msg']})",
-                        expected="the task and data sections `opto run` writes", hint=rundir.RESTORE_HINT) from exc
+def task_reading(path: Path) -> Reading:
+    """How to read a run: its task's `Reading`, from its config.json as settings (`read_run_config`, a
+    DataError naming the file when it is not valid settings); the default settings without one."""
+    config = read_run_config(path, what="run settings (the report reads the task from them)") \
+        if (Path(path) / rundir.CONFIG).is_file() else ExperimentConfig()
+    return reading(config)
 
 
 def run_label(path: Path, spec: str | None, member: str | None) -> str:
