@@ -125,8 +125,8 @@ def markov_series(plateau_evals: int = 5) -> dict[str, list]:
     n = 2 + plateau_evals + 4
     unigram = [1.0 + 0.02 * i for i in range(n)]
     bigram = [0.90 - 0.001 * i for i in range(n)]
-    wobble = [0.01, 0.01, 0.02, 0.0, -0.03, 0.01, -0.01]
-    loss = [1.5, 1.2] + [unigram[2 + k] + wobble[k % len(wobble)] for k in range(plateau_evals)] + [0.98, 0.96, 0.92, 0.90]
+    wobble = [0.01, 0.01, 0.015, 0.0, -0.015, 0.01, -0.01]
+    loss = [1.5, 1.2] + [unigram[2 + k] + wobble[k % len(wobble)] for k in range(plateau_evals)] + [0.98, 0.95, 0.905, 0.90]
     acc = [0.33, 0.36] + [0.40] * plateau_evals + [0.45, 0.48, 0.52, 0.55]
     return dict(train__loss=loss, train__accuracy=acc, train__unigram_loss=unigram, train__bigram_loss=bigram,
                 train__kl_unigram=[abs(a - b) + 0.01 for a, b in zip(loss, unigram)],
@@ -141,11 +141,12 @@ def test_markov_report_draws_unigram_bigram_and_kl_curves_and_reads_the_plateau_
     path = write_run(tmp_path / "markov", MARKOV, records(1000, **series), "specs/tasks/markov.opto")
     (run,) = load_runs([path])
     st = stages(run)
-    # within 0.05 of the unigram loss logged at each evaluation from 2k to 6k (not of its first value: 1.10 at 5k);
-    # leaves it at 7k; within 0.05 of the Bayes bigram loss at 9k (0.92 against 0.891)
+    # within the task's 0.02 nats of the unigram loss logged at each evaluation from 2k to 6k (not of its first
+    # value, 1.0: 1.10 at 5k); leaves it at 7k; within 0.02 of the Bayes bigram loss at 9k (0.905 against 0.891)
     assert st.plateau == (2000, 6000) and st.start == 7000 and st.end == 9000
-    assert (st.steepest.start, st.steepest.end) == (0, 1000)
-    assert st.steepest.per_k == pytest.approx(math.log(1.2 / 1.5))
+    # steepest fall of ln(loss) from the plateau on (not the fall from initialisation): 1.105 -> 0.98 at 6k-7k
+    assert (st.steepest.start, st.steepest.end) == (6000, 7000)
+    assert st.steepest.per_k == pytest.approx(math.log(0.98 / 1.105))
 
     loss = lines(curves_figure([run], "loss"))
     assert np.allclose(loss["in-context unigram (train/unigram_loss)"], series["train__unigram_loss"])
@@ -165,7 +166,7 @@ def test_markov_report_draws_unigram_bigram_and_kl_curves_and_reads_the_plateau_
     assert row["plateau level"] == "in-context unigram" and row["plateau"] == "2,000–6,000"
     assert row["plateau length"] == "4,000" and row["phase change starts at"] == "7,000"
     assert row["phase change ends at"] == "9,000" and row["curve"] == "`train/loss`"
-    assert "within 0.05 nats of in-context unigram (`train/unigram_loss` at each evaluation)" in text
+    assert "within 0.02 nats of in-context unigram (`train/unigram_loss` at each evaluation)" in text
     assert "ln 2" not in text and "chance" not in text
     for name in ("divergences.png", "induction.png", "copying.png"):
         assert (out / name).exists() and f"]({name})" in text

@@ -29,7 +29,7 @@ class Slope:
 class Stages:
     """A run's stages on its task's curve: the plateau (first and last evaluation on it), the phase
     change's start (the first evaluation after the plateau: the curve has left it) and end (the curve
-    at the solved level, or the accuracy at the task's phase threshold), and the steepest fall."""
+    at the solved level, or the accuracy at the task's phase threshold), and the steepest fall from the plateau on."""
 
     plateau: tuple[int, int] | None
     start: int | None
@@ -114,13 +114,13 @@ def reached(run: Run, level: Level | float, key: str | None = None, tolerance: f
     return next((x for x, v, at in _points(run, key or curve_key(run), level) if x > after and v - at <= tolerance), None)
 
 
-def steepest_fall(run: Run, key: str | None = None) -> Slope | None:
-    """The steepest fall of ln(`key`) between consecutive evaluations, per `PER` sequences; None
-    without two positive values or without a fall."""
+def steepest_fall(run: Run, key: str | None = None, since: int = 0) -> Slope | None:
+    """The steepest fall of ln(`key`) between consecutive evaluations from sequence `since` on, per
+    `PER` sequences; None without two positive values or without a fall."""
     xs, ys = run.series(key or curve_key(run))
     best = None
     for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
-        if y0 > 0 and y1 > 0 and x1 > x0:
+        if x0 >= since and y0 > 0 and y1 > 0 and x1 > x0:
             slope = (math.log(y1) - math.log(y0)) / (x1 - x0) * PER
             if slope < 0 and (best is None or slope < best.per_k):
                 best = Slope(x0, x1, slope)
@@ -130,7 +130,9 @@ def steepest_fall(run: Run, key: str | None = None) -> Slope | None:
 def stages(run: Run) -> Stages:
     """The run's stages as its task reads them: the plateau at the reading's level; the phase change from
     the first evaluation after it to the first after it where the curve is at the `solved` level or the
-    accuracy reaches `accuracy_phase` (whichever comes first); the steepest fall of the log-curve."""
+    accuracy reaches `accuracy_phase` (whichever comes first); the steepest fall of the log-curve from the
+    plateau on (the phase change's, not the first steps' fall from initialisation), or over the whole
+    curve without a plateau."""
     r = run.reading
     span = plateau(run)
     start = None
@@ -144,7 +146,7 @@ def stages(run: Run) -> Stages:
     if r.accuracy_phase is not None:
         ends.append(crossing(run, r.accuracy_phase, after=after))
     ends = [e for e in ends if e is not None]
-    return Stages(span, start, min(ends) if ends else None, steepest_fall(run))
+    return Stages(span, start, min(ends) if ends else None, steepest_fall(run, since=span[0] if span else 0))
 
 
 def phase_change(run: Run) -> int | None:

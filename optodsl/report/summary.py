@@ -334,8 +334,9 @@ def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tupl
     parts = [f"# Report: {len(runs)} run{'s' if len(runs) != 1 else ''}",
              "Sequences are training sequences seen. Each run is read as its task declares: " + stage_rules(runs),
              "## Runs", runs_table(runs, out),
-             "## Stages", f"Slopes are of the natural log of the curve per {PER:,} training sequences, between two "
-                          "consecutive evaluations (negative: falling).", stages_table(runs)]
+             "## Stages", f"The steepest fall is of the natural log of the curve per {PER:,} training sequences, between two "
+                          "consecutive evaluations from the plateau on (over the whole curve without a plateau).",
+             stages_table(runs)]
     crossings = crossings_table(runs, at)
     if crossings:
         parts += ["## Crossings", f"The first evaluation where `{set_key(TRAIN)}` (the evaluated training-set accuracy), "
