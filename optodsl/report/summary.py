@@ -60,14 +60,16 @@ def caption(name: str, runs: list[Run]) -> tuple[str, str]:
     if name == "accuracy.png":
         return "Accuracy", _curve_caption(runs, "accuracy")
     if name == "divergences.png":
+        diverging = [r for r in runs if r.reading.divergences]
         return "Divergences", "The model's divergence from the task's reference predictors on the training set: " + _per_task(
-            runs, lambda r: ", ".join(f"{r.words(n)} (`{record_key(TRAIN, n)}`)" for n in r.divergences) + ".")
+            diverging, lambda r: ", ".join(f"{r.words(n)} (`{record_key(TRAIN, n)}`)" for n in r.divergences) + ".")
     if name in ANALYSIS_CAPTIONS:
         return ANALYSIS_CAPTIONS[name]
     measure = name[len("measure_"):] if name.startswith("measure_") else name
     measure = measure.removesuffix(".png")
-    title, unit = measure_words(runs, measure)
-    unit = unit or _per_task(runs, lambda r: r.induction_words + ".")
+    measured = [r for r in runs if measure in r.measures()] or runs
+    title, unit = measure_words(measured, measure)
+    unit = f"{unit}." if unit else _per_task(measured, lambda r: r.induction_words + ".")
     return title, f"{title} of every head (rows, layer by layer) on the training set over training: {unit}"
 
 
@@ -323,7 +325,7 @@ def analysis_section(run: Run, out: Path) -> str:
 
 def stage_rules(runs: list[Run]) -> str:
     """How each of the runs' tasks reads its stages, one line per task."""
-    return _per_task(runs, stage_rule) if len(readings_of(runs)) == 1 else "\n".join(
+    return " " + _per_task(runs, stage_rule) if len(readings_of(runs)) == 1 else "\n\n" + "\n".join(
         f"- {r.task}: {stage_rule(r)}" for r in readings_of(runs))
 
 
@@ -332,7 +334,7 @@ def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tupl
     accuracies); analysis tables only for runs with an analysis.json."""
     at = default_thresholds(runs) if at is None else at
     parts = [f"# Report: {len(runs)} run{'s' if len(runs) != 1 else ''}",
-             "Sequences are training sequences seen. Each run is read as its task declares: " + stage_rules(runs),
+             "Sequences are training sequences seen. Each run is read as its task declares:" + stage_rules(runs),
              "## Runs", runs_table(runs, out),
              "## Stages", f"The steepest fall is of the natural log of the curve per {PER:,} training sequences, between two "
                           "consecutive evaluations from the plateau on (over the whole curve without a plateau).",
