@@ -21,7 +21,7 @@ from optodsl.errors import DataError
 from optodsl.report import load_runs, make_report
 from optodsl.report.curvestats import crossing, running_crossing, stages
 from optodsl.report.figures import curves_figure, divergences_figure, measure_figure
-from optodsl.report.summary import render_report
+from optodsl.report.summary import console_text, render_report
 
 LN2 = math.log(2)
 FEWSHOT = ExperimentConfig()
@@ -260,6 +260,10 @@ def test_stages_and_crossings_over_seeds_as_mean_and_range(tmp_path):
     assert "| 4,000 (2,000–6,000) | 7,000 (5,000–9,000) |" in row
     # accuracy 0.52 two evaluations after the plateau; the running mean one evaluation later
     assert crossings == "| markov_seeds | 3 | 9,000 (7,000–11,000) | 10,000 (8,000–12,000) |"
+    console = console_text(runs, (0.5,))
+    assert ("markov_seeds, mean (range) over 3 seeds: plateau length 4,000 (2,000–6,000); "
+            "phase change 7,000 (5,000–9,000) to 9,000 (7,000–11,000)") in console
+    assert "train/accuracy ≥ 0.5 at 9,000 (7,000–11,000); running train_accuracy ≥ 0.5 at 10,000 (8,000–12,000)" in console
 
 
 def test_opto_report_prints_stages_and_crossings_at_the_thresholds_given(tmp_path):
