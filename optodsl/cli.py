@@ -7,6 +7,7 @@ missing or malformed file, a bad `--set`). Expected errors never show a Python t
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -562,22 +563,46 @@ def export(
     typer.echo("load it: docs/export.md")
 
 
+def _thresholds(text: str | None) -> tuple[float, ...] | None:
+    """`--at 0.6,0.9,0.99` as accuracies in [0, 1]; exit 2 naming the bad part."""
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            value = math.nan
+        if not 0.0 <= value <= 1.0:
+            _fail(f"error: --at: '{part.strip()}' is not an accuracy between 0 and 1\n  hint: --at 0.6,0.9,0.99", 2)
+        out.append(value)
+    return tuple(out)
+
+
 @app.command()
 def report(
     runs_: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories, or folders of them (a sweep)"),
     out: Path = typer.Option(Path("report"), "--out", help="folder for the figures and report.md"),
+    at: Optional[str] = typer.Option(None, "--at", metavar="T1,T2,...",
+                                     help="accuracy thresholds whose crossings to print, e.g. 0.6,0.9,0.99 (default: "
+                                          "the task's phase-change accuracy, 0.9 for the few-shot task)"),
 ) -> None:
-    """Draw figures (loss and accuracy overlaid, induction heatmaps, ablation bars, path and
-    composition maps) and a markdown summary for runs; includes each run's analysis.json if present.
+    """Draw figures (loss and accuracy overlaid with the task's reference levels, its reference losses and
+    divergences, a heat map per logged measure, ablation bars, path and composition maps) and a markdown
+    summary for runs; print each run's stages (plateau, phase change, steepest fall of the log-loss) and
+    accuracy crossings, and their mean and range over a sweep's seeds; includes each run's analysis.json if present.
 
-    Example: opto report runs/fig5b --out reports/fig5b
+    Example: opto report runs/fig5b --out reports/fig5b --at 0.6,0.9,0.99
     """
-    from .report import write_report
+    from .report import make_report
 
-    path = _guard(lambda: write_report(list(runs_), out))
+    thresholds = _thresholds(at)
+    path, stages = _guard(lambda: make_report(list(runs_), out, thresholds))
     typer.echo(f"report: {path}")
     for png in sorted(out.glob("*.png")):
         typer.echo(f"figure: {png}")
+    if stages:
+        typer.echo(stages)
 
 
 features_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,

@@ -108,10 +108,10 @@ def test_report_draws_figures_and_tabulates_each_run_with_phase_change_and_plate
     assert first["run"] == "[a](../runs/a)" and first["status"] == "complete" and first["sequences"] == "60,000"
     assert first["train accuracy"] == "0.970" and first["heldout_labels accuracy"] == "0.960"
     assert first["test_classes accuracy"] == "0.940"
-    assert first["phase change at (train accuracy ≥ 0.9)"] == "40,000"
-    assert first["plateau (train loss within 0.05 of ln 2)"] == "10,000–30,000"
+    assert first["task"] == "fewshot" and first["phase change ends at"] == "40,000"
+    assert first["plateau"] == "10,000–30,000"
     assert second["member"] == "fig4b_single_heads-h3" and second["status"] == "running or interrupted before its first checkpoint (rerun to start again)"
-    assert second["train accuracy"] == "0.700" and second["phase change at (train accuracy ≥ 0.9)"] == "–"
+    assert second["train accuracy"] == "0.700" and second["phase change ends at"] == "–"
     for name in ("loss.png", "accuracy.png", "induction.png", "prev_token.png"):
         assert f"]({name})" in text
     assert "## Analysis" not in text and "Table 1" not in text

@@ -1,7 +1,8 @@
 """Reports from run directories: loss/accuracy/measure/analysis figures and a markdown summary.
 
-`write_report(paths, out)` is what `opto report RUN_DIR... [--out DIR]` calls; it reads runs
-(`load`), draws figures (`figures`) and writes report.md (`summary`), every file atomically.
+`make_report(paths, out, at)` is what `opto report RUN_DIR... [--out DIR] [--at 0.6,0.9]` calls; it
+reads runs (`load`), reads their stages as each run's task declares (`curvestats`), draws figures
+(`figures`) and writes report.md (`summary`), every file atomically, and returns what the console shows.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from pathlib import Path
 from ..files import atomic_write_text, make_dir
 from .figures import write_figures
 from .load import Run, load_runs
-from .summary import render_report
+from .summary import console_text, render_report
 
 REPORT = "report.md"
 
 
-def write_report(paths: list[Path], out: Path) -> Path:
-    """Write the figures and report.md for the runs under `paths` into `out`; return report.md's path.
+def make_report(paths: list[Path], out: Path, at: tuple[float, ...] | None = None) -> tuple[Path, str]:
+    """Write the figures and report.md for the runs under `paths` into `out`, with accuracy crossings at
+    the thresholds `at` (default: the tasks' phase-change accuracies); return report.md's path and the
+    stage statistics as the console shows them.
 
     Raises DataError (before writing anything) for a path that is not a run or folder of runs, or
     for a malformed run file.
@@ -25,8 +28,13 @@ def write_report(paths: list[Path], out: Path) -> Path:
     runs = load_runs([Path(p) for p in paths])
     out = make_dir(Path(out))
     figures = write_figures(runs, out)
-    atomic_write_text(out / REPORT, render_report(runs, figures, out))
-    return out / REPORT
+    atomic_write_text(out / REPORT, render_report(runs, figures, out, at))
+    return out / REPORT, console_text(runs, at)
 
 
-__all__ = ["Run", "load_runs", "write_report"]
+def write_report(paths: list[Path], out: Path, at: tuple[float, ...] | None = None) -> Path:
+    """`make_report` without the console text: report.md's path."""
+    return make_report(paths, out, at)[0]
+
+
+__all__ = ["Run", "load_runs", "make_report", "write_report"]

@@ -22,16 +22,22 @@ from ..analysis.schema import index_order
 from ..files import atomic_write_bytes
 from ..syntax.format import format_number
 from ..tasks.records import TRAIN, record_key, set_key, set_order
-from .load import LN2, Run
+from ..tasks import Reading
+from .load import Run
 
 X_LABEL = "training sequences seen"
 HELDOUT_STYLES = dict(zip(set_order()[1:], ("--", ":", "-.")))
 """Line styles of the held-out sets (the sets after the training distribution, in the tasks' order)."""
 MAX_RUNS_WITH_HELDOUT = 3
 MEASURE_NAMES = {
-    "induction": ("Induction strength", "induction strength (attention: correct label − others)"),
+    "induction": ("Induction strength", None),
     "prev_token": ("Previous-token attention", "attention to the previous token (fraction)"),
+    "prev_token_labels": ("Previous-token attention at the labels",
+                          "attention from each label to the exemplar before it (fraction)"),
+    "copying": ("Copying", "fraction of tokens whose own logit the head's OV circuit raises most"),
 }
+"""Title and colour-bar words of the measures the report knows; the induction measure's words are the
+task's (`Reading.induction_words`), and a measure not named here is drawn under its own name."""
 
 
 def format_sequences(value: float, _pos=None) -> str:
@@ -160,6 +166,9 @@ def curves_of(runs: list[Run]) -> list[Curve]:
     for group, key, color in zip(members, keys, colors):
         paper = PAPER_CURVES.get(key) if keys.count(key) == 1 else None
         label = paper.name if paper else group[0].label
+        if len(group) > 1 and not paper:
+            stem, parts = _name_parts(group[0])
+            label = "-".join([stem or "", *seed_group_key(group[0])[2]]).strip("-") or label
         if len(group) > 1:
             seeds = ", ".join(format_number(r.bindings[SEED_VARIABLE]) for r in group)
             label = f"{label} (mean, min-max of seeds {seeds})"
@@ -189,18 +198,82 @@ def _draw_curve(ax, curve: Curve, key: str, lw: float, ls: str = "-", alpha: flo
     return True
 
 
+REFERENCE_STYLES = ("--", (0, (8, 3, 2, 3)), (0, (3, 2)), (0, (1, 2)))
+"""Line styles of a run's reference curves (a task's metric levels and reference losses, its divergences),
+in the order the task declares them; drawn thinner than the run's own curve, in its colour."""
+LEVEL_STYLES = (("-", "grey"), (":", "dimgrey"), ("-.", "darkgrey"), ((0, (5, 5)), "black"))
+"""Line styles and colours of the fixed reference levels (horizontal lines), in the order a task declares them."""
+
+
+def readings_of(runs: list[Run]) -> list[Reading]:
+    """The distinct readings of the runs (one per task and its settings), in first-run order."""
+    out: list[Reading] = []
+    for run in runs:
+        if run.reading not in out:
+            out.append(run.reading)
+    return out
+
+
+def _level_label(reading: Reading, label: str, several: bool) -> str:
+    return f"{reading.task}: {label}" if several else label
+
+
+def fixed_levels(runs: list[Run], metric: str) -> list[tuple[str, float]]:
+    """(label, value) of each fixed reference level the runs' tasks declare for `metric` ("loss" or
+    "accuracy"), each once; labels name the task when the runs have several readings."""
+    readings = readings_of(runs)
+    out: list[tuple[str, float]] = []
+    for reading in readings:
+        levels = reading.loss_levels if metric == "loss" else reading.accuracy_levels
+        for level in levels:
+            if level.value is not None:
+                item = (_level_label(reading, level.label, len(readings) > 1), level.value)
+                if item not in out:
+                    out.append(item)
+    return out
+
+
+def draw_levels(ax, runs: list[Run], metric: str) -> list[float]:
+    """Draw the fixed reference levels of `metric` as horizontal lines; returns their values."""
+    levels = fixed_levels(runs, metric)
+    for i, (label, value) in enumerate(levels):
+        ls, color = LEVEL_STYLES[i % len(LEVEL_STYLES)]
+        ax.axhline(value, color=color, ls=ls, lw=1.0, alpha=0.8, label=label)
+    return [v for _, v in levels]
+
+
+def reference_curves(reading: Reading, metric: str) -> list[tuple[str, str]]:
+    """(logged metric, words) of the per-evaluation references a task draws beside its `metric`: for
+    loss, its metric levels (`unigram_loss`) then its other reference losses (`repeated_loss`); for
+    accuracy, its metric levels."""
+    levels = reading.loss_levels if metric == "loss" else reading.accuracy_levels
+    out = [(level.metric, level.label) for level in levels if level.metric is not None]
+    if metric == "loss":
+        out += [(name, reading.words(name)) for name in reading.reference_losses if name not in dict(out)]
+    return out
+
+
+def _reference_label(curve: Curve, words: str, name: str, several: bool) -> str:
+    text = f"{words} ({record_key(TRAIN, name)})"
+    return f"{curve.label}: {text}" if several else text
+
+
 def curves_figure(runs: list[Run], metric: str) -> Figure:
     """Every run's `metric` ("loss" or "accuracy") on the training set against sequences seen, overlaid.
 
-    With a few runs the held-out sets are drawn too, in the run's colour with dashed styles; the
-    reference line is chance: ln 2 nats for loss, 0.5 for accuracy.
+    With a few runs the held-out sets are drawn too, in the run's colour with dashed styles. The
+    reference levels are each run's task's (`Run.reading`): fixed levels as grey horizontal lines,
+    per-evaluation ones (a metric the task logs, like the Markov task's `unigram_loss`) and the
+    task's reference losses as thin curves in the run's colour.
     """
     fig = _figure(10, 5)
     ax = fig.add_subplot()
     shown = [r for r in runs if r.series(set_key(TRAIN, metric))[0]]
     curves = curves_of(runs)
-    heldout = len([c for c in curves if any(r in shown for r in c.runs)]) <= MAX_RUNS_WITH_HELDOUT
+    drawn = [c for c in curves if any(r in shown for r in c.runs)]
+    heldout = len(drawn) <= MAX_RUNS_WITH_HELDOUT
     used_styles = set()
+    references: list[float] = []
     for curve in curves:
         if not _draw_curve(ax, curve, set_key(TRAIN, metric), 1.8, label=curve.label):
             continue
@@ -208,27 +281,36 @@ def curves_figure(runs: list[Run], metric: str) -> Figure:
             for name, style in HELDOUT_STYLES.items():
                 if _draw_curve(ax, curve, f"{name}/{metric}", 1.1, style, 0.8):
                     used_styles.add(name)
+        for (name, words), style in zip(reference_curves(curve.runs[0].reading, metric), REFERENCE_STYLES * 4):
+            key = record_key(TRAIN, name)
+            if _draw_curve(ax, curve, key, 1.0, style, 0.9, _reference_label(curve, words, name, len(drawn) > 1)):
+                references += seed_band(curve.runs, key)[1].tolist()
+    levels = draw_levels(ax, shown or runs, metric)
+    words = sorted({(r.reading.loss_words if metric == "loss" else r.reading.accuracy_words) for r in shown or runs})
     if metric == "loss":
-        ax.axhline(LN2, color="grey", ls="-", lw=1.0, alpha=0.8, label="chance (ln 2)")
-        values = [y for r in shown for y in r.series(set_key(TRAIN, "loss"))[1]]
+        values = [y for r in shown for y in r.series(set_key(TRAIN, "loss"))[1]] + references
         if values and min(values) > 0:
             ax.set_yscale("log")
             plain = FuncFormatter(lambda v, _pos: f"{v:g}")
             ax.yaxis.set_major_formatter(plain)
-            few_decades = max(values + [LN2]) / min(values + [LN2]) < 30
-            ax.yaxis.set_minor_formatter(plain if few_decades else NullFormatter())
-        ax.set_ylabel("loss (nats)")
+            spread = values + [v for v in levels if v > 0]
+            ax.yaxis.set_minor_formatter(plain if max(spread) / min(spread) < 30 else NullFormatter())
         what = "Loss"
     else:
-        ax.axhline(0.5, color="grey", ls="-", lw=1.0, alpha=0.8, label="chance (0.5)")
         ax.set_ylim(0, 1.02)
-        ax.set_ylabel("accuracy (fraction correct)")
         what = "Accuracy"
+    ax.set_ylabel(words[0] if len(words) == 1 else f"{what.lower()} (each run's task: {'; '.join(words)})",
+                  wrap=True)
     extra = " (dashed: held-out sets)" if used_styles else ""
     ax.set_title(f"{what} on the training set{extra} against training sequences seen")
     ax.set_xlabel(X_LABEL)
     ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
     ax.grid(alpha=0.3)
+    _legends(fig, ax, used_styles)
+    return fig
+
+
+def _legends(fig: Figure, ax, used_styles: set) -> None:
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="run (spec / member, or the paper's name)",
                ncols=max(1, math.ceil(len(handles) / 24)))
@@ -237,6 +319,34 @@ def curves_figure(runs: list[Run], metric: str) -> Figure:
             Line2D([], [], color="black", lw=1.1, ls=HELDOUT_STYLES[n]) for n in HELDOUT_STYLES if n in used_styles]
         names = [TRAIN] + [n for n in HELDOUT_STYLES if n in used_styles]
         fig.legend(styles, names, loc="outside right lower", fontsize=8, title="evaluation set")
+
+
+def divergences_figure(runs: list[Run]) -> Figure | None:
+    """Each run's divergences from its task's reference predictors on the training set (the Markov
+    task's KL to the in-context unigram and to the Bayes bigram), in the run's colour, one style per
+    divergence; None when no run logs any."""
+    curves = [c for c in curves_of(runs) if any(run.series(record_key(TRAIN, name))[0]
+                                                for run in c.runs for name in run.reading.divergences)]
+    if not curves:
+        return None
+    fig = _figure(10, 5)
+    ax = fig.add_subplot()
+    values: list[float] = []
+    for curve in curves:
+        reading = curve.runs[0].reading
+        for name, style in zip(reading.divergences, REFERENCE_STYLES * 4):
+            key = record_key(TRAIN, name)
+            if _draw_curve(ax, curve, key, 1.4, style, 1.0,
+                           _reference_label(curve, reading.words(name), name, len(curves) > 1)):
+                values += seed_band(curve.runs, key)[1].tolist()
+    if values and min(values) > 0:
+        ax.set_yscale("log")
+    ax.set_ylabel("KL divergence (nats per token)")
+    ax.set_title("The model's divergence from the task's reference predictors on the training set")
+    ax.set_xlabel(X_LABEL)
+    ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
+    ax.grid(alpha=0.3)
+    _legends(fig, ax, set())
     return fig
 
 
@@ -264,8 +374,19 @@ def measure_matrix(run: Run, measure: str, set_name: str = TRAIN) -> tuple[list[
     return heads, [int(r["sequences"]) for r in records], values
 
 
+def measure_words(runs: list[Run], measure: str) -> tuple[str, str | None]:
+    """A measure's title and colour-bar words for these runs; the colour-bar words are None when the
+    runs' tasks define the measure differently (each panel then names its task's)."""
+    title, unit = MEASURE_NAMES.get(measure, (measure, measure))
+    if unit is not None:
+        return title, unit
+    words = list(dict.fromkeys(r.reading.induction_words for r in runs))
+    return title, f"{title.lower()}: {words[0]}" if len(words) == 1 else None
+
+
 def measure_figure(runs: list[Run], measure: str, set_name: str = TRAIN) -> Figure | None:
-    """One heatmap per run of `measure` per head (rows) over evaluations (columns, in sequences); None if no run has it."""
+    """One heatmap per run of `measure` per head (rows, every layer's, layers split by a white line)
+    over evaluations (columns, in sequences); None if no run has it."""
     panels = [(r, *measure_matrix(r, measure, set_name)) for r in runs if r.heads(measure, set_name)]
     if not panels:
         return None
@@ -278,20 +399,24 @@ def measure_figure(runs: list[Run], measure: str, set_name: str = TRAIN) -> Figu
     n_heads = max(len(h) for _, h, _, _ in panels)
     fig = _figure(6.5 * cols + 1.0, max(2.8, 0.22 * n_heads + 1.4) * rows + 0.6)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    title, unit = measure_words([p[0] for p in panels], measure)
     mesh = None
     for ax, (run, heads, xs, values) in zip(axes, panels):
         mesh = ax.pcolormesh(_edges(xs), np.arange(len(heads) + 1), np.ma.masked_invalid(values),
                              cmap="viridis", vmin=lo, vmax=hi, shading="flat")
         ax.set_yticks(np.arange(len(heads)) + 0.5, heads, fontsize=7 if len(heads) <= 24 else 5)
+        layers = [h.split(".")[0] for h in heads]
+        for i in range(1, len(heads)):
+            if layers[i] != layers[i - 1]:
+                ax.axhline(i, color="white", lw=1.5)
         ax.invert_yaxis()
-        ax.set_title(run.label, fontsize=10)
+        ax.set_title(run.label if unit else f"{run.label}\n({run.reading.induction_words})", fontsize=10)
         ax.set_xlabel(X_LABEL)
         ax.set_ylabel("head (layer.head)")
         ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    title, unit = MEASURE_NAMES.get(measure, (measure, measure))
-    fig.colorbar(mesh, ax=list(axes[: len(panels)]), label=unit, shrink=0.9)
+    fig.colorbar(mesh, ax=list(axes[: len(panels)]), label=unit or f"{title.lower()} (each panel: its task's)", shrink=0.9)
     fig.suptitle(f"{title} per head on the {set_name} set, one panel per run (spec / member)")
     return fig
 
@@ -442,10 +567,10 @@ def perfected_figure(runs: list[Run]) -> Figure | None:
         for name, color in zip(names, run_colors(len(names))):
             px, py = run.series(record_key(TRAIN, name, "loss"))
             ax.plot(px, py, color=color, lw=1.4, label=name[len("perfected["):-1] + " added")
-        ax.axhline(LN2, color="grey", lw=1.0, alpha=0.8, label="chance (ln 2)")
+        draw_levels(ax, [run], "loss")
         ax.set_title(f"{run.label}: loss with a pattern perfected at each evaluation", fontsize=10)
         ax.set_xlabel(X_LABEL)
-        ax.set_ylabel("loss on the training set (nats)")
+        ax.set_ylabel(f"{run.reading.loss_words}, training set")
         ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -471,11 +596,12 @@ def toy_figure(curves: dict[str, dict[str, np.ndarray]]) -> Figure:
     return fig
 
 
-FIGURES = {
+CURVE_FIGURES = {
     "loss.png": lambda runs: curves_figure(runs, "loss"),
     "accuracy.png": lambda runs: curves_figure(runs, "accuracy"),
-    "induction.png": lambda runs: measure_figure(runs, "induction"),
-    "prev_token.png": lambda runs: measure_figure(runs, "prev_token"),
+    "divergences.png": divergences_figure,
+}
+ANALYSIS_FIGURES = {
     "perfected.png": perfected_figure,
     "ablation.png": ablation_figure,
     "paths.png": paths_figure,
@@ -483,10 +609,29 @@ FIGURES = {
 }
 
 
+def logged_measures(runs: list[Run]) -> list[str]:
+    """Every per-head measure any run logged on the training set: those the report names first, in its
+    order, then the others in the order they were logged."""
+    found = list(dict.fromkeys(m for r in runs for m in r.measures()))
+    return [m for m in MEASURE_NAMES if m in found] + [m for m in found if m not in MEASURE_NAMES]
+
+
+def measure_file(measure: str) -> str:
+    """The figure file of a measure's heat maps: `<measure>.png`, unless another figure has that name."""
+    name = f"{measure}.png"
+    return f"measure_{name}" if name in CURVE_FIGURES or name in ANALYSIS_FIGURES else name
+
+
+def figures_for(runs: list[Run]) -> dict:
+    """File name -> figure builder, in report order: curves, a heat map per logged measure, analyses."""
+    measures = {measure_file(m): (lambda rs, m=m: measure_figure(rs, m)) for m in logged_measures(runs)}
+    return {**CURVE_FIGURES, **measures, **ANALYSIS_FIGURES}
+
+
 def write_figures(runs: list[Run], out: Path) -> dict[str, Path]:
     """Draw every figure the runs have data for into `out`; returns file name -> path, in report order."""
     written = {}
-    for name, build in FIGURES.items():
+    for name, build in figures_for(runs).items():
         fig = build(runs)
         if fig is not None:
             written[name] = save_figure(fig, Path(out) / name)
@@ -514,7 +659,7 @@ def release_map_figure(rungs: dict[str, list[tuple[int, Run]]], reference: Run |
                 top.plot([k], [at[0]], "o", color=shade, ms=4)
             after = [x for x, y in zip(xs, ys) if x >= k and y >= threshold]
             reached.append(after[0] if after else math.nan)
-        top.axhline(0.5, color="grey", lw=1.0, alpha=0.8)
+        draw_levels(top, [run for _, run in released], "accuracy")
         top.set(ylim=(0, 1.02), xlabel=X_LABEL, ylabel="train accuracy",
                 title=f"{style.name}, released at k")
         top.title.set_color(style.color)

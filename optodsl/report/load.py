@@ -14,10 +14,10 @@ from typing import Any
 
 from .. import rundir
 from ..analysis.schema import Analysis
+from ..config import ExperimentConfig, read_run_config
 from ..errors import DataError
+from ..tasks import Reading, reading
 from ..tasks.records import TRAIN, metric_sets
-
-LN2 = math.log(2)
 
 _HEAD = re.compile(r"^L(\d+)\.H(\d+)$")
 
@@ -36,6 +36,7 @@ class Run:
     summary: dict | None = None
     analysis: dict | None = None
     status: str = "not started"
+    reading: Reading = field(default_factory=lambda: reading(ExperimentConfig()))
 
     @property
     def sequences(self) -> int:
@@ -68,6 +69,12 @@ class Run:
         prefix = f"{set_name}/{measure}/"
         names = {k[len(prefix):] for r in self.metrics for k in r if k.startswith(prefix)}
         return sorted((n for n in names if _HEAD.match(n)), key=head_order)
+
+    def measures(self, set_name: str = TRAIN) -> list[str]:
+        """Every per-head measure logged on `set_name` (`<set>/<measure>/L<l>.H<h>`), in first-logged order."""
+        prefix = f"{set_name}/"
+        found = (k[len(prefix):].split("/") for r in self.metrics for k in r if k.startswith(prefix) and k.count("/") == 2)
+        return list(dict.fromkeys(name for name, head in found if _HEAD.match(head)))
 
 
 def head_order(name: str) -> tuple[int, int]:
@@ -125,7 +132,16 @@ def load_run(path: Path) -> Run:
     member = info.get("member") if isinstance(info.get("member"), str) else None
     bindings = info.get("bindings") if isinstance(info.get("bindings"), dict) else {}
     status = rundir.status(path, summary)[0]
-    return Run(path, run_label(path, spec, member), spec, member, bindings, config, metrics, summary, analysis, status)
+    return Run(path, run_label(path, spec, member), spec, member, bindings, config, metrics, summary, analysis, status,
+               task_reading(path))
+
+
+def task_reading(path: Path) -> Reading:
+    """How to read a run: its task's `Reading`, from its config.json as settings (`read_run_config`, a
+    DataError naming the file when it is not valid settings); the default settings without one."""
+    config = read_run_config(path, what="run settings (the report reads the task from them)") \
+        if (Path(path) / rundir.CONFIG).is_file() else ExperimentConfig()
+    return reading(config)
 
 
 def run_label(path: Path, spec: str | None, member: str | None) -> str:

@@ -11,24 +11,17 @@ import re
 from pathlib import Path
 
 from ..analysis.schema import index_order
-from ..tasks.records import TRAIN, set_key, set_order
-from .curvestats import phase_change, plateau
-from .figures import curves_of
+from ..tasks import Level, Reading
+from ..tasks.records import TRAIN, record_key, running_key, set_key, set_order
+from .curvestats import PER, Stages, crossing, curve_key, running_crossing, stages
+from .figures import curves_of, fixed_levels, measure_words, readings_of, reference_curves
 from .load import Run
 
-PHASE_THRESHOLD = 0.9
-PLATEAU_TOLERANCE = 0.05
 SEEDS_HELDOUT = set_order()[1]
-"""The held-out set whose final accuracy the seeds table shows (the paper's held-out labels)."""
-FIGURE_CAPTIONS = {
-    "loss.png": ("Loss", "Loss on the training set (held-out sets dashed when few runs) against training sequences seen; "
-                         "the grey line is chance, ln 2 nats."),
-    "accuracy.png": ("Accuracy", "Accuracy on the training set against training sequences seen; the grey line is chance, 0.5."),
-    "induction.png": ("Induction strength", "Induction strength of every head on the training set over training (Figure 3b)."),
-    "prev_token.png": ("Previous-token attention",
-                       "Attention of every head to the previous token on the training set over training."),
+"""The held-out set whose final accuracy the seeds table shows (the paper's held-out labels), where runs have it."""
+ANALYSIS_CAPTIONS = {
     "perfected.png": ("Progress measures of clamps", "Training loss, and the loss of the same checkpoints with each "
-                      "`eval.perfected` line added (Appendix Figure 10)."),
+                      "`eval.perfected` line added (Appendix Figure 10); grey lines: the task's fixed levels."),
     "ablation.png": ("Ablating one head vs keeping only one", "Accuracy with each head ablated and with only that head on; "
                      "dashed: the full model and chance (Figure 4a)."),
     "paths.png": ("One path", "Accuracy with one head of an earlier layer and one of a later layer kept on, "
@@ -36,6 +29,48 @@ FIGURE_CAPTIONS = {
     "composition.png": ("Composition", "Q-, K- and V-composition scores from an earlier layer's heads to a later "
                                        "layer's, one row per layer pair (Figure 11c)."),
 }
+
+
+def _per_task(runs: list[Run], text) -> str:
+    """`text(reading)` for the runs' one reading, or one `task: ...` clause per reading."""
+    readings = readings_of(runs)
+    if len(readings) == 1:
+        return text(readings[0])
+    return " ".join(f"{r.task}: {text(r)}" for r in readings)
+
+
+def _curve_caption(runs: list[Run], metric: str) -> str:
+    what = "loss" if metric == "loss" else "accuracy"
+    levels = [label for label, _ in fixed_levels(runs, metric)]
+
+    def refs(reading: Reading) -> str:
+        words = (reading.loss_words if metric == "loss" else reading.accuracy_words)
+        named = [f"{w} (`{record_key(TRAIN, n)}`)" for n, w in reference_curves(reading, metric)]
+        return f"{words}" + (f"; thin curves in the run's colour: {', '.join(named)}." if named else ".")
+
+    held = " (held-out sets dashed when few runs)" if metric == "loss" else ""
+    lines = f" Grey lines: {', '.join(levels)}." if levels else " No fixed reference level."
+    return f"Training-set {what}{held} against training sequences seen. " + _per_task(runs, refs) + lines
+
+
+def caption(name: str, runs: list[Run]) -> tuple[str, str]:
+    """A figure's heading and caption, in the words of the runs' tasks."""
+    if name == "loss.png":
+        return "Loss", _curve_caption(runs, "loss")
+    if name == "accuracy.png":
+        return "Accuracy", _curve_caption(runs, "accuracy")
+    if name == "divergences.png":
+        diverging = [r for r in runs if r.reading.divergences]
+        return "Divergences", "The model's divergence from the task's reference predictors on the training set: " + _per_task(
+            diverging, lambda r: ", ".join(f"{r.words(n)} (`{record_key(TRAIN, n)}`)" for n in r.divergences) + ".")
+    if name in ANALYSIS_CAPTIONS:
+        return ANALYSIS_CAPTIONS[name]
+    measure = name[len("measure_"):] if name.startswith("measure_") else name
+    measure = measure.removesuffix(".png")
+    measured = [r for r in runs if measure in r.measures()] or runs
+    title, unit = measure_words(measured, measure)
+    unit = f"{unit}." if unit else _per_task(measured, lambda r: r.induction_words + ".")
+    return title, f"{title} of every head (rows, layer by layer) on the training set over training: {unit}"
 
 
 def cell(value) -> str:
@@ -72,22 +107,99 @@ def _link(target: Path, out: Path) -> str:
     return rel.replace(os.sep, "/")
 
 
+def _span(span: tuple[int, int] | None) -> str:
+    return "–" if span is None else f"{span[0]:,}–{span[1]:,}"
+
+
+def threshold_text(t: float) -> str:
+    """A threshold as written on the command line: 0.9, 0.99."""
+    return f"{t:g}"
+
+
+def level_text(level: Level) -> str:
+    """A level in words: its label, and where it is a logged metric, which one."""
+    return level.label if level.metric is None else f"{level.label} (`{record_key(TRAIN, level.metric)}` at each evaluation)"
+
+
+def stage_rule(reading: Reading) -> str:
+    """How the stages of a task's runs are read, in one sentence."""
+    curve = f"`{set_key(TRAIN, reading.curve)}`"
+    tol = f"{reading.tolerance:g}"
+    if reading.plateau is None:
+        text = f"no plateau level is declared; stages are not read (the steepest fall is of {curve})"
+    else:
+        text = (f"plateau: the longest stretch of consecutive evaluations (two or more) with {curve} within {tol} nats "
+                f"of {level_text(reading.plateau)}; the phase change starts at the first evaluation after it")
+    ends = []
+    if reading.solved is not None:
+        ends.append(f"{curve} comes within {tol} nats of {level_text(reading.solved)}")
+    if reading.accuracy_phase is not None:
+        ends.append(f"`{set_key(TRAIN)}` reaches {threshold_text(reading.accuracy_phase)}")
+    if ends:
+        text += " and ends at the first evaluation after the plateau where " + ", or where ".join(ends)
+    return text + "."
+
+
+def slope_text(run_stages: Stages) -> str:
+    s = run_stages.steepest
+    return "–" if s is None else f"{s.per_k:.3g} at {s.start:,}–{s.end:,}"
+
+
 def runs_table(runs: list[Run], out: Path) -> str:
-    """One row per run: folder, spec, member, status, sequences, final accuracy per set, phase change and plateau."""
+    """One row per run: folder, spec, member, task, status, sequences, final accuracy per set, plateau and
+    where the phase change ends (as the run's task reads them)."""
     sets = []
     for r in runs:
         sets += [s for s in r.sets() if s not in sets]
-    header = (["run", "spec", "member", "status", "sequences"] + [f"{s} accuracy" for s in sets]
-              + [f"phase change at (train accuracy ≥ {PHASE_THRESHOLD})",
-                 f"plateau (train loss within {PLATEAU_TOLERANCE} of ln 2)"])
+    header = (["run", "spec", "member", "task", "status", "sequences"] + [f"{s} accuracy" for s in sets]
+              + ["plateau", "phase change ends at"])
     rows = []
     for r in runs:
-        span = plateau(r, PLATEAU_TOLERANCE)
-        rows.append([f"[{r.path.name}]({_link(r.path, out)})", r.spec, r.member, r.status, fmt_sequences(r.sequences)]
-                    + [fmt(r.final(f"{s}/accuracy")) for s in sets]
-                    + [fmt_sequences(phase_change(r, PHASE_THRESHOLD)),
-                       "–" if span is None else f"{span[0]:,}–{span[1]:,}"])
+        st = stages(r)
+        rows.append([f"[{r.path.name}]({_link(r.path, out)})", r.spec, r.member, r.reading.task, r.status,
+                     fmt_sequences(r.sequences)] + [fmt(r.final(f"{s}/accuracy")) for s in sets]
+                    + [_span(st.plateau), fmt_sequences(st.end)])
     return table(header, rows)
+
+
+def stages_table(runs: list[Run]) -> str:
+    """One row per run: the curve its stages are read on, the plateau (level, span, length), the phase
+    change's start and end, and the steepest fall of the log of that curve."""
+    rows = []
+    for r in runs:
+        st = stages(r)
+        rows.append([r.label, f"`{curve_key(r)}`", "–" if r.reading.plateau is None else r.reading.plateau.label,
+                     _span(st.plateau), fmt_sequences(st.plateau_length), fmt_sequences(st.start), fmt_sequences(st.end),
+                     slope_text(st)])
+    return table(["run", "curve", "plateau level", "plateau", "plateau length", "phase change starts at",
+                  "phase change ends at", f"steepest fall of ln(curve) per {PER:,} sequences, at"], rows)
+
+
+def default_thresholds(runs: list[Run]) -> tuple[float, ...]:
+    """The accuracy thresholds the runs' tasks mark their phase change with (0.9 for the few-shot task)."""
+    return tuple(sorted({r.reading.accuracy_phase for r in runs if r.reading.accuracy_phase is not None}))
+
+
+def _logs_running(runs: list[Run]) -> bool:
+    return any(r.series(running_key("accuracy"))[0] for r in runs)
+
+
+def crossing_columns(runs: list[Run], at: tuple[float, ...]) -> list[tuple[str, object]]:
+    """(header, run -> sequences) per threshold: the evaluated training accuracy, and the running one where logged."""
+    cols = []
+    for t in at:
+        cols.append((f"{set_key(TRAIN)} ≥ {threshold_text(t)}", lambda r, t=t: crossing(r, t)))
+        if _logs_running(runs):
+            cols.append((f"running {running_key('accuracy')} ≥ {threshold_text(t)}", lambda r, t=t: running_crossing(r, t)))
+    return cols
+
+
+def crossings_table(runs: list[Run], at: tuple[float, ...]) -> str | None:
+    """One row per run: the first evaluation where each accuracy reaches each threshold; None without thresholds."""
+    cols = crossing_columns(runs, at)
+    if not cols:
+        return None
+    return table(["run"] + [h for h, _ in cols], [[r.label] + [fmt_sequences(f(r)) for _, f in cols] for r in runs])
 
 
 def _mean_range(values: list[float], show) -> str:
@@ -99,30 +211,55 @@ def _mean_range(values: list[float], show) -> str:
     return text if len(present) == len(values) else f"{text}, {len(present)} of {len(values)} seeds"
 
 
+def _seq_range(values: list[int | None]) -> str:
+    return _mean_range([None if x is None else float(x) for x in values], lambda v: fmt_sequences(round(v)))
+
+
+def seed_curves(runs: list[Run]):
+    """The curves drawn from several seeds (runs that differ only in the sweep variable `$seed`)."""
+    return [c for c in curves_of(runs) if len(c.runs) > 1]
+
+
 def seeds_table(runs: list[Run]) -> str | None:
-    """One row per curve drawn from several seeds: the phase change and final accuracies as mean (range) over
-    the seeds, and in how many seeds train accuracy reaches the phase-change threshold; None without seed curves."""
-    curves = [c for c in curves_of(runs) if len(c.runs) > 1]
+    """One row per curve drawn from several seeds: where the phase change ends, in how many seeds it does, the
+    final accuracies, the plateau's length, where the phase change starts and the steepest fall, as mean (range)
+    over the seeds; None without seed curves."""
+    curves = seed_curves(runs)
     if not curves:
         return None
+    heldout = any(SEEDS_HELDOUT in r.sets() for r in runs)
     rows = []
     for c in curves:
-        changes = [phase_change(r, PHASE_THRESHOLD) for r in c.runs]
-        rows.append([c.label.split(" (mean")[0], len(c.runs),
-                     _mean_range([None if x is None else float(x) for x in changes], lambda v: fmt_sequences(round(v))),
-                     f"{sum(x is not None for x in changes)} of {len(changes)}",
-                     _mean_range([r.final(set_key(TRAIN, "accuracy")) for r in c.runs], fmt),
-                     _mean_range([r.final(set_key(SEEDS_HELDOUT)) for r in c.runs], fmt)])
-    return table(["curve", "seeds", f"phase change at (train accuracy ≥ {PHASE_THRESHOLD}), mean (range)",
-                  f"seeds reaching {PHASE_THRESHOLD}", "final train accuracy", f"final {SEEDS_HELDOUT} accuracy"], rows)
+        st = [stages(r) for r in c.runs]
+        ends = [s.end for s in st]
+        slopes = [None if s.steepest is None else s.steepest.per_k for s in st]
+        rows.append([c.label.split(" (mean")[0], len(c.runs), _seq_range(ends),
+                     f"{sum(x is not None for x in ends)} of {len(ends)}",
+                     _mean_range([r.final(set_key(TRAIN, "accuracy")) for r in c.runs], fmt)]
+                    + ([_mean_range([r.final(set_key(SEEDS_HELDOUT)) for r in c.runs], fmt)] if heldout else [])
+                    + [_seq_range([s.plateau_length for s in st]), _seq_range([s.start for s in st]),
+                       _mean_range(slopes, lambda v: f"{v:.3g}")])
+    return table(["curve", "seeds", "phase change ends at, mean (range)", "seeds where it ends", "final train accuracy"]
+                 + ([f"final {SEEDS_HELDOUT} accuracy"] if heldout else [])
+                 + ["plateau length", "phase change starts at", f"steepest fall of ln(curve) per {PER:,} sequences"], rows)
 
 
-def figures_section(figures: dict[str, Path], out: Path) -> str:
+def seeds_crossings_table(runs: list[Run], at: tuple[float, ...]) -> str | None:
+    """One row per seed curve: each crossing of `crossings_table` as mean (range) over the seeds."""
+    curves, cols = seed_curves(runs), crossing_columns(runs, at)
+    if not curves or not cols:
+        return None
+    return table(["curve", "seeds"] + [h for h, _ in cols],
+                 [[c.label.split(" (mean")[0], len(c.runs)] + [_seq_range([f(r) for r in c.runs]) for _, f in cols]
+                  for c in curves])
+
+
+def figures_section(figures: dict[str, Path], out: Path, runs: list[Run]) -> str:
     """Each written figure under a heading, linked relative to report.md."""
     parts = ["## Figures"]
     for name, path in figures.items():
-        title, caption = FIGURE_CAPTIONS.get(name, (name, ""))
-        parts.append(f"### {title}\n\n{caption}\n\n![{title}]({_link(path, out)})")
+        title, text = caption(name, runs)
+        parts.append(f"### {title}\n\n{text}\n\n![{title}]({_link(path, out)})")
     return "\n\n".join(parts)
 
 
@@ -186,21 +323,60 @@ def analysis_section(run: Run, out: Path) -> str:
     return "\n\n".join(parts)
 
 
-def render_report(runs: list[Run], figures: dict[str, Path], out: Path) -> str:
-    """The whole report.md text; analysis tables only for runs with an analysis.json."""
+def stage_rules(runs: list[Run]) -> str:
+    """How each of the runs' tasks reads its stages, one line per task."""
+    return " " + _per_task(runs, stage_rule) if len(readings_of(runs)) == 1 else "\n\n" + "\n".join(
+        f"- {r.task}: {stage_rule(r)}" for r in readings_of(runs))
+
+
+def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tuple[float, ...] | None = None) -> str:
+    """The whole report.md text; crossings at the thresholds `at` (default: the tasks' phase-change
+    accuracies); analysis tables only for runs with an analysis.json."""
+    at = default_thresholds(runs) if at is None else at
     parts = [f"# Report: {len(runs)} run{'s' if len(runs) != 1 else ''}",
-             f"Sequences are training sequences seen. Phase change: the first evaluation where train accuracy "
-             f"reaches {PHASE_THRESHOLD}. Plateau: the longest stretch of consecutive evaluations (two or more) "
-             f"whose train loss stays within {PLATEAU_TOLERANCE} nats of ln 2 ≈ {math.log(2):.3f}.",
-             "## Runs", runs_table(runs, out)]
+             "Sequences are training sequences seen. Each run is read as its task declares:" + stage_rules(runs),
+             "## Runs", runs_table(runs, out),
+             "## Stages", f"The steepest fall is of the natural log of the curve per {PER:,} training sequences, between two "
+                          "consecutive evaluations from the plateau on (over the whole curve without a plateau).",
+             stages_table(runs)]
+    crossings = crossings_table(runs, at)
+    if crossings:
+        parts += ["## Crossings", f"The first evaluation where `{set_key(TRAIN)}` (the evaluated training-set accuracy), "
+                  f"and the running `{running_key('accuracy')}` (the mean over the training batches since the previous "
+                  "evaluation) where logged, reaches each threshold.", crossings]
     seeds = seeds_table(runs)
     if seeds:
         parts += ["## Over seeds", "Runs that differ only in the sweep variable `$seed`, as mean (min–max) over the seeds.",
                   seeds]
-    parts.append(figures_section(figures, out))
+        over = seeds_crossings_table(runs, at)
+        if over:
+            parts.append(over)
+    parts.append(figures_section(figures, out, runs))
     analysed = [r for r in runs if r.analysis]
     if analysed:
         parts.append("## Analysis")
         parts += [analysis_section(r, out) for r in analysed]
     return "\n\n".join(parts) + "\n"
 
+
+def console_text(runs: list[Run], at: tuple[float, ...] | None = None) -> str:
+    """What `opto report` prints: each run's stages and crossings, and their mean (range) over seeds."""
+    at = default_thresholds(runs) if at is None else at
+    cols = crossing_columns(runs, at)
+    lines = []
+    for r in runs:
+        st = stages(r)
+        level = "" if r.reading.plateau is None else f" at {r.reading.plateau.label}"
+        lines.append(f"{r.label}: plateau{level} {_span(st.plateau)} ({fmt_sequences(st.plateau_length)} sequences); "
+                     f"phase change {fmt_sequences(st.start)} to {fmt_sequences(st.end)}; steepest fall of "
+                     f"ln({curve_key(r)}) per {PER:,} sequences {slope_text(st)}")
+        if cols:
+            lines.append("  " + "; ".join(f"{h} at {fmt_sequences(f(r))}" for h, f in cols))
+    for c in seed_curves(runs):
+        st = [stages(r) for r in c.runs]
+        lines.append(f"{c.label.split(' (mean')[0]}, mean (range) over {len(c.runs)} seeds: plateau length "
+                     f"{_seq_range([s.plateau_length for s in st])}; phase change {_seq_range([s.start for s in st])} "
+                     f"to {_seq_range([s.end for s in st])}")
+        if cols:
+            lines.append("  " + "; ".join(f"{h} at {_seq_range([f(r) for r in c.runs])}" for h, f in cols))
+    return "\n".join(lines)

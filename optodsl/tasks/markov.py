@@ -53,7 +53,9 @@ class Markov(Task):
                        loss_levels=(Level(label=f"uniform (ln {k})", value=math.log(k)), unigram, bigram),
                        accuracy_levels=(Level(label=f"uniform (1/{k})", value=1 / k),),
                        reference_losses=("unigram_loss", "bigram_loss"), divergences=("kl_unigram", "kl_bigram"),
-                       plateau=unigram, solved=bigram,
+                       plateau=unigram, solved=bigram, tolerance=0.02,
+                       metric_words={"unigram_loss": "in-context unigram loss", "bigram_loss": "Bayes bigram loss",
+                                     "kl_unigram": "KL to the in-context unigram", "kl_bigram": "KL to the Bayes bigram"},
                        induction_words="attention to the tokens after earlier occurrences of the current token",
                        analysis_words="the next token at every position")
 

@@ -38,7 +38,8 @@ class Reading(_Frozen):
     for most; the repeated half's loss for `repeat`); the loss rests near `plateau` before the
     phase change and falls to `solved` after it (both None where the task has no such level).
     `accuracy_phase` is the accuracy that marks the phase change when the task scores a discrete
-    answer (the few-shot query), else None."""
+    answer (the few-shot query), else None. `tolerance` (nats) is how near a level the curve counts as
+    at it. `metric_words` names logged metrics (`reference_losses`, `divergences`) in the task's words."""
 
     task: str
     loss_words: str
@@ -51,5 +52,11 @@ class Reading(_Frozen):
     plateau: Level | None = None
     solved: Level | None = None
     accuracy_phase: float | None = None
+    tolerance: float = 0.05
+    metric_words: dict[str, str] = {}
     induction_words: str = "induction strength"
     analysis_words: str = "loss and accuracy where the task scores"
+
+    def words(self, metric: str) -> str:
+        """A logged metric in the task's words (its name where the task gives none)."""
+        return self.metric_words.get(metric, metric)

@@ -23,6 +23,16 @@ def set_order() -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for cls in TASKS.values() for name in cls.sets))
 
 
+RUNNING = "train_{metric}"
+"""How a record names the running mean of a training metric over the steps since the previous
+evaluation (`train_loss`, `train_accuracy`: the training batches' own numbers, not an evaluation)."""
+
+
+def running_key(metric: str = "accuracy") -> str:
+    """The record key of the running mean of `metric` ("loss" or "accuracy") over the training steps."""
+    return RUNNING.format(metric=metric)
+
+
 def set_key(name: str, metric: str = "accuracy") -> str:
     """The record key of an evaluation set's `metric` ("loss" or "accuracy"): `heldout_labels/accuracy`."""
     return record_key(name, metric)

@@ -61,7 +61,8 @@ class Repeat(Task):
                        accuracy_words="next-token accuracy at every position",
                        loss_levels=(uniform,), accuracy_levels=(Level(label=f"uniform (1/{v})", value=1 / v),),
                        reference_losses=("first_loss", "repeated_loss"), curve="repeated_loss",
-                       plateau=uniform, solved=Level(label="perfect copy", value=0.0),
+                       plateau=uniform, solved=Level(label="perfect copy", value=0.0), tolerance=0.1,
+                       metric_words={"first_loss": "loss on the first part", "repeated_loss": "loss on the repeated half"},
                        induction_words="attention to the tokens after earlier occurrences of the current token",
                        analysis_words="the next token in the repeated half")
 
