@@ -105,7 +105,7 @@ def test_transformer_lens_computes_the_runs_logits_and_head_scores(exported, nam
     assert bridge.to_tokens(seqs[0]).tolist() == [tokens[0].tolist()]
     layers = run.config.model.layers
     prev = MEASURES["prev_token"](acts, batch, layers)
-    induction = MEASURES["induction"](acts, batch, layers)
+    induction = MEASURES["induction"](acts, batch, layers, task=build_task(run.config))
     found = float(induction_targets(jnp.asarray(tokens)).max(-1).sum())  # rows whose token occurred before
     assert 0 < found < tokens.size
     tl_prev = detect_head(bridge, seqs, "previous_token_head").numpy()
