@@ -240,6 +240,9 @@ class SemanticsConfig(_Frozen):
 class ExperimentConfig(_Frozen):
     """Everything one run needs besides the interventions.
 
+    Which evaluation sets and measures a task has is the task's to say: `optodsl.tasks.check_config`
+    checks them where settings are applied (`semantics.settings`), since this module sits below the tasks.
+
     `semantics` is written to a run's config.json only where it differs from the defaults, so a
     run directory written before the section existed still resumes (its settings compare equal)."""
 
@@ -250,13 +253,6 @@ class ExperimentConfig(_Frozen):
     eval: EvalConfig = EvalConfig()
     seed: SeedConfig = SeedConfig()
     semantics: SemanticsConfig = SemanticsConfig()
-
-    @model_validator(mode="after")
-    def _task_fits(self) -> "ExperimentConfig":
-        from .tasks import check_config  # the task owns its sets and measures; tasks import this module
-
-        check_config(self)
-        return self
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict:

@@ -10,11 +10,12 @@ from typing import Annotated
 
 from pydantic import TypeAdapter, ValidationError
 
-from ..config import ExperimentConfig, TASK_CONFIGS, section_models, setting_keys, task_keys, with_settings
+from ..config import ExperimentConfig, SettingValueError, TASK_CONFIGS, section_models, setting_keys, task_keys, with_settings
 from ..errors import Span, SpecError
 from ..syntax import ast
 from ..syntax.hints import close, did_you_mean
 from ..syntax.load import beside
+from ..tasks import check_config
 from .resolve import Resolver, span_text
 
 
@@ -48,15 +49,40 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
         last_in_section[st.key[0]] = st
         last_of_key[key] = st
     if not values:
-        return config
+        return _task_checked(config, _start(spec))
+
+    def blamed(culprit: str | None, loc: str) -> ast.Set:
+        return (last_of_key.get(culprit) or last_in_section.get(culprit.split(".")[0]) if culprit else None) \
+            or last_in_section.get(loc, list(last_in_section.values())[-1])
+
     try:
-        return with_settings(config, values)
+        config = with_settings(config, values)
     except ValidationError as exc:
         err = exc.errors()[0]
         culprit = getattr(err.get("ctx", {}).get("error"), "key", None)  # a rule that names its setting
-        st = (last_of_key.get(culprit) or last_in_section.get(culprit.split(".")[0]) if culprit else None) \
-            or last_in_section.get(str(err["loc"][0]) if err["loc"] else "", list(last_in_section.values())[-1])
+        st = blamed(culprit, str(err["loc"][0]) if err["loc"] else "")
         raise SpecError(st.value.span, f"invalid value for {'.'.join(st.key)}: {_message(err)}") from None
+    try:
+        check_config(config)
+    except SettingValueError as exc:
+        st = blamed(exc.key, "task")
+        raise SpecError(st.value.span, f"invalid value for {'.'.join(st.key)}: {exc}") from None
+    return config
+
+
+def _start(spec: ast.Spec) -> Span:
+    """Where a spec begins: the span blamed for settings it did not write (the base configuration's)."""
+    return Span(path=spec.path or "<spec>")
+
+
+def _task_checked(config: ExperimentConfig, span: Span) -> ExperimentConfig:
+    """`config`, once its task has every evaluation set and measure it names (the task's rule,
+    `tasks.check_config`); else an error at `span`."""
+    try:
+        check_config(config)
+    except SettingValueError as exc:
+        raise SpecError(span, f"invalid settings: {exc}") from None
+    return config
 
 
 def _task_name(config: ExperimentConfig, settings: list[tuple[str, object, Span]]) -> str:
@@ -88,7 +114,7 @@ SPEC_RELATIVE = ("task.source",)
 def _check_misplaced_source(key: str, task: str, value: object, span: Span) -> None:
     """`data.source` (the few-shot task's feature table) set under a task that reads its own file
     from `task.source` is an error pointing there."""
-    if key == "data.source" and task != "fewshot" and "task.source" in task_keys(task):
+    if key == "data.source" and "task.source" in task_keys(task):
         raise SpecError(span, f"data.source is the few-shot task's feature table; the {task} task reads its file "
                               "from task.source", hint=f"write set task.source = {json.dumps(str(value))}")
 
@@ -124,6 +150,11 @@ def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | Non
         except ValidationError as exc:
             raise SpecError(where, f"invalid value for {key}: {_message(exc.errors()[0])}",
                             hint=_list_hint(exc.errors()[0], f"--set '{key}=[{value}]'")) from None
+    try:
+        check_config(config)
+    except SettingValueError as exc:
+        key = exc.key if exc.key in cli else next(iter(cli), exc.key)
+        raise SpecError(where_of(key, cli.get(key, "")), f"invalid value for {key}: {exc}") from None
     return config
 
 
