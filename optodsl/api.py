@@ -22,9 +22,12 @@ from .compile.lower import CompiledPlan, overrides
 from .config import DataConfig, ExperimentConfig, ModelConfig
 from .model.overrides import Context, Overrides
 from .model.protocol import ModelSource
-from .pipeline import Experiment, compile_spec
+from .pipeline import Experiment, compile_spec, run_dirs
 from .semantics.plan import in_pass
 from .tasks import layout
+from .train.claim import claim_spec
+from .train.program import program_groups
+from .train.trainer import RunResult, train_sweep
 
 
 @dataclass
@@ -48,6 +51,22 @@ class Compiled:
         """The single-pass overrides of the first run for one batch (pass `records` for a plan's last pass)."""
         plan = self.plans[0]
         return overrides(in_pass(plan.terms, "every" if records is None else "last"), model, batch, ctx, records)
+
+    def train(self, out: str | Path, *, model: ModelSource | None = None, **kwargs) -> list[RunResult]:
+        """Train every run of the spec, as `opto run --out OUT` would (one directory, or one per sweep
+        member under it), recording the spec beside each run (spec.opto, spec.json) and, with `model`
+        (the model of one's own the spec was compiled for), that model (model.json). Keyword arguments
+        are `optodsl.train`'s (`measures=`, `progress=`, ...); returns one result per run."""
+        exp = self.experiment
+        dirs = run_dirs(exp, Path(out))
+        for member, run_dir in zip(exp.members, dirs):
+            claim_spec(run_dir, exp.sha256, exp.spec.path, exp.canonical, member)
+        results: dict[int, RunResult] = {}
+        for idx in program_groups(self.plans, [m.config for m in exp.members]):
+            trained = train_sweep([exp.members[i].config for i in idx], [self.plans[i] for i in idx], [dirs[i] for i in idx],
+                                  model=model, **kwargs)
+            results.update(zip(idx, trained))
+        return [results[i] for i in range(len(exp.members))]
 
     def explain(self) -> list[dict]:
         """The `opto explain --json` records of every run."""

@@ -131,6 +131,11 @@ TASK_CONFIGS: dict[str, type[_Frozen]] = {"fewshot": FewShotTaskConfig, "markov"
 """Each task's settings model by `task.name`; a new task adds its model here and to `TaskConfig`."""
 
 
+TASK_SECTIONS = ("data",)
+"""Settings sections that belong to a task rather than to every run (the few-shot task's `data`):
+a task says which of them it reads (`Task.sections`); a run's config.json leaves out the others."""
+
+
 class TrainConfig(_Frozen):
     """Optimisation: Adam by default, lengths counted in training sequences (the paper's axis)."""
 

@@ -5,7 +5,9 @@ A run directory holds `config.json` (the resolved settings), `spec.opto` and `sp
 spec's canonical text; its hash, path, sweep values and member name), `metrics.jsonl` (one JSON
 object per evaluation), `checkpoint.json` naming the latest `ckpt-<step>.npz`, `summary.json`
 once the run stops, `curves.png`, `analysis.json` after `opto analyze`, `series/` (a checkpoint
-series: `seq-<sequences>.npz` files and `manifest.json`) with `train.keep`, and `llc.json` after `opto llc`.
+series: `seq-<sequences>.npz` files and `manifest.json`) with `train.keep`, `llc.json` after `opto llc`,
+and `model.json` for a model of one's own (whose config.json then has no `model` section; a
+task's config.json has no section its task does not read).
 
 `summary.json` is written when a run stops in a known way: `complete`, `interrupted` (a signal;
 it names the checkpoint a rerun resumes from), or `failed: ...`. A run with no summary is either
@@ -38,6 +40,9 @@ SERIES = "series"
 """The folder of a run's checkpoint series (`train.keep`): one parameters file per kept point and its manifest."""
 SERIES_MANIFEST = "manifest.json"
 LLC = "llc.json"
+MODEL = "model.json"
+"""A run of a model of one's own: its class, site table, parameter shapes and hyperparameters
+(`model.protocol.describe`); a run of the built-in transformer has none (its config.json's `model`)."""
 
 
 def series_point_file(sequences: int) -> str:

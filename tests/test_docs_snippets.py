@@ -179,6 +179,12 @@ def test_embedding_snippets_run_as_printed(readme_clone, monkeypatch):
     assert re.search(r"^loss \d\.\d{3}$", output, re.M)
     assert "[[1. 0. 0. 0. 0.]\n [1. 0. 0. 0. 0.]\n [0. 1. 0. 0. 0.]" in output, output
     assert "'accuracy'" in output
+    # the run records the model that ran and its clamp (config.json, spec.opto, model.json, opto runs)
+    assert "clamp L1.H2.pattern = prev_token" in output and re.search(r"^\S+\.OneLayer$", output, re.M), output
+    assert re.search(r"^False$", output, re.M), output
+    line = next(l for l in output.splitlines() if l.startswith("runs/one-layer"))
+    assert "[spec.opto: clamp L1.H2.pattern = prev_token" in line and "model " in line and "OneLayer" in line, line
+    assert "complete" in line and "640 sequences" in line, line
 
 
 def test_features_weights_check_runs_and_refuses_another_state_dict(tmp_path, monkeypatch):

@@ -165,3 +165,57 @@ def test_a_declaration_that_disagrees_with_the_forward_is_refused():
     model = Misdeclared(*jax.tree.leaves(mixer(jax.random.PRNGKey(0))))
     with pytest.raises(ValueError, match=r"site L1.pattern has shape \(4, 12, 12\) per sequence, but sites\(\) declares \(4, 12, 11\)"):
         optodsl.train(optodsl.compile("", settings=SETTINGS, model=model).config, model=model)
+
+
+def test_a_run_of_ones_own_model_records_that_model_and_its_spec(tmp_path):
+    """The run directory says which network ran and under which clamp: model.json (class, sites,
+    parameter shapes), spec.opto, a config.json without the built-in model's section; `opto runs`,
+    the report and the analyses read it, and resuming with another network is refused."""
+    import json
+
+    from optodsl.analysis import load_run
+    from optodsl.commands.runs import run_line
+    from optodsl.errors import DataError
+    from optodsl.report.load import model_name
+
+    compiled = optodsl.compile("clamp L1.H0.pattern = prev_token", settings={**SETTINGS, "train.sequences": 64},
+                               model=mixer)
+    run = tmp_path / "mine"
+    result, = compiled.train(run, model=mixer, progress=False)
+    assert result.summary["status"] == "complete"
+    config = json.loads((run / "config.json").read_text())
+    assert "model" not in config and "data" not in config and config["task"]["name"] == "repeat"
+    described = json.loads((run / "model.json").read_text())
+    assert described["class"].endswith(".Mixer") and described["sites"]["L1.mixed"] == {"shape": [12, 32], "per_head": False}
+    assert described["parameters"][".mixing"] == [2, 4, 12, 12]
+    assert "clamp L1.H0.pattern = prev_token" in (run / "spec.opto").read_text()
+    line = run_line(run)
+    assert "[spec.opto: clamp L1.H0.pattern = prev_token" in line and "model " in line and ".Mixer" in line, line
+    assert model_name(run).endswith(".Mixer")
+
+    with pytest.raises(DataError, match="only its Python code can build") as err:
+        load_run(run)
+    assert str(err.value.path).endswith("model.json")
+    trained = load_run(run, model=mixer)
+    assert trained.member.actions[0].span.line_text.strip() == "clamp L1.H0.pattern = prev_token"
+    assert (trained.layers, trained.heads, trained.built_in) == (2, 4, False)
+    with pytest.raises(DataError, match="not of the built-in transformer"):
+        optodsl.train(compiled.config, None, run, progress=False)
+
+
+def test_a_run_records_only_the_settings_its_task_reads(tmp_path):
+    """A token task's config.json has no few-shot `data` section; the few-shot task's keeps it, and
+    a config.json written with every section still resumes."""
+    import json
+
+    from optodsl.config import with_settings
+    from optodsl.tasks import unread_sections
+    from optodsl.train.claim import claim
+
+    markov = with_settings(ExperimentConfig(), {"task.name": "markov"})
+    claim(tmp_path / "m", markov, unread_sections(markov))
+    assert set(json.loads((tmp_path / "m" / "config.json").read_text())) == {"task", "model", "train", "eval", "seed"}
+    claim(tmp_path / "f", ExperimentConfig(), unread_sections(ExperimentConfig()))
+    assert "data" in json.loads((tmp_path / "f" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(markov.model_dump_json())  # every section, as before
+    claim(tmp_path / "m", markov, unread_sections(markov))  # resumes: the settings are the same

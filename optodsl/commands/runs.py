@@ -18,11 +18,13 @@ def accuracies(final: dict) -> str:
 
 def run_line(run_dir: Path) -> str:
     """The listing's line of one run directory: `RUN  [spec]  status  N sequences  accuracies`."""
-    spec, status, seqs, accs, points = "-", "not started", 0, "", ""
+    spec, model, status, seqs, accs, points = "-", "", "not started", 0, "", ""
     summary = run_dir / rundir.SUMMARY
     bad = run_dir / rundir.SPEC_RECORD
     try:
-        spec = (rundir.spec_record(run_dir) or {}).get("path") or "-"
+        spec = _spec_shown(run_dir)
+        bad = run_dir / rundir.MODEL
+        model = _model_shown(run_dir)
         bad = summary
         data = rundir.summary(run_dir)
         bad = run_dir / rundir.POINTER
@@ -35,4 +37,28 @@ def run_line(run_dir: Path) -> str:
         status = f"unreadable {bad}: {exc.found or exc.problem}"
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         status = f"unreadable {bad}: {exc}"
-    return f"{run_dir}  [{spec}]  {status}  {seqs:,} sequences{points}  {accs}"
+    return f"{run_dir}  [{spec}]{model}  {status}  {seqs:,} sequences{points}  {accs}"
+
+
+def _spec_shown(run_dir: Path) -> str:
+    """The run's spec: its file, or for a spec given as text (from Python) its spec.opto's statements,
+    shortened; `-` for a run without one."""
+    record = rundir.spec_record(run_dir)
+    if record is None:
+        return "-"
+    path = record.get("path")
+    if path and Path(path).suffix == ".opto":
+        return path
+    text = run_dir / rundir.SPEC_TEXT
+    lines = [line.strip() for line in text.read_text().splitlines() if line.strip() and not line.startswith("#")] \
+        if text.is_file() else []
+    shown = "; ".join(lines)
+    return "spec.opto: " + (shown if len(shown) <= 60 else shown[:57] + "...")
+
+
+def _model_shown(run_dir: Path) -> str:
+    """`  model <class>` for a run of a model of one's own (its model.json); nothing for the built-in."""
+    path = run_dir / rundir.MODEL
+    if not path.is_file():
+        return ""
+    return f"  model {rundir.read_json(path, 'model description', rundir.json_object).get('class', '?')}"

@@ -13,6 +13,7 @@ anything else for a global site; a head site's shape starts with the heads.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Callable, Mapping, NamedTuple, Protocol, Union, runtime_checkable
 
@@ -102,3 +103,22 @@ def check_sites(model: ModelSource, batch: dict[str, jax.Array], layout: Layout)
         if tuple(acts[key].shape[1:]) != tuple(site.shape):
             raise ValueError(f"{type(model).__name__}'s site {key} has shape {tuple(acts[key].shape[1:])} per sequence, "
                              f"but sites() declares {tuple(site.shape)}")
+
+
+def describe(model: ModelSource, layout: Layout) -> dict:
+    """A model of one's own as its run directory records it (`model.json`): its class, its site
+    table, its parameters' shapes and the hyperparameters it reports (its `hyperparameters()` if it
+    has one, else its static fields of plain values), so a reader knows which network ran."""
+    shaped = declared(model)
+    cls = type(shaped)
+    params = {jax.tree_util.keystr(path): list(leaf.shape)
+              for path, leaf in jax.tree_util.tree_leaves_with_path(shaped)
+              if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct))}
+    if callable(getattr(shaped, "hyperparameters", None)):
+        hyper = dict(shaped.hyperparameters())
+    else:
+        hyper = {f.name: getattr(shaped, f.name) for f in dataclasses.fields(shaped)
+                 if f.metadata.get("static") and isinstance(getattr(shaped, f.name, None), (bool, int, float, str))}
+    return {"class": f"{cls.__module__}.{cls.__qualname__}",
+            "sites": {key: {"shape": list(site.shape), "per_head": site.per_head} for key, site in shaped.sites(layout).items()},
+            "parameters": params, "hyperparameters": hyper}

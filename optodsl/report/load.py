@@ -37,6 +37,8 @@ class Run:
     analysis: dict | None = None
     status: str = "not started"
     reading: Reading = field(default_factory=lambda: reading(ExperimentConfig()))
+    model: str = "built-in transformer"
+    """The network that ran: the built-in transformer, or a model of one's own's class (its model.json)."""
 
     @property
     def sequences(self) -> int:
@@ -133,7 +135,15 @@ def load_run(path: Path) -> Run:
     bindings = info.get("bindings") if isinstance(info.get("bindings"), dict) else {}
     status = rundir.status(path, summary)[0]
     return Run(path, run_label(path, spec, member), spec, member, bindings, config, metrics, summary, analysis, status,
-               task_reading(path))
+               task_reading(path), model_name(path))
+
+
+def model_name(path: Path) -> str:
+    """The network a run trained: its model.json's class (a model of one's own), else the built-in transformer."""
+    own = Path(path) / rundir.MODEL
+    if not own.is_file():
+        return "built-in transformer"
+    return str(rundir.read_json(own, "model description", rundir.json_object).get("class", "a model of one's own"))
 
 
 def task_reading(path: Path) -> Reading:

@@ -146,17 +146,17 @@ def slope_text(run_stages: Stages) -> str:
 
 
 def runs_table(runs: list[Run], out: Path) -> str:
-    """One row per run: folder, spec, member, task, status, sequences, final accuracy per set, plateau and
+    """One row per run: folder, spec, member, task, model (built-in or one's own), status, sequences, final accuracy per set, plateau and
     where the phase change ends (as the run's task reads them)."""
     sets = []
     for r in runs:
         sets += [s for s in r.sets() if s not in sets]
-    header = (["run", "spec", "member", "task", "status", "sequences"] + [f"{s} accuracy" for s in sets]
+    header = (["run", "spec", "member", "task", "model", "status", "sequences"] + [f"{s} accuracy" for s in sets]
               + ["plateau", "phase change ends at"])
     rows = []
     for r in runs:
         st = stages(r)
-        rows.append([f"[{r.path.name}]({_link(r.path, out)})", r.spec, r.member, r.reading.task, r.status,
+        rows.append([f"[{r.path.name}]({_link(r.path, out)})", r.spec, r.member, r.reading.task, r.model, r.status,
                      fmt_sequences(r.sequences)] + [fmt(r.final(f"{s}/accuracy")) for s in sets]
                     + [_span(st.plateau), fmt_sequences(st.end)])
     return table(header, rows)

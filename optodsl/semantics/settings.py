@@ -15,7 +15,7 @@ from ..errors import Span, SpecError
 from ..syntax import ast
 from ..syntax.hints import close, did_you_mean
 from ..syntax.load import beside
-from ..tasks import check_config
+from ..tasks import check_config, reads_section, section_readers
 from .resolve import Resolver, span_text
 
 
@@ -33,9 +33,9 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
         key = ".".join(st.key)
         if key not in keys:
             raise SpecError(st.span, f"unknown setting '{key}'", hint=close(key, keys, "settings"))
-        _check_task_key(key, task, st.span)
         value = r.python(st.value)
         _check_misplaced_source(key, task, value, st.span)
+        _check_task_key(key, task, st.span)
         if key in SPEC_RELATIVE and value:
             value = beside(st.span.path, str(value))
         if isinstance(value, list):
@@ -97,7 +97,13 @@ def _task_name(config: ExperimentConfig, settings: list[tuple[str, object, Span]
 
 
 def _check_task_key(key: str, task: str, span: Span) -> None:
-    """A `task.*` key the chosen task lacks is an error that lists the keys it has."""
+    """A `task.*` key the chosen task lacks is an error that lists the keys it has; so is a key of a
+    task-owned section (`data.*`) the chosen task does not read, which would be recorded but not apply."""
+    section = key.split(".")[0]
+    if not reads_section(task, section):
+        readers = " or ".join(f'set task.name = "{name}"' for name in section_readers(section))
+        raise SpecError(span, f"the {task} task does not read the {section} section, so '{key}' would have no effect",
+                        hint=f"remove this setting, or choose a task that reads it: {readers}")
     if key.startswith("task.") and key not in task_keys(task):
         owners = [name for name in TASK_CONFIGS if key in task_keys(name)]
         other = (f"'{key}' is a setting of the {' and '.join(owners)} task; choose it with set task.name = "
@@ -143,8 +149,8 @@ def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | Non
         if key not in keys:
             raise SpecError(where, f"unknown setting '{key}'",
                             hint=did_you_mean(key, keys).rstrip() or "settings are section.field, e.g. train.lr")
-        _check_task_key(key, task, where)
         _check_misplaced_source(key, task, value, where)
+        _check_task_key(key, task, where)
         try:
             config = with_settings(config, {key: tuple(value) if isinstance(value, list) else value})
         except ValidationError as exc:

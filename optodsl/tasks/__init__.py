@@ -6,7 +6,7 @@ A new task is one module with a `Task` subclass, its settings model in `optodsl.
 
 from __future__ import annotations
 
-from ..config import ExperimentConfig, SettingValueError
+from ..config import TASK_SECTIONS, ExperimentConfig, SettingValueError
 from .base import Layout as Layout, Task as Task
 from .reading import Level as Level, Reading as Reading
 from .fewshot import FewShot
@@ -45,6 +45,22 @@ def eval_sets(config: ExperimentConfig) -> tuple[str, ...]:
 def check_inputs(config: ExperimentConfig) -> None:
     """Refuse the configured task's input files that cannot run (a DataError naming the file)."""
     task_class(config).check_inputs(config)
+
+
+def reads_section(task: str, section: str) -> bool:
+    """Whether task `task` (a `task.name`) reads settings section `section`: every section but the
+    task-owned ones it does not declare (`Task.sections`)."""
+    return section not in TASK_SECTIONS or section in TASKS[task].sections
+
+
+def section_readers(section: str) -> list[str]:
+    """The names of the tasks that read settings section `section`."""
+    return [name for name in TASKS if reads_section(name, section)]
+
+
+def unread_sections(config: ExperimentConfig) -> tuple[str, ...]:
+    """The task-owned settings sections (`TASK_SECTIONS`) the configured task does not read."""
+    return tuple(s for s in TASK_SECTIONS if s not in task_class(config).sections)
 
 
 def check_config(config: ExperimentConfig) -> None:

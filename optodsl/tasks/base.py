@@ -61,6 +61,9 @@ class Task(eqx.Module):
     """Evaluation sets, the first being the training distribution; `eval.sets` picks among them."""
     measures: ClassVar[tuple[str, ...]] = ()
     """Names from `optodsl.measures` this task gives a meaning to (`eval.measures`)."""
+    sections: ClassVar[tuple[str, ...]] = ()
+    """The task-owned settings sections (`config.TASK_SECTIONS`) this task reads besides `task`: the
+    few-shot task's `data`. A run records only these; a spec setting another is refused."""
 
     @staticmethod
     @abc.abstractmethod

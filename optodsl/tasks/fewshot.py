@@ -38,6 +38,7 @@ class FewShot(Task):
     name: ClassVar[str] = "fewshot"
     sets: ClassVar[tuple[str, ...]] = EVAL_SETS
     measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "prev_token_labels")
+    sections: ClassVar[tuple[str, ...]] = ("data",)
 
     features: jax.Array  # (classes, exemplars, F)
     train_label_sets: jax.Array  # (n_train, P) sorted label sets usable in training

@@ -36,15 +36,18 @@ def setting_changes(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
     return out
 
 
-def claim(run_path: Path, config: ExperimentConfig) -> None:
+def claim(run_path: Path, config: ExperimentConfig, leave_out: tuple[str, ...] = (), model: dict | None = None) -> None:
     """Create or reopen a run directory for `config`, writing its config.json; refuse settings that
     differ from the run's, naming them.
 
     Only `train.sequences` may change, and only to at least what the run has checkpointed
-    (a schedule whose shape depends on the length, cosine, may not change at all)."""
+    (a schedule whose shape depends on the length, cosine, may not change at all). config.json
+    leaves out the sections in `leave_out` (those that did not apply: another task's, and `model`
+    for a model of one's own, whose description `model` is written to model.json instead)."""
     run_path.mkdir(parents=True, exist_ok=True)
-    config_json = config.model_dump_json(indent=2)
+    config_json = json.dumps(config.model_dump(mode="json", exclude=set(leave_out)), indent=2)
     existing = run_path / rundir.CONFIG
+    _claim_model(run_path, model, existing.exists())
     if existing.exists():
         try:
             old = json.loads(existing.read_text())
@@ -52,7 +55,8 @@ def claim(run_path: Path, config: ExperimentConfig) -> None:
             raise DataError(existing, "unreadable run settings", expected="the config.json `opto run` writes",
                             found=str(exc)) from exc
         _refuse_another_task(existing, str((old.get("task") or {}).get("name", "fewshot")), config.task.name)
-        diffs = setting_changes(old, json.loads(config_json))
+        # compared in full, so a config.json written with sections that did not apply still resumes
+        diffs = setting_changes(read_run_config(run_path).model_dump(mode="json"), config.model_dump(mode="json"))
         others = {k: v for k, v in diffs.items() if k != GROWABLE}
         if others:
             shown = "; ".join(f"{k}: {json.dumps(a)} in the run, {json.dumps(b)} now" for k, (a, b) in others.items())
@@ -69,6 +73,23 @@ def claim(run_path: Path, config: ExperimentConfig) -> None:
                 raise DataError(existing, f"a cosine schedule's shape depends on {GROWABLE}, so this run cannot be continued",
                                 expected=f"the run's own {GROWABLE} ({old['train']['sequences']:,}), or a new --out directory")
     atomic_write_text(existing, config_json)
+
+
+def _claim_model(run_path: Path, model: dict | None, resuming: bool) -> None:
+    """Write a model of one's own's description (model.json), refusing a run directory that holds a
+    run of another network: another class or site table, or the built-in transformer."""
+    path = run_path / rundir.MODEL
+    old = rundir.read_json(path, "model description", rundir.json_object) if path.is_file() else None
+    def named(desc: dict | None) -> str:
+        return "the built-in transformer" if desc is None else f"the model {desc.get('class')}"
+    if resuming and (old is None) != (model is None) or (old is not None and model is not None and any(
+            old.get(k) != model.get(k) for k in ("class", "sites", "parameters"))):
+        raise DataError(path if old is not None else run_path / rundir.CONFIG,
+                        f"this run directory holds a run of {named(old)}, not of {named(model)}",
+                        expected="the same network to resume (its class, sites and parameter shapes), or another --out",
+                        found=f"{named(old)} in the run")
+    if model is not None:
+        atomic_write_text(path, json.dumps(model, indent=2))
 
 
 def claim_spec(run_dir: Path, sha256: str, spec_path: str | None, canonical: str, member: Member) -> None:

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 
 from ..config import ExperimentConfig
 from ..errors import Interrupted, TrainingError
-from ..model.protocol import Intervenable, ModelSource
+from ..model.protocol import Intervenable, ModelSource, describe
+from ..tasks import layout, unread_sections
 from ..tasks.base import query_loss_and_accuracy
 from .. import rundir
 from . import checkpoint, runfiles, series
@@ -136,8 +137,9 @@ def train_sweep(
     saved_step = None
     step = 0
     if paths is not None:
+        described = describe(model, layout(config)) if model is not None else None
         for path, cfg in zip(paths, configs):
-            claim(path, cfg)
+            claim(path, cfg, unread_sections(cfg) + (("model",) if model is not None else ()), described)
         metas = [checkpoint.read_meta(p) for p in paths]
         step = min(m["step"] if m is not None else 0 for m in metas)
         if step > 0:
