@@ -17,13 +17,30 @@ Measure = Callable[..., dict[str, jax.Array]]
 """`(acts, batch, layers, model=None, task=None, roles=None) -> {"<name>/L<l>.H<h>": value}`: `task` is
 the run's task (its static functions of a batch are read), `roles` its layout's position roles."""
 MEASURES: dict[str, Measure] = {}
+NEEDS: dict[str, tuple[tuple[str, ...], bool]] = {}
+"""What each measure reads from the network: the layer sites it needs in every layer (`pattern`), and
+whether it reads the built-in transformer's weights; the resolver checks both before training."""
 
 
-def measure(name: str):
+def measure(name: str, sites: tuple[str, ...] = ("pattern",), weights: bool = False):
+    """Register a measure under `name`, declaring the layer sites it reads and whether it reads the
+    built-in transformer's weights (so a model of one's own that lacks them is refused at the spec)."""
     def wrap(fn: Measure) -> Measure:
         MEASURES[name] = fn
+        NEEDS[name] = (sites, weights)
         return fn
     return wrap
+
+
+def unmet_need(name: str, table, layers: int, built_in: bool) -> str | None:
+    """Why measure `name` cannot read a network with site table `table` (None when it can)."""
+    sites, weights = NEEDS[name]
+    if weights and not built_in:
+        return f"the {name} measure reads the built-in transformer's weights, which a model of one's own does not have"
+    missing = [f"L{layer}.{site}" for layer in range(1, layers + 1) for site in sites if f"L{layer}.{site}" not in table]
+    if missing:
+        return f"the {name} measure reads the sites {', '.join(missing)}, which this model does not declare"
+    return None
 
 
 def _per_head(name: str, values: jax.Array, layer: int) -> dict[str, jax.Array]:
@@ -79,7 +96,7 @@ def prev_token_label_attention(acts, batch, layers: int, model=None, task=None, 
     return out
 
 
-@measure("copying")
+@measure("copying", sites=(), weights=True)
 def copying_score(acts, batch, layers: int, model=None, task=None, roles=None) -> dict[str, jax.Array]:
     """Olsson et al.'s copying, read from the weights: per head, its full OV circuit from the token
     embedding to the unembedding, W_E W_V W_O W_U (layer norms left out, as they do), and the fraction

@@ -219,3 +219,15 @@ def test_a_run_records_only_the_settings_its_task_reads(tmp_path):
     assert "data" in json.loads((tmp_path / "f" / "config.json").read_text())
     (tmp_path / "m" / "config.json").write_text(markov.model_dump_json())  # every section, as before
     claim(tmp_path / "m", markov, unread_sections(markov))  # resumes: the settings are the same
+
+
+def test_a_measure_that_reads_the_built_in_weights_is_refused_at_the_spec_for_ones_own_model():
+    """`copying` reads W_E W_V W_O W_U of the built-in transformer: on a model of one's own it is an
+    error at the `set` that names it, before anything trains, not a failure during training."""
+    text = 'set eval.measures = ["prev_token", "copying"]\nclamp L1.H0.pattern = prev_token'
+    with pytest.raises(SpecError) as err:
+        optodsl.compile(text, settings=SETTINGS, model=mixer)
+    assert (err.value.span.line, err.value.span.column) == (1, 21)
+    assert "copying measure reads the built-in transformer's weights" in err.value.message
+    compiled = optodsl.compile(text.replace(', "copying"', ""), settings=SETTINGS, model=mixer)
+    assert compiled.config.eval.measures == ("prev_token",)

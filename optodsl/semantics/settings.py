@@ -49,40 +49,40 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
         last_in_section[st.key[0]] = st
         last_of_key[key] = st
     if not values:
-        return _task_checked(config, _start(spec))
-
-    def blamed(culprit: str | None, loc: str) -> ast.Set:
-        return (last_of_key.get(culprit) or last_in_section.get(culprit.split(".")[0]) if culprit else None) \
-            or last_in_section.get(loc, list(last_in_section.values())[-1])
-
+        return config
     try:
-        config = with_settings(config, values)
+        return with_settings(config, values)
     except ValidationError as exc:
         err = exc.errors()[0]
         culprit = getattr(err.get("ctx", {}).get("error"), "key", None)  # a rule that names its setting
-        st = blamed(culprit, str(err["loc"][0]) if err["loc"] else "")
+        st = (last_of_key.get(culprit) or last_in_section.get(culprit.split(".")[0]) if culprit else None) \
+            or last_in_section.get(str(err["loc"][0]) if err["loc"] else "", list(last_in_section.values())[-1])
         raise SpecError(st.value.span, f"invalid value for {'.'.join(st.key)}: {_message(err)}") from None
+
+
+def check_task_settings(config: ExperimentConfig, statements, path: str | None, cli: dict[str, object] | None = None,
+                        cli_span: Span | None = None) -> None:
+    """Once every setting is applied (the spec's, then `--set`), the task has each evaluation set and
+    measure they name (`tasks.check_config`); else an error at the `--set` or the `set` that wrote the
+    key, or the one that chose the task."""
     try:
         check_config(config)
     except SettingValueError as exc:
-        st = blamed(exc.key, "task")
+        cli = cli or {}
+        if exc.key in cli or ("task.name" in cli and exc.key not in _keys_set(statements)):
+            key = exc.key if exc.key in cli else "task.name"
+            where = cli_span or Span(path="--set", line_text=f"{key}={cli[key]}", end_column=len(f"{key}={cli[key]}") + 1)
+            raise SpecError(where, f"invalid value for {key}: {exc}") from None
+        sets = [st for st in statements if isinstance(st, ast.Set)]
+        st = next((st for st in reversed(sets) if ".".join(st.key) == exc.key), None) \
+            or next((st for st in reversed(sets) if st.key == ("task", "name")), None)
+        if st is None:
+            raise SpecError(Span(path=path or "<spec>"), f"invalid settings: {exc}") from None
         raise SpecError(st.value.span, f"invalid value for {'.'.join(st.key)}: {exc}") from None
-    return config
 
 
-def _start(spec: ast.Spec) -> Span:
-    """Where a spec begins: the span blamed for settings it did not write (the base configuration's)."""
-    return Span(path=spec.path or "<spec>")
-
-
-def _task_checked(config: ExperimentConfig, span: Span) -> ExperimentConfig:
-    """`config`, once its task has every evaluation set and measure it names (the task's rule,
-    `tasks.check_config`); else an error at `span`."""
-    try:
-        check_config(config)
-    except SettingValueError as exc:
-        raise SpecError(span, f"invalid settings: {exc}") from None
-    return config
+def _keys_set(statements) -> set[str]:
+    return {".".join(st.key) for st in statements if isinstance(st, ast.Set)}
 
 
 def _task_name(config: ExperimentConfig, settings: list[tuple[str, object, Span]]) -> str:
@@ -156,11 +156,6 @@ def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | Non
         except ValidationError as exc:
             raise SpecError(where, f"invalid value for {key}: {_message(exc.errors()[0])}",
                             hint=_list_hint(exc.errors()[0], f"--set '{key}=[{value}]'")) from None
-    try:
-        check_config(config)
-    except SettingValueError as exc:
-        key = exc.key if exc.key in cli else next(iter(cli), exc.key)
-        raise SpecError(where_of(key, cli.get(key, "")), f"invalid value for {key}: {exc}") from None
     return config
 
 

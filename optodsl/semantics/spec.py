@@ -13,6 +13,7 @@ from typing import Callable
 from ..config import ExperimentConfig
 from ..errors import Span, SpecError, SpecWarning
 from ..model.parameters import head_selected
+from ..measures import unmet_need
 from ..model.protocol import SiteTable
 from ..syntax import ast
 from ..syntax.format import format_number
@@ -21,7 +22,7 @@ from .plan import Action, Member, WeightAction, in_pass
 from .registry import VERBS
 from ..tasks import Layout, layout
 from .resolve import Resolver
-from .settings import apply_cli as apply_cli, apply_settings
+from .settings import apply_cli as apply_cli, apply_settings, check_task_settings
 
 
 PAIRED_HINT = "a paired sweep takes a list of tuples, e.g. sweep (classes, labels) in [(100, 5), (50, 10)]"
@@ -297,7 +298,9 @@ def resolve_spec(spec: ast.Spec, base: ExperimentConfig, cli: dict[str, object] 
             config = apply_settings(base, flat, r)
             if cli:
                 config = apply_cli(config, cli, cli_span)
+            check_task_settings(config, flat.statements, spec.path, cli, cli_span)
             r = Resolver(config, bindings, sites)
+            _check_measures(config, r, sites is None, flat.statements, spec)
             actions, weights = lower_all(flat, r)
             check_conflicts(actions, r.seq_len)
             for w in warnings_for(actions, config) + weight_warnings(actions, weights, config):
@@ -309,6 +312,18 @@ def resolve_spec(spec: ast.Spec, base: ExperimentConfig, cli: dict[str, object] 
             members.append(Member(name=name, variant=variant, bindings=tuple(bindings.items()), config=config,
                                   actions=tuple(actions), grafts=grafts, probes=probes, weights=tuple(weights)))
     return members, warnings
+
+
+def _check_measures(config: ExperimentConfig, r: Resolver, built_in: bool, statements, spec: ast.Spec) -> None:
+    """Each measure in `eval.measures` can read the network the spec resolves against (its sites, and
+    the built-in weights where it reads them): else an error at the `set eval.measures` that named it."""
+    for name in config.eval.measures:
+        why = unmet_need(name, r.sites, r.layers, built_in)
+        if why:
+            where = next((st.value.span for st in reversed(statements)
+                          if isinstance(st, ast.Set) and st.key == ("eval", "measures")), Span(path=spec.path or "<spec>"))
+            raise SpecError(where, f"invalid value for eval.measures: {why}",
+                            hint="leave this measure out, or compute it with a measure of your own (measures= of train)")
 
 
 def unused_sweep_warnings(spec: ast.Spec, runs: int) -> list[SpecWarning]:
