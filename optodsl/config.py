@@ -112,19 +112,18 @@ class DataConfig(_Frozen):
         return self
 
     def _generators_fit(self) -> None:
-        """One weight per generator, each per-generator list of one value (for all) or one per
+        """One generator per `mixture` weight, each per-generator list of one value (for all) or one per
         generator, and every generator's context within `pairs` and its distinct classes within each
         class split; each rule names the setting that breaks it."""
-        n = max(len(self.mixture), len(self.burstiness), len(self.distractors), len(self.rest))
-        if len(self.mixture) != n:
-            raise SettingValueError("data.mixture", f"{n} generators (a per-generator setting lists {n} values) need "
-                                                    f"{n} weights in data.mixture; found {len(self.mixture)}")
+        n = len(self.mixture)
         if not sum(self.mixture) > 0:
             raise SettingValueError("data.mixture", "the generators' weights must not all be 0")
         for key in ("burstiness", "distractors", "rest"):
             if len(getattr(self, key)) not in (1, n):
-                raise SettingValueError(f"data.{key}", f"data.{key} lists {len(getattr(self, key))} values; "
-                                                       f"give one (for every generator) or {n} (one per data.mixture weight)")
+                raise SettingValueError(f"data.{key}", f"data.{key} lists {len(getattr(self, key))} values for "
+                                                       f"{n} generator{'s' if n > 1 else ''} (data.mixture has {n} "
+                                                       f"weight{'s' if n > 1 else ''}); give one value for all or one "
+                                                       "per generator, and one weight per generator in data.mixture")
         for i in range(n):
             b, distract, rest = (getattr(self, key)[i if len(getattr(self, key)) > 1 else 0]
                                  for key in ("burstiness", "distractors", "rest"))

@@ -36,6 +36,8 @@ LOGGED_SETS = EVAL_SETS[:4]
 sets are chosen with `eval.sets`, so the default metrics stay the paper's)."""
 SetName = Literal["train", "heldout_labels", "heldout_exemplars", "test_classes", "in_context", "in_weights"]
 MAX_LABEL_SETS = 2_000_000
+SAMPLED_LABEL_SETS = 20_000
+"""Label sets drawn at random, under fixed labels, when there are more than `MAX_LABEL_SETS`."""
 ENUMERATE_LIMIT = 200_000
 """The most training sequences `FewShot.every` enumerates."""
 
@@ -382,13 +384,22 @@ def correct_labels(classes: jax.Array) -> jax.Array:
     return (classes[:, :-1] == classes[:, -1:]).astype(jnp.float32)
 
 
-def label_sets(n_labels: int, pairs: int, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split the unordered sets of `pairs` distinct labels into training and held-out ones (seeded)."""
+def label_sets(n_labels: int, pairs: int, heldout_fraction: float, seed: int,
+               sample: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Split the unordered sets of `pairs` distinct labels into training and held-out ones (seeded);
+    with `sample`, more than `MAX_LABEL_SETS` of them are `MAX_LABEL_SETS` random ones instead."""
     n_sets = math.comb(n_labels, pairs)
-    if n_sets > MAX_LABEL_SETS:
+    if n_sets > MAX_LABEL_SETS and sample:
+        rng = np.random.default_rng(seed)
+        sets = np.sort(np.argsort(rng.random((SAMPLED_LABEL_SETS, n_labels)), axis=1)[:, :pairs], axis=1).astype(np.int32)
+        sets = np.unique(sets, axis=0)
+        n_sets = len(sets)
+        order = rng.permutation(n_sets)
+    elif n_sets > MAX_LABEL_SETS:
         raise ValueError(f"{n_sets} label sets (labels={n_labels}, pairs={pairs}) is too many to enumerate")
-    sets = np.array(list(itertools.combinations(range(n_labels), pairs)), dtype=np.int32)
-    order = np.random.default_rng(seed).permutation(n_sets)
+    else:
+        sets = np.array(list(itertools.combinations(range(n_labels), pairs)), dtype=np.int32)
+        order = np.random.default_rng(seed).permutation(n_sets)
     n_held = int(round(heldout_fraction * n_sets))
     if heldout_fraction > 0:
         n_held = min(max(n_held, 1), n_sets - 1)
@@ -404,7 +415,8 @@ def make_task(cfg: DataConfig, features: np.ndarray | None = None) -> FewShot:
         else:
             features = load_features(cfg.source)
             check_shape(cfg, features, cfg.source)
-    train, held = label_sets(cfg.labels, cfg.pairs, cfg.heldout_label_fraction, cfg.seed)
+    # a stream of fixed labels reads label sets only in its relabelled evaluation sets: a sample will do
+    train, held = label_sets(cfg.labels, cfg.pairs, cfg.heldout_label_fraction, cfg.seed, sample=not cfg.relabel)
     return FewShot(jnp.asarray(features, jnp.float32), jnp.asarray(train), jnp.asarray(held), cfg)
 
 
