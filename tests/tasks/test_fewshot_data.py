@@ -157,3 +157,12 @@ def test_a_rule_between_data_settings_points_at_the_set_that_breaks_it(text, lin
     with pytest.raises(SpecError) as info:
         load_experiment(text)
     assert words in info.value.message and info.value.span.line == line, (info.value.message, info.value.span.line)
+
+
+def test_opto_report_draws_every_set_a_task_declares():
+    """Each evaluation set after the training one has its own line style in the report's curves (a
+    set without one would be left out of the figure)."""
+    from optodsl.report.figures import HELDOUT_STYLES
+    from optodsl.tasks.records import set_order
+
+    assert list(HELDOUT_STYLES) == list(set_order()[1:]) and len(set(map(str, HELDOUT_STYLES.values()))) == len(HELDOUT_STYLES)
