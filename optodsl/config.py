@@ -72,6 +72,29 @@ class DataConfig(_Frozen):
     proto_noise: float = Field(0.4, ge=0.0, description="synthetic: exemplar noise relative to the prototype")
     shared: float = Field(2.0, ge=0.0, description="synthetic: weight of the direction shared by every class")
     seed: int = 0
+    # The paper's codebase's data generators (aadityasingh/icl-dynamics, main_utils.py): docs/tasks.md,
+    # "The few-shot task's data settings", gives each one's flag there. The defaults are the stream above.
+    mixture: tuple[Annotated[float, Field(ge=0.0)], ...] | float = Field(
+        (1.0,), description="weights of the generators (--mixing_coeffs): each sequence comes from one, drawn by weight")
+    burstiness: tuple[Annotated[int, Field(ge=0)], ...] | int = Field(
+        (1,), description="per generator: items of the query's class in the context (--pt_burstiness)")
+    distractors: tuple[bool, ...] | bool = Field(
+        (True,), description="per generator: a distractor class appears as often as the query's (--pt_distract)")
+    rest: tuple[Literal["unique", "no_support", "any"], ...] | Literal["unique", "no_support", "any"] = Field(
+        ("unique",), description="per generator: the other context items are distinct classes other than the query's "
+                                 "and the distractor (--pt_unique_rest), any classes but those two (--pt_no_support), "
+                                 "or any classes")
+    zipf: float = Field(0.0, ge=0.0, description="training classes drawn with probability proportional to rank^-zipf (--zipf_alpha)")
+    noise: float = Field(0.0, ge=0.0, description="std of Gaussian noise added to every exemplar's features (--noise_scale_train)")
+    relabel: bool = Field(True, description="labels re-drawn per sequence (--fs_relabel > 0), or each class's own "
+                                            "fixed label, its index mod labels (--fs_relabel 0)")
+    query_label_in_context: bool = Field(
+        False, description="a random context item also takes the query's label (--assign_query_label_random)")
+
+    @field_validator("mixture", "burstiness", "distractors", "rest", mode="after")
+    @classmethod
+    def _per_generator(cls, value):
+        return value if isinstance(value, tuple) else (value,)
 
     @model_validator(mode="after")
     def _splits_fit(self) -> "DataConfig":
@@ -85,7 +108,37 @@ class DataConfig(_Frozen):
             raise ValueError(f"pairs ({self.pairs}) needs at least as many training classes (classes={self.classes})")
         if self.pairs > self.labels:
             raise ValueError(f"pairs ({self.pairs}) needs at least as many labels (labels={self.labels})")
+        self._generators_fit()
         return self
+
+    def _generators_fit(self) -> None:
+        """One generator per `mixture` weight, each per-generator list of one value (for all) or one per
+        generator, and every generator's context within `pairs` and its distinct classes within each
+        class split; each rule names the setting that breaks it."""
+        n = len(self.mixture)
+        if not sum(self.mixture) > 0:
+            raise SettingValueError("data.mixture", "the generators' weights must not all be 0")
+        for key in ("burstiness", "distractors", "rest"):
+            if len(getattr(self, key)) not in (1, n):
+                raise SettingValueError(f"data.{key}", f"data.{key} lists {len(getattr(self, key))} values for "
+                                                       f"{n} generator{'s' if n > 1 else ''} (data.mixture has {n} "
+                                                       f"weight{'s' if n > 1 else ''}); give one value for all or one "
+                                                       "per generator, and one weight per generator in data.mixture")
+        for i in range(n):
+            b, distract, rest = (getattr(self, key)[i if len(getattr(self, key)) > 1 else 0]
+                                 for key in ("burstiness", "distractors", "rest"))
+            copies = b * (2 if distract and b > 0 else 1)
+            which = f"generator {i + 1}: " if n > 1 else ""
+            if copies > self.pairs:
+                raise SettingValueError("data.burstiness", f"{which}burstiness {b}{' with a distractor' if distract and b else ''} "
+                                                           f"puts {copies} items in a context of {self.pairs} pairs (data.pairs)")
+            others = self.pairs - copies
+            distinct = 1 + (distract and b > 0) + (others if rest == "unique" else min(others, 1) if rest == "no_support" else 0)
+            smallest = min(self.classes, self.test_classes)
+            if distinct > smallest:
+                raise SettingValueError("data.rest" if rest != "any" else "data.pairs",
+                                        f"{which}a sequence needs {distinct} distinct classes, more than the "
+                                        f"{smallest} of a class split (data.classes, data.test_classes)")
 
     @property
     def seq_len(self) -> int:

@@ -26,7 +26,7 @@ from ..tasks import Reading
 from .load import Run
 
 X_LABEL = "training sequences seen"
-HELDOUT_STYLES = dict(zip(set_order()[1:], ("--", ":", "-.")))
+HELDOUT_STYLES = dict(zip(set_order()[1:], ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))))
 """Line styles of the held-out sets (the sets after the training distribution, in the tasks' order)."""
 MAX_RUNS_WITH_HELDOUT = 3
 MEASURE_NAMES = {

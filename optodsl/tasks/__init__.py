@@ -38,8 +38,10 @@ def build_task(config: ExperimentConfig, features=None) -> Task:
 
 
 def eval_sets(config: ExperimentConfig) -> tuple[str, ...]:
-    """The evaluation sets a run scores: `eval.sets`, or every set of its task."""
-    return config.eval.sets or task_class(config).sets
+    """The evaluation sets a run scores: `eval.sets`, or those its task logs by default (`Task.logged`,
+    else every set)."""
+    cls = task_class(config)
+    return config.eval.sets or cls.logged or cls.sets
 
 
 def check_inputs(config: ExperimentConfig) -> None:

@@ -59,6 +59,8 @@ class Task(eqx.Module):
     name: ClassVar[str]
     sets: ClassVar[tuple[str, ...]]
     """Evaluation sets, the first being the training distribution; `eval.sets` picks among them."""
+    logged: ClassVar[tuple[str, ...]] = ()
+    """The sets a run scores when `eval.sets` is empty; empty means every set."""
     measures: ClassVar[tuple[str, ...]] = ()
     """Names from `optodsl.measures` this task gives a meaning to (`eval.measures`)."""
     sections: ClassVar[tuple[str, ...]] = ()

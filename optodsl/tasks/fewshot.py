@@ -1,17 +1,22 @@
 """The paper's few-shot task, sampled inside jit from a feature table.
 
-A sequence is `e1 l1 ... eP lP q`: P distinct classes in random order, one exemplar each,
-each given a label, then a query exemplar of one of them. Labels are re-drawn per sequence
+A sequence is `e1 l1 ... eP lP q`: by default P distinct classes in random order, one exemplar
+each, each given a label, then a query exemplar of one of them. Labels are re-drawn per sequence
 from sets of P distinct labels; a fraction of those sets is held out (for P=2, L=5: 2 of the
 10 unordered pairs, i.e. 4 of the 20 ordered ones, as in the paper). Training classes are the
 table's first `classes`, test classes its last `test_classes`; exemplars `0..train_exemplars-1`
 train and the rest are held out. The loss and accuracy are the query's label.
+
+The data settings of the paper's codebase (burstiness, distractors, Zipf-distributed classes,
+fixed labels, exemplar noise, a mixture of generators) change how a sequence is drawn; each
+evaluation set declares its own draw (`set_draws`). docs/tasks.md gives each setting's meaning.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import equinox as eqx
@@ -25,11 +30,84 @@ from ..errors import DataError
 from .base import Layout, Task, TaskPattern, query_loss_and_accuracy
 from .reading import Level, Reading
 
-EVAL_SETS = ("train", "heldout_labels", "heldout_exemplars", "test_classes")
-SetName = Literal["train", "heldout_labels", "heldout_exemplars", "test_classes"]
+EVAL_SETS = ("train", "heldout_labels", "heldout_exemplars", "test_classes", "in_context", "in_weights")
+LOGGED_SETS = EVAL_SETS[:4]
+"""The sets a run scores when `eval.sets` is empty: the paper's four (the in-context and in-weights
+sets are chosen with `eval.sets`, so the default metrics stay the paper's)."""
+SetName = Literal["train", "heldout_labels", "heldout_exemplars", "test_classes", "in_context", "in_weights"]
 MAX_LABEL_SETS = 2_000_000
+SAMPLED_LABEL_SETS = 20_000
+"""Label sets drawn at random, under fixed labels, when there are more than `MAX_LABEL_SETS`."""
 ENUMERATE_LIMIT = 200_000
 """The most training sequences `FewShot.every` enumerates."""
+
+
+@dataclass(frozen=True)
+class Generator:
+    """One class sampler of the paper's code (`get_constant_burst_seq_idxs`): `burstiness` items of
+    the query's class in the context, as many of one distractor class when `distractors` (and
+    burstiness > 0), and the other items `unique` (distinct classes, neither the query's nor the
+    distractor's), `no_support` (any classes but those two) or `any`, in random order."""
+
+    burstiness: int
+    distractors: bool
+    rest: str
+
+    def counts(self, pairs: int) -> tuple[int, int, int]:
+        """(items of the query's class, of the distractor class, others) in a context of `pairs`."""
+        d = self.burstiness if self.distractors and self.burstiness > 0 else 0
+        return self.burstiness, d, pairs - self.burstiness - d
+
+    def distinct(self, pairs: int) -> bool:
+        """Whether every context item is a different class, the query's among them: the stream before
+        these settings, drawn as it was (P distinct classes in random order, the query one of them)."""
+        return self.burstiness == 1 and (self.rest == "unique" or self.counts(pairs)[2] == 0)
+
+
+@dataclass(frozen=True)
+class Draw:
+    """How one evaluation set draws its sequences: its class split (`train`, `test`) and exemplar
+    split (`train`, `heldout`), its labels (`relabel`: re-drawn per sequence from the training label
+    sets; `heldout`: from the held-out ones; `fixed`: each class its own), its generators with their
+    weights, and the Zipf exponent of its classes (0: uniform)."""
+
+    classes: Literal["train", "test"]
+    exemplars: Literal["train", "heldout"]
+    labels: Literal["relabel", "heldout", "fixed"]
+    generators: tuple[Generator, ...]
+    weights: tuple[float, ...]
+    zipf: float
+
+    def always_present(self, pairs: int) -> bool:
+        """Whether every sequence shows the query's class in its context."""
+        return all(g.burstiness > 0 for g in self.generators)
+
+
+def stream_generators(cfg: DataConfig) -> tuple[Generator, ...]:
+    """The training stream's generators: one per `data.mixture` weight, each per-generator setting
+    given once for all or once per generator."""
+    pick = lambda values, i: values[i if len(values) > 1 else 0]
+    return tuple(Generator(pick(cfg.burstiness, i), pick(cfg.distractors, i), pick(cfg.rest, i))
+                 for i in range(len(cfg.mixture)))
+
+
+def set_draws(cfg: DataConfig) -> dict[str, Draw]:
+    """Every evaluation set's draw: the declaration of what each set measures (docs/tasks.md).
+
+    `train` is the training stream; the three held-out sets are that stream with one thing held out
+    (test classes are drawn uniformly: their order has no rank); `in_context` shows the query's class
+    in the context with labels re-drawn per sequence (the paper's code's `icl` evaluator: half the
+    context the query's class, half a distractor's); `in_weights` gives each class its fixed label
+    and keeps the query's class out of the context (its `pure_iwl` evaluator)."""
+    gens, weights, lab = stream_generators(cfg), tuple(cfg.mixture), "relabel" if cfg.relabel else "fixed"
+    half = Generator(max(1, cfg.pairs // 2), True, "unique")
+    absent = Generator(0, False, "unique" if cfg.classes > cfg.pairs else "no_support")
+    return {"train": Draw("train", "train", lab, gens, weights, cfg.zipf),
+            "heldout_labels": Draw("train", "train", "heldout", gens, weights, cfg.zipf),
+            "heldout_exemplars": Draw("train", "heldout", lab, gens, weights, cfg.zipf),
+            "test_classes": Draw("test", "train", lab, gens, weights, 0.0),
+            "in_context": Draw("train", "train", "relabel", (half,), (1.0,), 0.0),
+            "in_weights": Draw("train", "train", "fixed", (absent,), (1.0,), 0.0)}
 
 
 class FewShot(Task):
@@ -37,6 +115,7 @@ class FewShot(Task):
 
     name: ClassVar[str] = "fewshot"
     sets: ClassVar[tuple[str, ...]] = EVAL_SETS
+    logged: ClassVar[tuple[str, ...]] = LOGGED_SETS
     measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "prev_token_labels")
     sections: ClassVar[tuple[str, ...]] = ("data",)
 
@@ -98,43 +177,106 @@ class FewShot(Task):
         """The predicted and the target label of the first sequence's query."""
         return {"prediction": int(jnp.argmax(logits[0])), "target": int(batch["labels"][0, -1])}
 
-    def pools(self, which: SetName) -> tuple[int, int, int, int, jax.Array]:
-        """(first class, number of classes, first exemplar, number of exemplars, label sets) of a set."""
+    def pools(self, which: SetName) -> tuple[int, int, int, int]:
+        """(first class, number of classes, first exemplar, number of exemplars) of a set."""
         cfg = self.config
         n_total, n_ex = self.features.shape[:2]
-        train_cls = (0, cfg.classes)
-        test_cls = (n_total - cfg.test_classes, cfg.test_classes)
-        train_ex = (0, cfg.train_exemplars)
-        held_ex = (cfg.train_exemplars, n_ex - cfg.train_exemplars)
-        cls, ex, labels = {
-            "train": (train_cls, train_ex, self.train_label_sets),
-            "heldout_labels": (train_cls, train_ex, self.heldout_label_sets),
-            "heldout_exemplars": (train_cls, held_ex, self.train_label_sets),
-            "test_classes": (test_cls, train_ex, self.train_label_sets),
-        }[which]
-        return (*cls, *ex, labels)
+        draw = set_draws(cfg)[which]
+        cls = (0, cfg.classes) if draw.classes == "train" else (n_total - cfg.test_classes, cfg.test_classes)
+        ex = (0, cfg.train_exemplars) if draw.exemplars == "train" else (cfg.train_exemplars, n_ex - cfg.train_exemplars)
+        return (*cls, *ex)
 
     def sample_indices(self, key: jax.Array, which: SetName, batch: int) -> dict[str, jax.Array]:
         """A batch of `which` as table indices: `classes`, `exemplar_ids` and `labels`, each (B, P+1).
 
         The last entry of each row is the query; its label is the target and is not shown.
         """
-        c0, nc, e0, ne, label_sets = self.pools(which)
+        draw = set_draws(self.config)[which]
+        c0, nc, e0, ne = self.pools(which)
         p = self.config.pairs
         k_cls, k_ex, k_lab, k_perm, k_q = jax.random.split(key, 5)
-        cls = jax.vmap(lambda k: jax.random.choice(k, nc, (p,), replace=False))(jax.random.split(k_cls, batch)) + c0
+        classes = self._classes(k_cls, k_q, draw, nc, batch) + c0
         ex = jax.random.randint(k_ex, (batch, p + 1), 0, ne) + e0
-        sets = label_sets[jax.random.randint(k_lab, (batch,), 0, label_sets.shape[0])]
-        labels = jax.vmap(lambda k, s: jax.random.permutation(k, s))(jax.random.split(k_perm, batch), sets)
-        q = jax.random.randint(k_q, (batch,), 0, p)
-        rows = jnp.arange(batch)
-        classes = jnp.concatenate([cls, cls[rows, q][:, None]], axis=1)
-        labels = jnp.concatenate([labels, labels[rows, q][:, None]], axis=1)
+        labels = self._labels(k_lab, k_perm, draw, classes)
+        if self.config.query_label_in_context:  # the paper's --assign_query_label_random
+            at = jax.random.randint(jax.random.fold_in(k_q, 1), (batch,), 0, p)
+            labels = labels.at[jnp.arange(batch), at].set(labels[:, -1])
         return {"classes": classes, "exemplar_ids": ex, "labels": labels}
 
+    def _classes(self, k_cls: jax.Array, k_q: jax.Array, draw: Draw, nc: int, batch: int) -> jax.Array:
+        """(B, P+1) class indices within the set's split (the query last): one generator's, or per
+        sequence one generator drawn by weight (the paper's `get_mixed_seq_idxs`)."""
+        if len(draw.generators) == 1:
+            return self._generate(draw.generators[0], k_cls, k_q, draw.zipf, nc, batch)
+        keys = jax.random.split(k_cls, len(draw.generators) + 1)
+        each = jnp.stack([self._generate(g, *jax.random.split(keys[i]), draw.zipf, nc, batch)
+                          for i, g in enumerate(draw.generators)])  # (G, B, P+1)
+        which = jax.random.categorical(keys[-1], jnp.log(jnp.asarray(draw.weights, jnp.float32)), shape=(batch,))
+        return each[which, jnp.arange(batch)]
+
+    def _generate(self, gen: Generator, k_a: jax.Array, k_b: jax.Array, zipf: float, nc: int, batch: int) -> jax.Array:
+        """One generator's (B, P+1) class indices: the query's class drawn by weight (rank^-zipf), the
+        distractor by weight among the others, the rest as the generator says, in random order."""
+        p = self.config.pairs
+        rows = jnp.arange(batch)
+        if gen.distinct(p) and zipf == 0:  # the stream as it was drawn before these settings, bit for bit
+            cls = jax.vmap(lambda k: jax.random.choice(k, nc, (p,), replace=False))(jax.random.split(k_a, batch))
+            q = jax.random.randint(k_b, (batch,), 0, p)
+            return jnp.concatenate([cls, cls[rows, q][:, None]], axis=1)
+        n_q, n_d, n_rest = gen.counts(p)
+        logw = -zipf * jnp.log(jnp.arange(1, nc + 1, dtype=jnp.float32))  # (nc,)
+        k_query, k_dis, k_rest = jax.random.split(k_a, 3)
+        query = jax.random.categorical(k_query, logw, shape=(batch,))
+        taken = jnp.arange(nc)[None] == query[:, None]  # (B, nc)
+        parts = [jnp.broadcast_to(query[:, None], (batch, n_q))]
+        if n_d:
+            dis = jax.random.categorical(k_dis, jnp.where(taken, -jnp.inf, logw), axis=-1)
+            taken = taken | (jnp.arange(nc)[None] == dis[:, None])
+            parts.append(jnp.broadcast_to(dis[:, None], (batch, n_d)))
+        if n_rest:
+            masked = jnp.where(taken, -jnp.inf, logw)
+            if gen.rest == "unique":  # without replacement, by weight: the top of Gumbel-perturbed log-weights
+                parts.append(jax.lax.top_k(masked + jax.random.gumbel(k_rest, (batch, nc)), n_rest)[1])
+            else:
+                logits = masked if gen.rest == "no_support" else jnp.broadcast_to(logw, (batch, nc))
+                parts.append(jax.random.categorical(k_rest, logits[:, None, :], axis=-1, shape=(batch, n_rest)))
+        context = jnp.concatenate(parts, axis=1)
+        order = jnp.argsort(jax.random.uniform(k_b, (batch, p)), axis=1)  # a random order per sequence
+        context = jnp.take_along_axis(context, order, axis=1)
+        return jnp.concatenate([context, query[:, None]], axis=1).astype(jnp.int32)
+
+    def _labels(self, k_lab: jax.Array, k_perm: jax.Array, draw: Draw, classes: jax.Array) -> jax.Array:
+        """(B, P+1) labels: each class's fixed label (its index mod L), or per sequence a label set in
+        random order, the i-th distinct class of the context (by first appearance) taking its i-th
+        label and the query its class's; a query whose class the context lacks takes a label the
+        context does not show (it cannot be read from the context)."""
+        cfg = self.config
+        if draw.labels == "fixed":
+            return classes % cfg.labels
+        sets_of = self.heldout_label_sets if draw.labels == "heldout" else self.train_label_sets
+        batch, p = classes.shape[0], cfg.pairs
+        rows = jnp.arange(batch)
+        sets = sets_of[jax.random.randint(k_lab, (batch,), 0, sets_of.shape[0])]
+        order = jax.vmap(lambda k, s: jax.random.permutation(k, s))(jax.random.split(k_perm, batch), sets)
+        context = classes[:, :p]
+        first = jnp.argmax(context[:, :, None] == context[:, None, :], axis=-1)  # first position of each item's class
+        labels = jnp.take_along_axis(order, first, axis=1)
+        present = context == classes[:, -1:]
+        query = labels[rows, jnp.argmax(present, axis=1)]
+        if not draw.always_present(p):
+            shown = jax.nn.one_hot(labels, cfg.labels).max(axis=1) > 0  # (B, L)
+            free = jax.random.categorical(jax.random.fold_in(k_lab, 1), jnp.where(shown & ~shown.all(-1, keepdims=True), -jnp.inf, 0.0))
+            query = jnp.where(present.any(axis=1), query, free)
+        return jnp.concatenate([labels, query[:, None]], axis=1).astype(jnp.int32)
+
     def sample(self, key: jax.Array, which: SetName, batch: int) -> dict[str, jax.Array]:
-        """A batch of `which`: `exemplars` (B, P+1, F), `labels` (B, P+1), `classes` (B, P+1)."""
-        return self.gather(self.sample_indices(key, which, batch))
+        """A batch of `which`: `exemplars` (B, P+1, F), `labels` (B, P+1), `classes` (B, P+1); with
+        `data.noise`, Gaussian noise of that std on every exemplar (the paper's --noise_scale_train)."""
+        out = self.gather(self.sample_indices(key, which, batch))
+        if self.config.noise > 0:
+            noise = jax.random.normal(jax.random.fold_in(key, 1), out["exemplars"].shape)
+            out = {**out, "exemplars": out["exemplars"] + self.config.noise * noise}
+        return out
 
     def gather(self, index: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """The model's batch for sequences given as table indices (`classes`, `exemplar_ids`, `labels`):
@@ -148,8 +290,13 @@ class FewShot(Task):
 
     def every(self, which: str) -> dict[str, np.ndarray] | None:
         """Every distinct training sequence (the paper's 78,400: 50x49 class orders x 2 queries x 16 label
-        orders), or None for another set, more than `ENUMERATE_LIMIT`, or several training exemplars."""
+        orders), or None for another set, more than `ENUMERATE_LIMIT`, several training exemplars, or
+        data settings under which the sequences are not equally likely (or not all distinct classes)."""
         cfg = self.config
+        stream = set_draws(cfg)["train"]
+        if (len(stream.generators) != 1 or not stream.generators[0].distinct(cfg.pairs) or stream.zipf
+                or stream.labels != "relabel" or cfg.query_label_in_context):
+            return None  # enumerated sequences are equally likely only in the stream drawn as before
         label_orders = [perm for s in np.asarray(self.train_label_sets) for perm in itertools.permutations(tuple(s))]
         total = math.perm(cfg.classes, cfg.pairs) * cfg.pairs * len(label_orders)
         if which != "train" or cfg.train_exemplars != 1 or total > ENUMERATE_LIMIT:
@@ -177,19 +324,30 @@ class FewShot(Task):
 
     @staticmethod
     def induction_weights(batch: dict[str, jax.Array], t: int) -> tuple[jax.Array, jax.Array]:
-        """The query's row only: +1 on the correct label token, -1/(P-1) on each other label token."""
+        """The query's row only: +1 shared by the correct label tokens (one unless `data.burstiness` > 1),
+        -1 shared by the other label tokens; defined where the context shows the query's class."""
         correct = correct_labels(batch["classes"])  # (B, P)
-        n_other = jnp.maximum(correct.shape[1] - 1, 1)
-        weights = _query_row(correct - (1 - correct) / n_other, t)[:, 0]
-        rows = jnp.zeros(weights.shape[:2]).at[:, t - 1].set(1.0)
+        n_correct, n_other = _counts(correct)
+        weights = _query_row(correct / n_correct - (1 - correct) / n_other, t)[:, 0]
+        rows = jnp.zeros(weights.shape[:2]).at[:, t - 1].set((correct.sum(-1) > 0).astype(weights.dtype))
         return weights, rows
 
     @staticmethod
     def induction_pattern(batch: dict[str, jax.Array], strength: jax.Array, t: int) -> jax.Array:
-        """The query's row only: s on the correct label token, 1-s shared by the other label tokens."""
+        """The query's row only: s shared by the correct label tokens, 1-s by the other label tokens (all
+        on the correct ones when there are no others; evenly over every label token when the context
+        lacks the query's class)."""
         correct = correct_labels(batch["classes"])  # (B, P)
-        n_other = jnp.maximum(correct.shape[1] - 1, 1)
-        return _query_row(correct * strength + (1 - correct) * (1 - strength) / n_other, t)
+        n_correct, n_other = _counts(correct)
+        share = correct * strength / n_correct + (1 - correct) * (1 - strength) / n_other
+        share = jnp.where(correct.sum(-1, keepdims=True) == correct.shape[1], correct / n_correct, share)
+        return _query_row(jnp.where(correct.sum(-1, keepdims=True) == 0, 1 / correct.shape[1], share), t)
+
+
+def _counts(correct: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per sequence (B, 1), the number of correct and of other label tokens, each at least 1."""
+    n = correct.sum(-1, keepdims=True)
+    return jnp.maximum(n, 1.0), jnp.maximum(correct.shape[1] - n, 1.0)
 
 
 def _induction(params, batch, t):
@@ -227,13 +385,22 @@ def correct_labels(classes: jax.Array) -> jax.Array:
     return (classes[:, :-1] == classes[:, -1:]).astype(jnp.float32)
 
 
-def label_sets(n_labels: int, pairs: int, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split the unordered sets of `pairs` distinct labels into training and held-out ones (seeded)."""
+def label_sets(n_labels: int, pairs: int, heldout_fraction: float, seed: int,
+               sample: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Split the unordered sets of `pairs` distinct labels into training and held-out ones (seeded);
+    with `sample`, more than `MAX_LABEL_SETS` of them are `MAX_LABEL_SETS` random ones instead."""
     n_sets = math.comb(n_labels, pairs)
-    if n_sets > MAX_LABEL_SETS:
+    if n_sets > MAX_LABEL_SETS and sample:
+        rng = np.random.default_rng(seed)
+        sets = np.sort(np.argsort(rng.random((SAMPLED_LABEL_SETS, n_labels)), axis=1)[:, :pairs], axis=1).astype(np.int32)
+        sets = np.unique(sets, axis=0)
+        n_sets = len(sets)
+        order = rng.permutation(n_sets)
+    elif n_sets > MAX_LABEL_SETS:
         raise ValueError(f"{n_sets} label sets (labels={n_labels}, pairs={pairs}) is too many to enumerate")
-    sets = np.array(list(itertools.combinations(range(n_labels), pairs)), dtype=np.int32)
-    order = np.random.default_rng(seed).permutation(n_sets)
+    else:
+        sets = np.array(list(itertools.combinations(range(n_labels), pairs)), dtype=np.int32)
+        order = np.random.default_rng(seed).permutation(n_sets)
     n_held = int(round(heldout_fraction * n_sets))
     if heldout_fraction > 0:
         n_held = min(max(n_held, 1), n_sets - 1)
@@ -249,7 +416,8 @@ def make_task(cfg: DataConfig, features: np.ndarray | None = None) -> FewShot:
         else:
             features = load_features(cfg.source)
             check_shape(cfg, features, cfg.source)
-    train, held = label_sets(cfg.labels, cfg.pairs, cfg.heldout_label_fraction, cfg.seed)
+    # a stream of fixed labels reads label sets only in its relabelled evaluation sets: a sample will do
+    train, held = label_sets(cfg.labels, cfg.pairs, cfg.heldout_label_fraction, cfg.seed, sample=not cfg.relabel)
     return FewShot(jnp.asarray(features, jnp.float32), jnp.asarray(train), jnp.asarray(held), cfg)
 
 
