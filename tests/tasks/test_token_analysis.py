@@ -151,7 +151,7 @@ def test_the_loss_at_each_position_is_the_logits_loss_with_and_without_each_head
     # the induction head costs nothing before the repeat can begin (position 5) and much after it
     top = max(("H0", "H1"), key=lambda h: data["heads"]["L2"]["ablate_one"][h]["loss"])
     cost = np.asarray(section["ablate_one"]["L2"][top]) - np.asarray(section["full"])
-    assert abs(cost[:5].mean()) < 0.2 < cost[12:].mean()
+    assert abs(cost[:5].mean()) < cost[12:].mean() / 4 and cost[12:].mean() > 0.5
     assert "loss at each position, in bands of positions" in shown and f"  L2.{top}" in shown
 
 
