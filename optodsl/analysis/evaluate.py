@@ -11,6 +11,7 @@ the repeated half; every next token).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import equinox as eqx
@@ -90,10 +91,11 @@ class Outcome:
 
 
 def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences, sequences_seen: int = 0,
-                   positions: bool = False) -> list[Outcome]:
-    """Evaluate every plan on `seqs`; plans that share structure and shapes run as one program. With
-    `positions` (a task with `per_position`), each outcome also has the mean loss at each position,
-    summed over the sequences inside the same program."""
+                   positions: Collection[int] = ()) -> list[Outcome]:
+    """Evaluate every plan on `seqs`; plans that share structure and shapes run as one program. The
+    outcomes of the plans numbered in `positions` (a task with `per_position`) also have the mean loss
+    at each position, summed over the sequences inside the same program (and so do the other plans of
+    their program)."""
     groups: dict[tuple, list[int]] = {}
     for i, plan in enumerate(plans):
         groups.setdefault(program_key(plan), []).append(i)
@@ -107,7 +109,8 @@ def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences
         arrays = [eqx.partition(plans[i], eqx.is_array) for i in members]
         static = arrays[0][1]
         stacked = (jnp.arange(len(members)), jax.tree.map(lambda *xs: jnp.stack(xs), *[a[0] for a in arrays]))
-        scores, summed = _run_group(model, stacked, static, task, idx, valid, jnp.asarray(sequences_seen), positions)
+        at_positions = any(i in positions for i in members)
+        scores, summed = _run_group(model, stacked, static, task, idx, valid, jnp.asarray(sequences_seen), at_positions)
         results = {k: np.asarray(v).reshape(len(members), -1)[:, :n] for k, v in scores.items()}
         at = None if summed is None else np.asarray(summed).sum(1) / n  # (plans, positions)
         for j, i in enumerate(members):

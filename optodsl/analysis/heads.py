@@ -338,12 +338,16 @@ def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[G
     full = planner.plan("")
     inputs = Inputs(run, task, seqs, planner.plan, full, groups)
     texts: dict[str, str] = {"full": ""}
+    at_positions = set()  # the plans whose loss at each position an analysis reads
     for d in declared:
-        texts.update(d.plans(inputs))
+        asked = d.plans(inputs)
+        texts.update(asked)
+        if d.positions:
+            at_positions |= {"full", *asked}
     names = list(texts)
     plans = [full if k == "full" else planner.plan(texts[k]) for k in names]
     outcomes = dict(zip(names, evaluate_plans(run.model, plans, task, seqs, run.sequences,
-                                              positions=any(d.positions for d in declared))))
+                                              positions={i for i, k in enumerate(names) if k in at_positions})))
     member = None if bare else run.member
     result: dict = {
         "run_dir": str(run.run_dir), "spec": run.spec, "sequences": run.sequences,
