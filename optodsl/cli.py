@@ -355,12 +355,22 @@ def toy(
     typer.echo(f"figure: {out / 'toy.png'}")
 
 
+def _only_help() -> str:
+    """`--only`'s help: the registered analyses, what each computes and when it runs."""
+    from .analysis.registry import REGISTRY
+
+    def when(d) -> str:
+        notes = ["only when named"] * d.on_request + ["two layers or more"] * d.paired + [f"needs {d.needs}"] * bool(d.needs)
+        return f" ({'; '.join(notes)})" if notes else ""
+
+    return ("an analysis to run (repeatable; default: every one that applies, but those run only when named): "
+            + "; ".join(f"{d.name}: {d.words}{when(d)}" for d in REGISTRY.values()))
+
+
 @app.command()
 def analyze(
     run_dir: Path = typer.Argument(..., help="a run directory written by opto run"),
-    only: List[str] = typer.Option([], "--only", help="heads, groups, paths, composition, subset, perfected or added (repeatable; "
-                                                      "default all that apply but perfected and added, which run when named: "
-                                                      "paths and composition need two layers)"),
+    only: List[str] = typer.Option([], "--only", help=_only_help()),
     group: List[str] = typer.Option([], "--group", help="a head group for Table 1 in the spec's selector syntax, e.g. "
                                                          "L1.H[1,2,5] or L1.* (repeatable; default: "
                                                         "layer 1's previous-token heads, the rest, all)"),
@@ -372,29 +382,33 @@ def analyze(
                                                     "(default: with them, as its evaluations ran)"),
 ) -> None:
     """Analyse a checkpoint: each head ablated / alone (Fig. 4a), Table 1's pattern- vs value-preserving
-    ablations, path maps and composition scores of every layer pair (Fig. 11b, 11c), Table 2; when named, each
-    last-layer head with a perfect match (Fig. 16, Table 3) and heads added by strength (Fig. 14). Writes RUN_DIR/analysis.json;
+    ablations, path maps and composition scores of every layer pair (Fig. 11b, 11c), Table 2, on token tasks the
+    loss at each position with each head ablated; when named, each last-layer head with a perfect match
+    (Fig. 16, Table 3) and heads added by strength (Fig. 14) (see --only). Writes RUN_DIR/analysis.json;
     with --only, the sections it did not compute stay from an earlier analysis of the same checkpoint, interventions
     and sequences. Every ablation is added to the run's own interventions (refused where both set one site), unless --bare.
 
     Example: opto analyze runs/fig3_baseline --sequences all --group L1.H[1,2,5]
     """
-    from .analysis.heads import ANALYSES, analyze as run_analyses
+    from .analysis.heads import analyze as run_analyses
+    from .analysis.registry import REGISTRY
     from .analysis.runs import load_run
 
     def body():
         n = options.sequences_option(sequences)
         for name in only:
-            if name not in ANALYSES:
+            if name not in REGISTRY:
                 bad = options.option_span("--only", name)
-                raise SpecError(bad, f"no analysis '{name}'", hint="choose from " + ", ".join(ANALYSES))
+                raise SpecError(bad, f"no analysis '{name}'", hint="choose from " + ", ".join(REGISTRY))
         run_ = load_run(run_dir)
         groups = options.parse_groups(group, run_.config)
         return run_analyses(run_, tuple(only) or None, groups or None, n=n, seed=seed, bare=bare)
 
     result = _guard(body)
-    from .analysis.schema import Analysis
+    from .analysis.registry import analysis_layout
     from .files import atomic_write_text
+
+    Analysis = analysis_layout()
 
     path = run_dir / rundir.ANALYSIS
     note = ""

@@ -1,7 +1,8 @@
 """Progress measures computed from a forward pass's activations at every evaluation, inside jit.
 
 Named in `eval.measures` (e.g. `set eval.measures = ["induction", "prev_token"]`) and written to
-`metrics.jsonl` as `<set>/<measure>/L<l>.H<h>` beside the losses. A measure reads the activations
+`metrics.jsonl` as `<set>/<measure>/L<l>.H<h>` beside the losses; the report draws every logged one
+as a heat map under the words its declaration gives (`measure(name, title, unit)`). A measure reads the activations
 and the batch; one that reads weights (`copying`) also gets the model; what is task-specific it
 asks the task (`task.induction_weights`) or its layout's position roles (`roles["labels"]`).
 """
@@ -17,6 +18,7 @@ Measure = Callable[..., dict[str, jax.Array]]
 """`(acts, batch, layers, model=None, task=None, roles=None) -> {"<name>/L<l>.H<h>": value}`: `task` is
 the run's task (its static functions of a batch are read), `roles` its layout's position roles."""
 MEASURES: dict[str, Measure] = {}
+<<<<<<< HEAD
 NEEDS: dict[str, tuple[tuple[str, ...], bool]] = {}
 """What each measure reads from the network: the layer sites it needs in every layer (`pattern`), and
 whether it reads the built-in transformer's weights; the resolver checks both before training."""
@@ -28,6 +30,19 @@ def measure(name: str, sites: tuple[str, ...] = ("pattern",), weights: bool = Fa
     def wrap(fn: Measure) -> Measure:
         MEASURES[name] = fn
         NEEDS[name] = (sites, weights)
+=======
+WORDS: dict[str, tuple[str, str | None]] = {}
+"""Each measure's title and colour-bar words for the report's heat maps (None: the task's own words
+for what an induction head attends to, `Reading.induction_words`)."""
+
+
+def measure(name: str, title: str | None = None, unit: str | None = ""):
+    """Register the decorated function as measure `name`, with the words the report draws it under:
+    `title`, and `unit` for its colour bar (default: its name for both; None: the task's words)."""
+    def wrap(fn: Measure) -> Measure:
+        MEASURES[name] = fn
+        WORDS[name] = (title or name, unit if unit != "" else name)
+>>>>>>> registry
         return fn
     return wrap
 
@@ -47,7 +62,7 @@ def _per_head(name: str, values: jax.Array, layer: int) -> dict[str, jax.Array]:
     return {f"{name}/L{layer}.H{h}": values[h] for h in range(values.shape[0])}
 
 
-@measure("induction")
+@measure("induction", "Induction strength", None)
 def induction_strength(acts, batch, layers: int, model=None, task=None, roles=None) -> dict[str, jax.Array]:
     """The attention each head puts where the task says an induction head should look
     (`task.induction_weights`), averaged over the rows where that is defined. Few-shot: from the query,
@@ -74,7 +89,7 @@ def previous_token_attention(pattern: jax.Array) -> jax.Array:
     return pattern[:, :, jnp.arange(1, t), jnp.arange(t - 1)].mean((0, 2))
 
 
-@measure("prev_token")
+@measure("prev_token", "Previous-token attention", "attention to the previous token (fraction)")
 def prev_token_attention(acts, batch, layers: int, model=None, task=None, roles=None) -> dict[str, jax.Array]:
     """Mean attention from each position i >= 1 to position i-1."""
     out = {}
@@ -83,7 +98,8 @@ def prev_token_attention(acts, batch, layers: int, model=None, task=None, roles=
     return out
 
 
-@measure("prev_token_labels")
+@measure("prev_token_labels", "Previous-token attention at the labels",
+         "attention from each label to the exemplar before it (fraction)")
 def prev_token_label_attention(acts, batch, layers: int, model=None, task=None, roles=None) -> dict[str, jax.Array]:
     """Mean attention from each position of the `labels` role to the position just before it (the
     few-shot task's exemplar), the previous-token step the match needs (a head may attend to the
@@ -96,7 +112,11 @@ def prev_token_label_attention(acts, batch, layers: int, model=None, task=None, 
     return out
 
 
+<<<<<<< HEAD
 @measure("copying", sites=(), weights=True)
+=======
+@measure("copying", "Copying", "fraction of tokens whose own logit the head's OV circuit raises most")
+>>>>>>> registry
 def copying_score(acts, batch, layers: int, model=None, task=None, roles=None) -> dict[str, jax.Array]:
     """Olsson et al.'s copying, read from the weights: per head, its full OV circuit from the token
     embedding to the unembedding, W_E W_V W_O W_U (layer norms left out, as they do), and the fraction

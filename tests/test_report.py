@@ -217,3 +217,23 @@ def test_perfected_losses_get_their_figure_and_do_not_count_as_evaluation_sets(t
     plain = write_run(tmp_path / "plain", CROSSING, CROSSING_LOSS)
     write_report([plain], tmp_path / "out2")
     assert not (tmp_path / "out2" / "perfected.png").exists()
+
+
+def test_a_measure_is_drawn_under_the_words_of_its_one_declaration(tmp_path, monkeypatch):
+    """A new measure's heat map and caption come from its declaration (`measures.measure`) alone."""
+    from optodsl import measures
+    from optodsl.report.figures import figures_for
+    from optodsl.report.summary import caption
+
+    monkeypatch.setitem(measures.MEASURES, "toy_spread", None)  # both undone after the test
+    monkeypatch.setitem(measures.WORDS, "toy_spread", None)
+    measures.measure("toy_spread", "Toy spread", "spread of the toy's attention (nats)")(lambda *a: {})
+    run = write_run(tmp_path / "a", CROSSING)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for i, rec in enumerate(records):
+        rec.update({f"train/toy_spread/{h}": 0.1 * i for h in HEADS})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    runs = load_runs([run])
+    assert "toy_spread.png" in figures_for(runs)
+    title, text = caption("toy_spread.png", runs)
+    assert title == "Toy spread" and text.endswith("spread of the toy's attention (nats).")

@@ -2,7 +2,12 @@
 
     from optodsl.analysis import analyze, load_run
     result = analyze(load_run("runs/fig3_baseline"), what=("heads", "subset"), n=10_000)
+
+Each analysis is declared once (`registry.declare`) in the module that computes it; importing the
+package imports those modules, so `registry.REGISTRY` holds them all.
 """
 
-from .heads import ANALYSES as ANALYSES, Group as Group, analyze as analyze
+from .heads import Group as Group, analyze as analyze
+from . import positions as positions
+from .registry import REGISTRY as REGISTRY, applicable as applicable
 from .runs import TrainedRun as TrainedRun, load_run as load_run

@@ -11,6 +11,7 @@ the repeated half; every next token).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import equinox as eqx
@@ -64,6 +65,8 @@ class Outcome:
     scores: np.ndarray
     losses: np.ndarray
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    positions: np.ndarray | None = None
+    """The mean loss at each position over the sequences (`Task.position_losses`), when asked for."""
 
     @property
     def correct(self) -> np.ndarray:
@@ -87,8 +90,12 @@ class Outcome:
         return out
 
 
-def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences, sequences_seen: int = 0) -> list[Outcome]:
-    """Evaluate every plan on `seqs`; plans that share structure and shapes run as one program."""
+def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences, sequences_seen: int = 0,
+                   positions: Collection[int] = ()) -> list[Outcome]:
+    """Evaluate every plan on `seqs`; plans that share structure and shapes run as one program. The
+    outcomes of the plans numbered in `positions` (a task with `per_position`) also have the mean loss
+    at each position, summed over the sequences inside the same program (and so do the other plans of
+    their program)."""
     groups: dict[tuple, list[int]] = {}
     for i, plan in enumerate(plans):
         groups.setdefault(program_key(plan), []).append(i)
@@ -96,32 +103,37 @@ def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences
     pad = (-n) % CHUNK
     idx = {k: jnp.asarray(np.pad(v, ((0, pad),) + ((0, 0),) * (v.ndim - 1))).reshape(-1, CHUNK, *v.shape[1:])
            for k, v in seqs.index.items()}
+    valid = jnp.asarray(np.arange(n + pad) < n, jnp.float32).reshape(-1, CHUNK)
     out: list[Outcome | None] = [None] * len(plans)
     for members in groups.values():
         arrays = [eqx.partition(plans[i], eqx.is_array) for i in members]
         static = arrays[0][1]
         stacked = (jnp.arange(len(members)), jax.tree.map(lambda *xs: jnp.stack(xs), *[a[0] for a in arrays]))
-        results = {k: np.asarray(v).reshape(len(members), -1)[:, :n]
-                   for k, v in _run_group(model, stacked, static, task, idx, jnp.asarray(sequences_seen)).items()}
+        at_positions = any(i in positions for i in members)
+        scores, summed = _run_group(model, stacked, static, task, idx, valid, jnp.asarray(sequences_seen), at_positions)
+        results = {k: np.asarray(v).reshape(len(members), -1)[:, :n] for k, v in scores.items()}
+        at = None if summed is None else np.asarray(summed).sum(1) / n  # (plans, positions)
         for j, i in enumerate(members):
             extra = {k: v[j] for k, v in results.items() if k not in ("loss", "accuracy")}
-            out[i] = Outcome(results["accuracy"][j], results["loss"][j], extra)
+            out[i] = Outcome(results["accuracy"][j], results["loss"][j], extra, None if at is None else at[j])
     return out
 
 
 @eqx.filter_jit
-def _run_group(model, stacked, static, task, idx, sequences_seen):
+def _run_group(model, stacked, static, task, idx, valid, sequences_seen, positions: bool):
     ctx = Context(sequences=sequences_seen, training=False)
 
     def per_plan(numbered):
         plan = eqx.combine(numbered[1], static)
 
         def per_chunk(chunk):
-            batch = task.gather(chunk)
+            index, rows = chunk
+            batch = task.gather(index)
             logits, _ = plan(model, batch, ctx)
-            return task.score(logits, batch)
+            summed = (task.position_losses(logits, batch) * rows[:, None]).sum(0) if positions else None
+            return task.score(logits, batch), summed
 
-        return jax.lax.map(per_chunk, idx)
+        return jax.lax.map(per_chunk, (idx, valid))
 
     return jax.lax.map(per_plan, stacked)
 

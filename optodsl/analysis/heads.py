@@ -6,6 +6,7 @@ each one is added to the run's own interventions (the forward its evaluations us
 model scores what the run's final evaluation scored; `bare` scores the network without them. An
 analysis line that conflicts with one of the run's (another value at the same site) is refused.
 The result is one JSON-ready dict, an `Analysis` (`optodsl.analysis.schema`, the layout `opto report` reads).
+Each analysis here is declared with `registry.declare` beside the function that builds its section.
 """
 
 from __future__ import annotations
@@ -27,22 +28,10 @@ from ..sites import layer_pairs, pair_key
 from ..tasks import layout, reading
 from ..tasks.records import TRAIN
 from .evaluate import Outcome, Sequences, activations, evaluate_plans, evaluation_set
+from .registry import REGISTRY, Declared, Inputs, analysis_layout, applicable, declare
 from .runs import TrainedRun
-from .schema import Analysis
-
-ANALYSES = ("heads", "groups", "paths", "composition", "subset", "perfected", "added")
-PAIRED = ("paths", "composition")
-"""The analyses of a pair of layers, which a one-layer model does not have."""
-ON_REQUEST = ("perfected", "added")
-"""Analyses run only when named: together 23 more plans, and `perfected` clamps each last-layer head's
-pattern, which a run that clamps one itself would refuse."""
-
-
-def applicable(layers: int) -> tuple[str, ...]:
-    """The analyses run by default on a model of `layers` layers (the paired ones need two layers; those
-    in `ON_REQUEST` run when named)."""
-    return tuple(a for a in ANALYSES if a not in ON_REQUEST and (layers >= 2 or a not in PAIRED))
-
+from .schema import Added, CompositionSection, GroupsSection, HeadsSection, Perfected, PathsSection, Subset
+from .tables import added_lines, composition_lines, groups_lines, heads_lines, paths_lines, perfected_lines, subset_lines
 
 @dataclass(frozen=True)
 class Group:
@@ -199,61 +188,166 @@ def composition_scores(run: TrainedRun, writer: int = 1, reader: int = 2) -> dic
     return out
 
 
-def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[Group] | None = None,
-            which: str = TRAIN, n: int | None = None, seed: int = 0, bare: bool = False) -> dict:
-    """Run the chosen analyses (by default every one that applies to the model's depth) on a trained
-    run, under its own training interventions (or none, with `bare`); returns the `analysis.json` dict.
+def _one_at_a_time(inputs: Inputs) -> dict[str, str]:
+    """Each head of every layer ablated alone and kept on alone in its layer."""
+    texts = {}
+    for layer in range(1, inputs.layers + 1):
+        for h in inputs.heads:
+            texts[f"L{layer}.H{h}/ablate_one"] = f"ablate L{layer}.H{h}"
+            texts[f"L{layer}.H{h}/only_one"] = f"ablate L{layer}.* except H{h}"
+    return texts
 
-    Head ablations cover every layer; paths and composition cover every pair of layers (keyed
-    `L1-L2`, `L1-L3`, `L2-L3`, ...); Table 2 is taken on the last layer."""
+
+@declare("heads", title="One head ablated, or only one on (Figure 4a)", section=HeadsSection, table=heads_lines,
+         plans=_one_at_a_time, words="each head of every layer ablated alone and kept on alone (Figure 4a)")
+def _heads(inputs: Inputs, outcomes: dict[str, Outcome]) -> dict:
+    return {f"L{layer}": {kind: {f"H{h}": outcomes[f"L{layer}.H{h}/{kind}"].summary() for h in inputs.heads}
+                          for kind in ("ablate_one", "only_one")} for layer in range(1, inputs.layers + 1)}
+
+
+def _groups_of(inputs: Inputs) -> list[Group]:
+    """The `--group` groups, or Table 1's default ones from the previous-token attention of each layer but the last."""
+    def default() -> list[Group]:
+        full, last = inputs.full, inputs.layers
+        return default_groups({layer: prev_token_scores(inputs.run, inputs.task, inputs.seqs, layer, plan=full)
+                               for layer in range(1, max(last, 2))})
+    return inputs.groups or inputs.once("groups", default)
+
+
+def _group_plans(inputs: Inputs) -> dict[str, str]:
+    texts = {}
+    for g in _groups_of(inputs):
+        later = f"L{g.layer + 1}" if g.layer < inputs.layers else None
+        texts[f"{g.name}/ablated"] = f"ablate {g.selector}"
+        if later:
+            texts[f"{g.name}/pattern_preserving"] = f"ablate {g.selector} preserving {later}.pattern"
+            texts[f"{g.name}/value_preserving"] = f"ablate {g.selector} preserving {later}.v"
+    return texts
+
+
+@declare("groups", title="Head groups (Table 1)", section=GroupsSection, table=groups_lines, plans=_group_plans,
+         words="groups of heads ablated, and ablated keeping the next layer's pattern or values (Table 1)")
+def _groups(inputs: Inputs, outcomes: dict[str, Outcome]) -> list:
+    return [{"name": g.name, "layer": g.layer, "heads": list(g.heads),
+             **{kind: outcomes[f"{g.name}/{kind}"].summary()
+                for kind in ("ablated", "pattern_preserving", "value_preserving") if f"{g.name}/{kind}" in outcomes}}
+            for g in _groups_of(inputs)]
+
+
+def _path_plans(inputs: Inputs) -> dict[str, str]:
+    return {f"path/{la}/{lb}/{a}/{b}": f"ablate L{la}.* except H{a}\nablate L{lb}.* except H{b}"
+            for la, lb in layer_pairs(inputs.layers) for a in inputs.heads for b in inputs.heads}
+
+
+@declare("paths", title="One path (Figure 11b)", section=PathsSection, table=paths_lines, plans=_path_plans, paired=True,
+         words="one head of an earlier layer and one of a later layer kept on, every pair of layers (Figure 11b)")
+def _paths(inputs: Inputs, outcomes: dict[str, Outcome]) -> dict:
+    heads = inputs.heads
+    return {pair_key(la, lb): {"accuracy": [[round(outcomes[f"path/{la}/{lb}/{a}/{b}"].accuracy, 6) for b in heads]
+                                            for a in heads]}
+            for la, lb in layer_pairs(inputs.layers)}
+
+
+@declare("composition", title="Composition (Figure 11c)", section=CompositionSection, table=composition_lines,
+         paired=True, words="Q-, K- and V-composition scores of every pair of layers (Figure 11c)")
+def _composition(inputs: Inputs, outcomes: dict[str, Outcome]) -> dict:
+    return {pair_key(la, lb): composition_scores(inputs.run, la, lb) for la, lb in layer_pairs(inputs.layers)}
+
+
+@declare("subset", title="The sequences the reference head gets wrong (Table 2)", section=Subset, table=subset_lines,
+         plans=_one_at_a_time, words="each last-layer head alone on the sequences the best one gets wrong (Table 2)")
+def _subset_section(inputs: Inputs, outcomes: dict[str, Outcome]) -> dict:
+    return _subset(outcomes, inputs.layers, inputs.heads)
+
+
+def _perfected_plans(inputs: Inputs) -> dict[str, str]:
+    last = inputs.layers
+    return {**_one_at_a_time(inputs),
+            **{f"L{last}.H{h}/perfected": f"ablate L{last}.* except H{h}\nclamp L{last}.H{h}.pattern = induction"
+               for h in inputs.heads}}
+
+
+@declare("perfected", title="Each last-layer head with a perfect match (Figure 16, Table 3)", section=Perfected,
+         table=perfected_lines, plans=_perfected_plans, on_request=True,
+         words="each last-layer head alone with its pattern clamped to a perfect match (Figure 16, Table 3)")
+def _perfected_section(inputs: Inputs, outcomes: dict[str, Outcome]) -> dict:
+    cfg = inputs.run.config
+    return _perfected(outcomes, inputs.layers, inputs.heads, inputs.task.answers(inputs.seqs.index), layout(cfg).outputs)
+
+
+def _strength_order(inputs: Inputs) -> tuple[np.ndarray, list[int]]:
+    """The last layer's induction strengths and its heads from the strongest."""
+    def compute():
+        strengths = induction_scores(inputs.run, inputs.task, inputs.seqs, inputs.full)
+        return strengths, sorted(inputs.heads, key=lambda h: -strengths[h])
+    return inputs.once("strength_order", compute)
+
+
+def _added_plans(inputs: Inputs) -> dict[str, str]:
+    _, order = _strength_order(inputs)
+    return {f"added/{start}/{k}": f"ablate L{inputs.layers}.* except H[{','.join(str(h) for h in order[start:k])}]"
+            for start in (0, 1) for k in range(start + 1, len(order) + start)}
+
+
+@declare("added", title="Heads added by induction strength (Figure 14)", section=Added, table=added_lines,
+         plans=_added_plans, on_request=True,
+         words="the last layer's heads kept on one more at a time by induction strength (Figure 14)")
+def _added(inputs: Inputs, outcomes: dict[str, Outcome]) -> dict:
+    strengths, order = _strength_order(inputs)
+    return {"layer": f"L{inputs.layers}", "order": [f"H{h}" for h in order],
+            "strength": {f"H{h}": round(float(strengths[h]), 6) for h in inputs.heads},
+            "from_strongest": [outcomes[f"added/0/{k}"].summary() for k in range(1, len(order))] + [outcomes["full"].summary()],
+            "from_second": [outcomes[f"added/1/{k}"].summary() for k in range(2, len(order) + 1)]}
+
+
+def chosen(what: tuple[str, ...] | None, run: TrainedRun, task: type) -> tuple[Declared, ...]:
+    """The declarations of the analyses `what` (default: those that apply), refusing with a DataError
+    an analysis this model or task lacks."""
     cfg = run.config
-    what = applicable(cfg.model.layers) if what is None else tuple(what)
-    unknown = set(what) - set(ANALYSES)
+    what = applicable(cfg.model.layers, task) if what is None else tuple(what)
+    unknown = set(what) - set(REGISTRY)
     if unknown:
-        raise ValueError(f"unknown analyses {sorted(unknown)}; choose from {', '.join(ANALYSES)}")
-    paired = [a for a in PAIRED if a in what]
+        raise ValueError(f"unknown analyses {sorted(unknown)}; choose from {', '.join(REGISTRY)}")
+    paired = [a for a in what if REGISTRY[a].paired]
     if cfg.model.layers < 2 and paired:
         raise DataError(run.run_dir, f"{' and '.join(paired)} compare{'s' if len(paired) == 1 else ''} a pair of layers, "
                         "and this model has one", expected="a model with two layers or more, or leave them out "
-                        f"(the analyses of a one-layer model: {', '.join(applicable(1))})",
+                        f"(the analyses of a one-layer model: {', '.join(applicable(1, task))})",
                         found=f"model.layers = {cfg.model.layers}")
+    for name in what:
+        if not REGISTRY[name].applies(task):
+            raise DataError(run.run_dir, f"the {name} analysis does not apply to the {task.name} task",
+                            expected=f"{REGISTRY[name].needs}, or leave it out (the analyses of this run: "
+                                     f"{', '.join(applicable(cfg.model.layers, task))})", found=f"task.name = {task.name}")
+    return tuple(REGISTRY[name] for name in REGISTRY if name in what)
+
+
+def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[Group] | None = None,
+            which: str = TRAIN, n: int | None = None, seed: int = 0, bare: bool = False) -> dict:
+    """Run the chosen registered analyses (by default every one that applies to the model's depth and
+    task, `registry.applicable`) on a trained run, under its own training interventions (or none, with
+    `bare`); returns the `analysis.json` dict.
+
+    The plans of every chosen analysis are evaluated together (`evaluate_plans`: one program per
+    structure); head ablations cover every layer; paths and composition cover every pair of layers
+    (keyed `L1-L2`, `L1-L3`, `L2-L3`, ...); Tables 2 and 3 and Figure 14 are taken on the last layer."""
+    cfg = run.config
+    task, seqs = evaluation_set(cfg, which, n, seed)
+    declared = chosen(what, run, type(task))
     planner = Planner(run, bare)
     full = planner.plan("")
-    task, seqs = evaluation_set(cfg, which, n, seed)
-    heads, last = range(cfg.model.heads), cfg.model.layers
+    inputs = Inputs(run, task, seqs, planner.plan, full, groups)
     texts: dict[str, str] = {"full": ""}
-    if {"heads", "subset", "perfected"} & set(what):
-        for layer in range(1, last + 1):
-            for h in heads:
-                texts[f"L{layer}.H{h}/ablate_one"] = f"ablate L{layer}.H{h}"
-                texts[f"L{layer}.H{h}/only_one"] = f"ablate L{layer}.* except H{h}"
-    if "groups" in what:
-        groups = groups or default_groups({layer: prev_token_scores(run, task, seqs, layer, plan=full)
-                                           for layer in range(1, max(last, 2))})
-        for g in groups:
-            later = f"L{g.layer + 1}" if g.layer < last else None
-            texts[f"{g.name}/ablated"] = f"ablate {g.selector}"
-            if later:
-                texts[f"{g.name}/pattern_preserving"] = f"ablate {g.selector} preserving {later}.pattern"
-                texts[f"{g.name}/value_preserving"] = f"ablate {g.selector} preserving {later}.v"
-    if "paths" in what:
-        for la, lb in layer_pairs(last):
-            for a in heads:
-                for b in heads:
-                    texts[f"path/{la}/{lb}/{a}/{b}"] = f"ablate L{la}.* except H{a}\nablate L{lb}.* except H{b}"
-    if "perfected" in what:
-        for h in heads:
-            texts[f"L{last}.H{h}/perfected"] = f"ablate L{last}.* except H{h}\nclamp L{last}.H{h}.pattern = induction"
-    order: list[int] = []
-    if "added" in what:
-        strengths = induction_scores(run, task, seqs, full)
-        order = sorted(heads, key=lambda h: -strengths[h])
-        for start in (0, 1):
-            for k in range(start + 1, len(order) + start):
-                texts[f"added/{start}/{k}"] = f"ablate L{last}.* except H[{','.join(str(h) for h in order[start:k])}]"
+    at_positions = set()  # the plans whose loss at each position an analysis reads
+    for d in declared:
+        asked = d.plans(inputs)
+        texts.update(asked)
+        if d.positions:
+            at_positions |= {"full", *asked}
     names = list(texts)
     plans = [full if k == "full" else planner.plan(texts[k]) for k in names]
-    outcomes = dict(zip(names, evaluate_plans(run.model, plans, task, seqs, run.sequences)))
+    outcomes = dict(zip(names, evaluate_plans(run.model, plans, task, seqs, run.sequences,
+                                              positions={i for i, k in enumerate(names) if k in at_positions})))
     member = None if bare else run.member
     result: dict = {
         "run_dir": str(run.run_dir), "spec": run.spec, "sequences": run.sequences,
@@ -266,32 +360,9 @@ def analyze(run: TrainedRun, what: tuple[str, ...] | None = None, groups: list[G
         "measures": head_measures(run, task, seqs, full),
         "full": outcomes["full"].summary(),
     }
-    if "heads" in what:
-        result["heads"] = {f"L{layer}": {kind: {f"H{h}": outcomes[f"L{layer}.H{h}/{kind}"].summary() for h in heads}
-                                         for kind in ("ablate_one", "only_one")} for layer in range(1, last + 1)}
-    if "groups" in what:
-        result["groups"] = [{"name": g.name, "layer": g.layer, "heads": list(g.heads),
-                             **{kind: outcomes[f"{g.name}/{kind}"].summary()
-                                for kind in ("ablated", "pattern_preserving", "value_preserving") if f"{g.name}/{kind}" in outcomes}}
-                            for g in groups]
-    if "paths" in what:
-        result["paths"] = {pair_key(la, lb): {"accuracy": [[round(outcomes[f"path/{la}/{lb}/{a}/{b}"].accuracy, 6)
-                                                            for b in heads] for a in heads]}
-                           for la, lb in layer_pairs(last)}
-    if "composition" in what:
-        result["composition"] = {pair_key(la, lb): composition_scores(run, la, lb) for la, lb in layer_pairs(last)}
-    if "subset" in what:
-        result["subset"] = _subset(outcomes, last, heads)
-    if "perfected" in what:
-        result["perfected"] = _perfected(outcomes, last, heads, task.answers(seqs.index), layout(cfg).outputs)
-    if "added" in what:
-        result["added"] = {
-            "layer": f"L{last}", "order": [f"H{h}" for h in order],
-            "strength": {f"H{h}": round(float(strengths[h]), 6) for h in heads},
-            "from_strongest": [outcomes[f"added/0/{k}"].summary() for k in range(1, len(order))] + [outcomes["full"].summary()],
-            "from_second": [outcomes[f"added/1/{k}"].summary() for k in range(2, len(order) + 1)],
-        }
-    return Analysis.model_validate(result).to_json()
+    for d in declared:
+        result[d.name] = d.build(inputs, outcomes)
+    return analysis_layout().model_validate(result).to_json()
 
 
 def _subset(outcomes: dict[str, Outcome], layer: int, heads, kind: str = "only_one") -> dict:

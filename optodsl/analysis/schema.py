@@ -1,8 +1,12 @@
 """`analysis.json`, defined once: what `opto analyze` writes and `opto report` reads.
 
-`optodsl.analysis.heads.analyze` builds an `Analysis` and writes `to_json()`; the report checks a
-file with `Analysis.checked(data, path)` (a malformed section is a `DataError` naming the file and
-the section) and draws from `for_report()`, where a null number (no wrong sequences, say) is NaN.
+The file is `AnalysisBase` (the checkpoint, interventions, sequences and full model's scores) plus
+one optional section per registered analysis (`optodsl.analysis.registry`: each declares its
+section's type, here for the built-in ones); `layout` builds the model of a set of sections and
+`Analysis` is the one of the analyses registered now. `optodsl.analysis.heads.analyze` builds one
+and writes `to_json()`; the report checks a file with `Analysis.checked(data, path)` (a malformed
+section is a `DataError` naming the file and the section) and draws from `for_report()`, where a
+null number (no wrong sequences, say) is NaN.
 
 Every section is optional, so an analysis of some sections only (`--only`) reads back; files
 written before there were layer pairs (one unkeyed `paths` or `composition` entry, the pair
@@ -12,10 +16,10 @@ L1-L2) and before `interventions` was recorded still read.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainValidator, StrictBool, StrictInt, ValidationError,
-                      WrapSerializer, field_validator, model_serializer, model_validator)
+                      WrapSerializer, create_model, field_validator, model_serializer, model_validator)
 
 from ..errors import DataError
 from ..sites import PAIR_KEY
@@ -92,10 +96,14 @@ class _Part(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
     OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def _omitted(cls) -> tuple[str, ...]:
+        return cls.OMITTED_WHEN_ABSENT
+
     @model_serializer(mode="wrap")
     def _leave_out_absent(self, handler):
         data = handler(self)
-        for name in self.OMITTED_WHEN_ABSENT:
+        for name in self._omitted():
             if getattr(self, name) is None:
                 data.pop(name, None)
         return data
@@ -220,12 +228,34 @@ class Added(_Part):
     from_second: list[Scores] = []
 
 
-class Analysis(_Part):
-    """One run's `analysis.json`: which checkpoint, under which interventions, on which sequences,
-    and the sections `opto analyze` computed."""
+def _named_groups(groups: Any) -> Any:
+    """Unnamed groups (files written before groups had names) are named by their place."""
+    if not isinstance(groups, list):
+        return groups
+    return [{"name": f"group {i}", **g} if isinstance(g, dict) and "name" not in g else g for i, g in enumerate(groups)]
 
-    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("full", "heads", "groups", "paths", "composition", "subset",
-                                                      "perfected", "added", "scored", "references", "measures")
+
+def _unkeyed_pair(*keys: str):
+    """One unkeyed entry (a file written before there were layer pairs) is the pair L1-L2."""
+    def read(section: Any) -> Any:
+        return {"L1-L2": section} if isinstance(section, dict) and set(section) & set(keys) else section
+    return read
+
+
+HeadsSection = Annotated[dict[str, HeadModes], AfterValidator(_by_index)]
+"""Each layer's heads ablated alone and kept on alone, by layer (`L1`, `L2`, ...)."""
+GroupsSection = Annotated[list[Group], BeforeValidator(_named_groups)]
+PathsSection = Annotated[dict[PairKey, PathMap], BeforeValidator(_unkeyed_pair("accuracy")), AfterValidator(_by_pair)]
+CompositionSection = Annotated[dict[PairKey, Composition], BeforeValidator(_unkeyed_pair("Q", "K", "V")),
+                               AfterValidator(_by_pair)]
+
+
+class AnalysisBase(_Part):
+    """One run's `analysis.json`: which checkpoint, under which interventions, on which sequences, and
+    the sections `opto analyze` computed. The sections are the registered analyses'
+    (`optodsl.analysis.registry`), added as fields by `layout`; this class holds what every file has."""
+
+    OMITTED_WHEN_ABSENT: ClassVar[tuple[str, ...]] = ("full", "scored", "references", "measures")
 
     run_dir: str | None = None
     spec: str | None = None
@@ -242,52 +272,31 @@ class Analysis(_Part):
     measures: dict[str, dict[str, dict[str, Number]]] | None = None
     """Each per-head measure the task declares, under the run's interventions: {measure: {"L1": {"H0": v}}}."""
     full: Scores | None = None
-    heads: dict[str, HeadModes] | None = None
-    groups: list[Group] | None = None
-    paths: dict[PairKey, PathMap] | None = None
-    composition: dict[PairKey, Composition] | None = None
-    subset: Subset | None = None
-    perfected: Perfected | None = None
-    added: Added | None = None
 
-    @model_validator(mode="before")
     @classmethod
-    def _older_layouts(cls, data: Any) -> Any:
-        """Unnamed groups are named by their place; one unkeyed paths or composition entry is the pair L1-L2."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        if isinstance(data.get("groups"), list):
-            data["groups"] = [{"name": f"group {i}", **g} if isinstance(g, dict) and "name" not in g else g
-                              for i, g in enumerate(data["groups"])]
-        paths, comp = data.get("paths"), data.get("composition")
-        if isinstance(paths, dict) and "accuracy" in paths:
-            data["paths"] = {"L1-L2": paths}
-        if isinstance(comp, dict) and set(comp) & {"Q", "K", "V"}:
-            data["composition"] = {"L1-L2": comp}
-        return data
+    def sections(cls) -> tuple[str, ...]:
+        """The analyses' sections this layout reads, in the registry's order."""
+        return tuple(name for name in cls.model_fields if name not in AnalysisBase.model_fields)
 
-    @field_validator("heads")
     @classmethod
-    def _layers_in_order(cls, layers: dict | None) -> dict | None:
-        return None if layers is None else _by_index(layers)
-
-    @field_validator("paths", "composition")
-    @classmethod
-    def _pairs_in_order(cls, pairs: dict | None) -> dict | None:
-        return None if pairs is None else _by_pair(pairs)
+    def _omitted(cls) -> tuple[str, ...]:
+        return cls.OMITTED_WHEN_ABSENT + cls.sections()
 
     SAME_SCORES: ClassVar[tuple[str, ...]] = ("run_dir", "sequences", "bare", "interventions", "bindings", "eval")
     """What two analyses must share for their sections to sit in one file: the checkpoint (run and its
     length), the interventions every score is taken under, and the sequences (set, number, seed)."""
 
-    def merged(self, older: "Analysis") -> tuple["Analysis", tuple[str, ...]]:
+    def section(self, name: str) -> Any:
+        """The section `name`, or None when this file lacks it (or the layout has no such analysis)."""
+        return getattr(self, name, None) if name in self.sections() else None
+
+    def merged(self, older: "AnalysisBase") -> tuple["AnalysisBase", tuple[str, ...]]:
         """This analysis plus the sections of `older` it did not compute, when both score the same
         checkpoint under the same interventions on the same sequences (`SAME_SCORES`); else this one
         alone. Also returns the names of the sections taken from `older`."""
         if any(getattr(self, k) != getattr(older, k) for k in self.SAME_SCORES):
             return self, ()
-        kept = tuple(k for k in self.OMITTED_WHEN_ABSENT if getattr(self, k) is None and getattr(older, k) is not None)
+        kept = tuple(k for k in self._omitted() if getattr(self, k) is None and getattr(older, k, None) is not None)
         return self.model_copy(update={k: getattr(older, k) for k in kept}), kept
 
     def to_json(self) -> dict:
@@ -299,7 +308,7 @@ class Analysis(_Part):
         return self.model_dump(context={_NAN: True})
 
     @classmethod
-    def checked(cls, data: Any, path) -> "Analysis":
+    def checked(cls, data: Any, path) -> "AnalysisBase":
         """`data` (a parsed analysis.json) checked against the layout; a DataError names `path` and the
         first malformed section."""
         try:
@@ -310,6 +319,28 @@ class Analysis(_Part):
             expected = error["msg"].removeprefix("Value error, ")
             raise DataError(path, "malformed analysis" + (f": {where}" if where else ""), expected=expected,
                             found=repr(value)[:60]) from None
+
+
+_LAYOUTS: dict[tuple, type[AnalysisBase]] = {}
+
+
+def layout(sections: tuple[tuple[str, Any], ...]) -> type[AnalysisBase]:
+    """The `analysis.json` layout with these (name, section type) sections, in this order, each
+    optional (an `--only` analysis has some); built once per set of sections."""
+    key = tuple((name, id(section)) for name, section in sections)
+    if key not in _LAYOUTS:
+        fields = {name: (Optional[section], None) for name, section in sections}
+        _LAYOUTS[key] = create_model("Analysis", __base__=AnalysisBase, __doc__=AnalysisBase.__doc__, **fields)
+    return _LAYOUTS[key]
+
+
+def __getattr__(name: str):
+    """`Analysis`: the layout of the analyses registered now (`optodsl.analysis.registry.analysis_layout`)."""
+    if name == "Analysis":
+        from .registry import analysis_layout
+
+        return analysis_layout()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _located(data: Any, loc: tuple) -> tuple[str, Any]:

@@ -18,8 +18,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from ..analysis.registry import REGISTRY, Declared
 from ..analysis.schema import index_order
 from ..files import atomic_write_bytes
+from ..measures import WORDS
 from ..syntax.format import format_number
 from ..tasks.records import TRAIN, record_key, set_key, set_order
 from ..tasks import Reading
@@ -29,15 +31,9 @@ X_LABEL = "training sequences seen"
 HELDOUT_STYLES = dict(zip(set_order()[1:], ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))))
 """Line styles of the held-out sets (the sets after the training distribution, in the tasks' order)."""
 MAX_RUNS_WITH_HELDOUT = 3
-MEASURE_NAMES = {
-    "induction": ("Induction strength", None),
-    "prev_token": ("Previous-token attention", "attention to the previous token (fraction)"),
-    "prev_token_labels": ("Previous-token attention at the labels",
-                          "attention from each label to the exemplar before it (fraction)"),
-    "copying": ("Copying", "fraction of tokens whose own logit the head's OV circuit raises most"),
-}
-"""Title and colour-bar words of the measures the report knows; the induction measure's words are the
-task's (`Reading.induction_words`), and a measure not named here is drawn under its own name."""
+MEASURE_NAMES = WORDS
+"""Title and colour-bar words of each declared measure (`optodsl.measures.measure`); the induction
+measure's words are the task's (`Reading.induction_words`), and a measure not declared is drawn under its own name."""
 
 
 def format_sequences(value: float, _pos=None) -> str:
@@ -609,6 +605,55 @@ ANALYSIS_FIGURES = {
 }
 
 
+def declared_figure(runs: list[Run], declared: Declared) -> Figure | None:
+    """One row per run of the heat maps a registered analysis declares for its section (`Declared.figure`);
+    None when no run has that section."""
+    panels = [(run, maps) for run in _analysed(runs, declared.name) for maps in [declared.figure(run.analysis[declared.name])]
+              if maps]
+    if not panels:
+        return None
+    cols = max(len(maps) for _, maps in panels)
+    size = max(max(len(m.rows), len(m.columns) / 2) for _, maps in panels for m in maps)
+    fig = _figure(max(6.0, 0.25 * size + 3.0) * cols, max(3.0, 0.25 * size + 1.6) * len(panels) + 0.6)
+    axes = fig.subplots(len(panels), cols, squeeze=False)
+    for row, (run, maps) in zip(axes, panels):
+        for ax in row[len(maps):]:
+            ax.set_visible(False)
+        for ax, m in zip(row, maps):
+            values = np.asarray(m.values, dtype=float)
+            finite = values[np.isfinite(values)]
+            lo, hi = (min(0.0, float(finite.min())), float(finite.max())) if finite.size else (0.0, 1.0)
+            image = ax.imshow(values, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1.0, aspect="auto")
+            step = max(1, len(m.columns) // 16)
+            ax.set_xticks(range(0, len(m.columns), step), m.columns[::step])
+            ax.set_yticks(range(len(m.rows)), m.rows, fontsize=7 if len(m.rows) <= 24 else 5)
+            ax.set(xlabel=m.xlabel, ylabel=m.ylabel)
+            ax.set_title(f"{run.label}: {m.title}", fontsize=10)
+            fig.colorbar(image, ax=ax, label=m.unit, shrink=0.85)
+    fig.suptitle(declared.title)
+    return fig
+
+
+def declared_figures() -> dict:
+    """File name -> figure builder of every registered analysis that declares a figure: `<name>.png`,
+    or `analysis_<name>.png` where another figure has that name."""
+    out = {}
+    for d in REGISTRY.values():
+        if d.figure is not None:
+            name = f"{d.name}.png"
+            name = f"analysis_{name}" if name in CURVE_FIGURES or name in ANALYSIS_FIGURES else name
+            out[name] = lambda rs, d=d: declared_figure(rs, d)
+    return out
+
+
+def declared_caption(name: str) -> tuple[str, str] | None:
+    """The heading and caption of a registered analysis's figure file, or None for another file."""
+    for d in REGISTRY.values():
+        if d.figure is not None and name in (f"{d.name}.png", f"analysis_{d.name}.png"):
+            return d.title, f"{d.words[0].upper()}{d.words[1:]}; one row of panels per analysed run (`opto analyze --only {d.name}`)."
+    return None
+
+
 def logged_measures(runs: list[Run]) -> list[str]:
     """Every per-head measure any run logged on the training set: those the report names first, in its
     order, then the others in the order they were logged."""
@@ -619,13 +664,14 @@ def logged_measures(runs: list[Run]) -> list[str]:
 def measure_file(measure: str) -> str:
     """The figure file of a measure's heat maps: `<measure>.png`, unless another figure has that name."""
     name = f"{measure}.png"
-    return f"measure_{name}" if name in CURVE_FIGURES or name in ANALYSIS_FIGURES else name
+    return f"measure_{name}" if name in CURVE_FIGURES or name in ANALYSIS_FIGURES or name in declared_figures() else name
 
 
 def figures_for(runs: list[Run]) -> dict:
-    """File name -> figure builder, in report order: curves, a heat map per logged measure, analyses."""
+    """File name -> figure builder, in report order: curves, a heat map per logged measure, analyses
+    (the report's own, then those the registered analyses declare)."""
     measures = {measure_file(m): (lambda rs, m=m: measure_figure(rs, m)) for m in logged_measures(runs)}
-    return {**CURVE_FIGURES, **measures, **ANALYSIS_FIGURES}
+    return {**CURVE_FIGURES, **measures, **ANALYSIS_FIGURES, **declared_figures()}
 
 
 def write_figures(runs: list[Run], out: Path) -> dict[str, Path]:

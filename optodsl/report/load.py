@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import rundir
-from ..analysis.schema import Analysis
+from ..analysis.registry import analysis_layout
 from ..config import ExperimentConfig, read_run_config
 from ..errors import DataError
 from ..tasks import Reading, reading
@@ -24,7 +24,7 @@ _HEAD = re.compile(r"^L(\d+)\.H(\d+)$")
 
 @dataclass(frozen=True)
 class Run:
-    """One run directory as the report sees it; `analysis` is its checked analysis.json (`Analysis.for_report`) or None."""
+    """One run directory as the report sees it; `analysis` is its checked analysis.json (`for_report` of the registered analyses' layout) or None."""
 
     path: Path
     label: str
@@ -129,7 +129,7 @@ def load_run(path: Path) -> Run:
     summary = rundir.summary(path)
     analysis = None
     if (path / rundir.ANALYSIS).is_file():
-        analysis = Analysis.checked(rundir.read_json(path / rundir.ANALYSIS, "analysis"), path / rundir.ANALYSIS).for_report()
+        analysis = analysis_layout().checked(rundir.read_json(path / rundir.ANALYSIS, "analysis"), path / rundir.ANALYSIS).for_report()
     spec = info.get("path") if isinstance(info.get("path"), str) else None
     member = info.get("member") if isinstance(info.get("member"), str) else None
     bindings = info.get("bindings") if isinstance(info.get("bindings"), dict) else {}

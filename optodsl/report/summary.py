@@ -10,11 +10,12 @@ import os
 import re
 from pathlib import Path
 
+from ..analysis.registry import REGISTRY, analysis_layout
 from ..analysis.schema import index_order
 from ..tasks import Level, Reading
 from ..tasks.records import TRAIN, record_key, running_key, set_key, set_order
 from .curvestats import PER, Stages, crossing, curve_key, running_crossing, stages
-from .figures import curves_of, fixed_levels, measure_words, readings_of, reference_curves
+from .figures import curves_of, declared_caption, fixed_levels, measure_words, readings_of, reference_curves
 from .load import Run
 
 SEEDS_HELDOUT = set_order()[1]
@@ -65,6 +66,9 @@ def caption(name: str, runs: list[Run]) -> tuple[str, str]:
             diverging, lambda r: ", ".join(f"{r.words(n)} (`{record_key(TRAIN, n)}`)" for n in r.divergences) + ".")
     if name in ANALYSIS_CAPTIONS:
         return ANALYSIS_CAPTIONS[name]
+    declared = declared_caption(name)
+    if declared is not None:
+        return declared
     measure = name[len("measure_"):] if name.startswith("measure_") else name
     measure = measure.removesuffix(".png")
     measured = [r for r in runs if measure in r.measures()] or runs
@@ -320,7 +324,28 @@ def analysis_section(run: Run, out: Path) -> str:
             counts = f", wrong on {s['wrong']:,} of {s['sequences']:,} sequences"
         parts.append(f"#### The sequences the reference head gets wrong (Table 2)\n\nReference: {cell(ref)}{counts}.\n\n"
                      + table(["head", "accuracy, all sequences", f"accuracy, sequences {ref} gets wrong"], rows))
+    parts += declared_tables(a)
     return "\n\n".join(parts)
+
+
+MARKDOWN_TABLES = ("heads", "groups", "paths", "subset")
+"""The sections `analysis_section` writes as markdown tables; every other registered section is shown
+as its analysis's console table."""
+
+
+def declared_tables(a: dict) -> list[str]:
+    """The console table of each registered analysis's section in `a` (the report's dict) that has no
+    markdown table here, under the analysis's title."""
+    present = [d for d in REGISTRY.values() if d.name not in MARKDOWN_TABLES and a.get(d.name) is not None]
+    if not present:
+        return []
+    result = analysis_layout().model_validate(a)
+    out = []
+    for d in present:
+        text = "\n".join(d.table(result.section(d.name), result)).strip("\n")
+        if text:
+            out.append(f"#### {d.title}\n\n```text\n{text}\n```")
+    return out
 
 
 def stage_rules(runs: list[Run]) -> str:

@@ -66,6 +66,9 @@ class Task(eqx.Module):
     sections: ClassVar[tuple[str, ...]] = ()
     """The task-owned settings sections (`config.TASK_SECTIONS`) this task reads besides `task`: the
     few-shot task's `data`. A run records only these; a spec setting another is refused."""
+    per_position: ClassVar[bool] = False
+    """Whether every position of a sequence has its own target (`position_losses`): the token tasks'
+    next token; the few-shot task scores its query alone."""
 
     @staticmethod
     @abc.abstractmethod
@@ -120,6 +123,11 @@ class Task(eqx.Module):
         any further per-sequence scores it offers: by default the next token at every position."""
         loss, correct = next_token_scores(logits, batch["tokens"])
         return {"loss": loss.mean(-1), "accuracy": correct.mean(-1)}
+
+    def position_losses(self, logits: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+        """Per sequence and position (B, T-1), the loss (nats) of the output at each position, for a
+        task with `per_position` (traceable): the next token's, position t predicting token t+1."""
+        return next_token_scores(logits, batch["tokens"])[0]
 
     def answers(self, index: dict[str, np.ndarray]) -> np.ndarray | None:
         """Each sequence's one answer (the few-shot query's label), for tables by answer; None where a

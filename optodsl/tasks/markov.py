@@ -28,6 +28,7 @@ class Markov(Task):
     name: ClassVar[str] = "markov"
     sets: ClassVar[tuple[str, ...]] = ("train",)
     measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "copying")
+    per_position: ClassVar[bool] = True
 
     config: MarkovTaskConfig = eqx.field(static=True)
 

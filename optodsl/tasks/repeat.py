@@ -36,6 +36,7 @@ class Repeat(Task):
     name: ClassVar[str] = "repeat"
     sets: ClassVar[tuple[str, ...]] = ("train",)
     measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "copying")
+    per_position: ClassVar[bool] = True
 
     config: RepeatTaskConfig = eqx.field(static=True)
 

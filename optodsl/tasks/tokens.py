@@ -63,6 +63,7 @@ class Tokens(Task):
     name: ClassVar[str] = "tokens"
     sets: ClassVar[tuple[str, ...]] = ("train",)
     measures: ClassVar[tuple[str, ...]] = ("induction", "prev_token", "copying")
+    per_position: ClassVar[bool] = True
 
     corpus: jax.Array  # (N,) int32
     config: TokensTaskConfig = eqx.field(static=True)

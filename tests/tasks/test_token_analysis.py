@@ -5,11 +5,21 @@ reference losses, and the same numbers from `opto eval` of a sweep of ablations.
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
+from optodsl.analysis.evaluate import activations, evaluation_set
+from optodsl.analysis.heads import Planner, compile_text
+from optodsl.analysis.registry import REGISTRY, declare
+from optodsl.analysis.runs import load_run
 from optodsl.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
 
 REPEAT = '''set task.name = "repeat"
 set task.vocab = 32
@@ -91,3 +101,89 @@ def test_a_three_layer_markov_run_is_analysed_in_every_layer_and_pair(tmp_path):
     assert {"in-context unigram", "Bayes bigram", "uniform (ln 3)"} <= set(data["references"])
     assert set(data["measures"]) == {"induction", "prev_token", "copying"}
     assert "every loss (nats) and accuracy below is on the next token at every position" in shown.stdout
+
+
+
+# --------------------------------------------------------------------------- the loss at each position
+
+
+def _docs_line(start: str) -> list[str]:
+    """The arguments of the one line of docs/tasks.md that starts with `start`."""
+    (line,) = [l for l in (ROOT / "docs" / "tasks.md").read_text().splitlines() if l.startswith(start)]
+    return line.split()[1:]
+
+
+@pytest.fixture(scope="module")
+def positions(repeat_run, analysis):
+    """docs/tasks.md's `opto analyze RUN_DIR --only positions` on the run, with one change: the 256
+    sequences of the `heads` analysis (`--sequences 256` added), whose section the file keeps beside it."""
+    args = [repeat_run / "run" if a == "RUN_DIR" else a for a in _docs_line("opto analyze RUN_DIR --only positions")]
+    shown = _cli(*args, "--sequences", "256")
+    return json.loads((repeat_run / "run" / "analysis.json").read_text()), shown.stdout
+
+
+def _position_losses(logits, tokens) -> np.ndarray:
+    """The mean over sequences of the next token's loss at each position, in numpy from the logits."""
+    logits = np.asarray(logits, dtype=np.float64)[:, :-1]
+    logp = logits - logits.max(-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+    tokens = np.asarray(tokens)[:, 1:]
+    return -np.take_along_axis(logp, tokens[..., None], -1)[..., 0].mean(0)
+
+
+def test_the_loss_at_each_position_is_the_logits_loss_with_and_without_each_head(repeat_run, positions):
+    data, shown = positions
+    run = load_run(repeat_run / "run")
+    task, seqs = evaluation_set(run.config, n=256, seed=0)
+    section = data["positions"]
+    assert len(section["full"]) == 23 and set(section["ablate_one"]) == {"L1", "L2"}
+    full = Planner(run, bare=False).plan("")
+    _, batch, logits = activations(run.model, task, seqs, limit=256, plan=full, sequences_seen=run.sequences)
+    np.testing.assert_allclose(section["full"], _position_losses(logits, batch["tokens"]), atol=2e-5)
+    plan = compile_text("ablate L1.H1", run.config)  # the same head ablated by a spec line, through the compiler
+    _, batch, logits = activations(run.model, task, seqs, limit=256, plan=plan, sequences_seen=run.sequences)
+    np.testing.assert_allclose(section["ablate_one"]["L1"]["H1"], _position_losses(logits, batch["tokens"]), atol=2e-5)
+    # the repeated half (positions 11..22 predict tokens 12..23) is what the heads analysis scores
+    assert np.mean(section["full"][11:]) == pytest.approx(data["full"]["loss"], abs=2e-5)
+    for layer, heads in section["ablate_one"].items():
+        for h, losses in heads.items():
+            assert np.mean(losses[11:]) == pytest.approx(data["heads"][layer]["ablate_one"][h]["loss"], abs=2e-5)
+    # the induction head costs nothing before the repeat can begin (position 5) and much after it
+    top = max(("H0", "H1"), key=lambda h: data["heads"]["L2"]["ablate_one"][h]["loss"])
+    cost = np.asarray(section["ablate_one"]["L2"][top]) - np.asarray(section["full"])
+    assert abs(cost[:5].mean()) < cost[12:].mean() / 4 and cost[12:].mean() > 0.5
+    assert "loss at each position, in bands of positions" in shown and f"  L2.{top}" in shown
+
+
+def test_the_report_draws_the_positions_heat_map(repeat_run, positions, tmp_path):
+    _cli("report", repeat_run / "run", "--out", tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert (tmp_path / "positions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "### Loss at each position, each head ablated" in text and "(positions.png)" in text
+    assert "#### Loss at each position, each head ablated" in text and "  full model" in text
+
+
+def test_an_analysis_registered_in_one_place_runs_from_the_command_line(repeat_run, analysis, tmp_path, monkeypatch):
+    """A toy analysis added to the registry alone is an `--only` choice, a section of analysis.json
+    and a table, with no edit anywhere else."""
+    class Toy(BaseModel):
+        cost: float
+
+    monkeypatch.setitem(REGISTRY, "toy", None)  # the declaration below replaces it; undone after the test
+
+    @declare("toy", title="Toy", section=Toy, words="the loss L2.H0's ablation adds",
+             table=lambda s, result: [f"toy: ablating L2.H0 adds {s.cost:.4f}"], plans=lambda inputs: {"toy": "ablate L2.H0"})
+    def toy(inputs, outcomes):
+        return {"cost": outcomes["toy"].loss - outcomes["full"].loss}
+
+    shutil.copytree(repeat_run / "run", tmp_path / "run")
+    shown = _cli("analyze", tmp_path / "run", "--sequences", "256", "--only", "toy")
+    data = json.loads((tmp_path / "run" / "analysis.json").read_text())
+    expected = analysis[0]["heads"]["L2"]["ablate_one"]["H0"]["loss"] - analysis[0]["full"]["loss"]
+    assert data["toy"]["cost"] == pytest.approx(expected, abs=2e-5)
+    assert f"toy: ablating L2.H0 adds {data['toy']['cost']:.4f}" in shown.stdout
+    bad = CliRunner().invoke(app, ["analyze", str(tmp_path / "run"), "--only", "nonsense"])
+    assert bad.exit_code == 2 and "--only:1:1: error: no analysis 'nonsense'" in bad.output
+    assert ", ".join(REGISTRY) in bad.output and bad.output.rstrip().endswith("toy")
+    monkeypatch.delitem(REGISTRY, "toy")
+    assert "toy" not in CliRunner().invoke(app, ["analyze", str(tmp_path / "run"), "--only", "nonsense"]).output
