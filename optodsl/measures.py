@@ -18,31 +18,24 @@ Measure = Callable[..., dict[str, jax.Array]]
 """`(acts, batch, layers, model=None, task=None, roles=None) -> {"<name>/L<l>.H<h>": value}`: `task` is
 the run's task (its static functions of a batch are read), `roles` its layout's position roles."""
 MEASURES: dict[str, Measure] = {}
-<<<<<<< HEAD
+WORDS: dict[str, tuple[str, str | None]] = {}
+"""Each measure's title and colour-bar words for the report's heat maps (None: the task's own words
+for what an induction head attends to, `Reading.induction_words`)."""
 NEEDS: dict[str, tuple[tuple[str, ...], bool]] = {}
 """What each measure reads from the network: the layer sites it needs in every layer (`pattern`), and
 whether it reads the built-in transformer's weights; the resolver checks both before training."""
 
 
-def measure(name: str, sites: tuple[str, ...] = ("pattern",), weights: bool = False):
-    """Register a measure under `name`, declaring the layer sites it reads and whether it reads the
-    built-in transformer's weights (so a model of one's own that lacks them is refused at the spec)."""
-    def wrap(fn: Measure) -> Measure:
-        MEASURES[name] = fn
-        NEEDS[name] = (sites, weights)
-=======
-WORDS: dict[str, tuple[str, str | None]] = {}
-"""Each measure's title and colour-bar words for the report's heat maps (None: the task's own words
-for what an induction head attends to, `Reading.induction_words`)."""
-
-
-def measure(name: str, title: str | None = None, unit: str | None = ""):
-    """Register the decorated function as measure `name`, with the words the report draws it under:
-    `title`, and `unit` for its colour bar (default: its name for both; None: the task's words)."""
+def measure(name: str, title: str | None = None, unit: str | None = "", sites: tuple[str, ...] = ("pattern",),
+            weights: bool = False):
+    """Register the decorated function as measure `name`, with the words the report draws it under
+    (`title`, and `unit` for its colour bar; default: its name for both; None: the task's words), the
+    layer sites it reads and whether it reads the built-in transformer's weights (so a model of one's
+    own that lacks them is refused at the spec)."""
     def wrap(fn: Measure) -> Measure:
         MEASURES[name] = fn
         WORDS[name] = (title or name, unit if unit != "" else name)
->>>>>>> registry
+        NEEDS[name] = (sites, weights)
         return fn
     return wrap
 
@@ -112,11 +105,8 @@ def prev_token_label_attention(acts, batch, layers: int, model=None, task=None, 
     return out
 
 
-<<<<<<< HEAD
-@measure("copying", sites=(), weights=True)
-=======
-@measure("copying", "Copying", "fraction of tokens whose own logit the head's OV circuit raises most")
->>>>>>> registry
+@measure("copying", "Copying", "fraction of tokens whose own logit the head's OV circuit raises most", sites=(),
+         weights=True)
 def copying_score(acts, batch, layers: int, model=None, task=None, roles=None) -> dict[str, jax.Array]:
     """Olsson et al.'s copying, read from the weights: per head, its full OV circuit from the token
     embedding to the unembedding, W_E W_V W_O W_U (layer norms left out, as they do), and the fraction
