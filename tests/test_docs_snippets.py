@@ -185,6 +185,7 @@ def test_embedding_snippets_run_as_printed(readme_clone, monkeypatch):
     line = next(l for l in output.splitlines() if l.startswith("runs/one-layer"))
     assert "[spec.opto: clamp L1.H2.pattern = prev_token" in line and "model " in line and "OneLayer" in line, line
     assert "complete" in line and "640 sequences" in line, line
+    assert re.search(r"^\{'H0': \d\.\d+, 'H1': \d\.\d+, 'H2': \d\.\d+, 'H3': \d\.\d+\}$", output, re.M), output
 
 
 def test_features_weights_check_runs_and_refuses_another_state_dict(tmp_path, monkeypatch):

@@ -199,6 +199,23 @@ def test_a_run_of_ones_own_model_records_that_model_and_its_spec(tmp_path):
     trained = load_run(run, model=mixer)
     assert trained.member.actions[0].span.line_text.strip() == "clamp L1.H0.pattern = prev_token"
     assert (trained.layers, trained.heads, trained.built_in) == (2, 4, False)
+
+    # the analyses run on it through its sites: every head of both layers, under its own clamp
+    from optodsl.analysis import analyze
+    from optodsl.analysis.evaluate import evaluate_plans, evaluation_set
+    from optodsl.compile.lower import compile_member
+
+    result = analyze(trained, what=("heads",), n=64)
+    assert set(result["heads"]) == {"L1", "L2"} and set(result["heads"]["L2"]["ablate_one"]) == {"H0", "H1", "H2", "H3"}
+    assert "copying" not in result["measures"] and set(result["measures"]["prev_token"]["L1"]) == {"H0", "H1", "H2", "H3"}
+    assert result["measures"]["prev_token"]["L1"]["H0"] == pytest.approx(1.0)  # the run's clamp holds in its analysis
+    by_hand = optodsl.compile("clamp L1.H0.pattern = prev_token\nablate L2.H1", settings={**SETTINGS, "train.sequences": 64},
+                              model=mixer).forward
+    task, seqs = evaluation_set(trained.config, n=64)
+    outcome, = evaluate_plans(trained.model, [by_hand], task, seqs, trained.sequences)
+    assert result["heads"]["L2"]["ablate_one"]["H1"]["loss"] == pytest.approx(outcome.summary()["loss"], abs=1e-5)
+    with pytest.raises(DataError, match="composition reads the built-in transformer's weight"):
+        analyze(trained, what=("composition",), n=64)
     with pytest.raises(DataError, match="not of the built-in transformer"):
         optodsl.train(compiled.config, None, run, progress=False)
 

@@ -21,7 +21,9 @@ from ..compile.lower import CompiledPlan, compile_member
 from ..config import ExperimentConfig
 from ..errors import DataError, SpecError
 from ..pipeline import check_spec, load_graft
-from ..measures import MEASURES, previous_token_attention
+from ..measures import MEASURES, previous_token_attention, unmet_need
+from ..model.parameters import arrays
+from ..model.protocol import declared as declared_model
 from ..semantics.plan import Member
 from ..semantics.spec import check_conflicts
 from ..sites import layer_pairs, pair_key
@@ -49,10 +51,11 @@ class Group:
         return f"L{self.layer}.H[{','.join(map(str, self.heads))}]"
 
 
-def _text_member(text: str, config: ExperimentConfig) -> Member:
-    """The single run of spec `text` resolved against `config`, without its evaluation-only probes."""
+def _text_member(text: str, config: ExperimentConfig, sites=None) -> Member:
+    """The single run of spec `text` resolved against `config` (and `sites`, a model of one's own's
+    declaration), without its evaluation-only probes."""
     config = config.model_copy(update={"eval": config.eval.model_copy(update={"perfected": ()})})
-    return check_spec(text + "\n", config).members[0]
+    return check_spec(text + "\n", config, sites=sites).members[0]
 
 
 def compile_text(text: str, config: ExperimentConfig) -> CompiledPlan:
@@ -80,11 +83,13 @@ class Planner:
         self.base = () if bare else run.member.actions
         sources = () if bare else run.member.grafts
         self.grafts = {src: load_graft(src, run.config) for src in sources}
+        self.sites = run.declaration()
+        self.params = arrays(declared_model(run.source)) if run.source is not None else None
 
     def plan(self, text: str) -> CompiledPlan:
         """`text`'s interventions added to the run's; a site both would set differently is refused."""
         cfg = self.run.config
-        extra = _text_member(text, cfg)
+        extra = _text_member(text, cfg, self.sites)
         actions = self.base + extra.actions
         try:
             check_conflicts(list(actions), layout(cfg).length)
@@ -96,7 +101,8 @@ class Planner:
         grafts = tuple(sorted(set(self.grafts) | set(extra.grafts)))
         for src in extra.grafts:
             self.grafts.setdefault(src, load_graft(src, cfg))
-        return compile_member(extra.model_copy(update={"actions": actions, "grafts": grafts}), self.grafts)
+        return compile_member(extra.model_copy(update={"actions": actions, "grafts": grafts}), self.grafts, self.sites,
+                              params=self.params)
 
 
 def prev_token_scores(run: TrainedRun, task, seqs: Sequences, layer: int = 1, plan: CompiledPlan | None = None) -> np.ndarray:
@@ -115,9 +121,11 @@ def head_measures(run: TrainedRun, task, seqs: Sequences, plan: CompiledPlan) ->
     ...), under `plan`, on up to 2,048 sequences spread over `seqs`: {measure: {"L1": {"H0": value}}}."""
     spread = _spread(seqs)
     acts, batch, _ = activations(run.model, task, spread, plan=plan, sequences_seen=run.sequences)
-    roles, layers = layout(run.config).roles, run.config.model.layers
+    roles, layers = layout(run.config).roles, run.layers
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in type(task).measures:
+        if unmet_need(name, run.sites, layers, run.built_in):  # e.g. copying on a model of one's own
+            continue
         values = MEASURES[name](acts, batch, layers, run.model, type(task), roles)
         table: dict[str, dict[str, float]] = {}
         for key, value in values.items():
@@ -150,9 +158,9 @@ def induction_scores(run: TrainedRun, task, seqs: Sequences, plan: CompiledPlan)
     sequences spread evenly over `seqs`."""
     spread = _spread(seqs)
     acts, batch, _ = activations(run.model, task, spread, plan=plan, sequences_seen=run.sequences)
-    layer = run.config.model.layers
+    layer = run.layers
     scores = MEASURES["induction"](acts, batch, layer, run.model, type(task))
-    return np.array([float(scores[f"induction/L{layer}.H{h}"]) for h in range(run.config.model.heads)])
+    return np.array([float(scores[f"induction/L{layer}.H{h}"]) for h in range(run.heads)])
 
 
 def default_groups(scores: dict[int, np.ndarray]) -> list[Group]:
@@ -249,7 +257,7 @@ def _paths(inputs: Inputs, outcomes: dict[str, Outcome]) -> dict:
 
 
 @declare("composition", title="Composition (Figure 11c)", section=CompositionSection, table=composition_lines,
-         paired=True, words="Q-, K- and V-composition scores of every pair of layers (Figure 11c)")
+         paired=True, weights=True, words="Q-, K- and V-composition scores of every pair of layers (Figure 11c)")
 def _composition(inputs: Inputs, outcomes: dict[str, Outcome]) -> dict:
     return {pair_key(la, lb): composition_scores(inputs.run, la, lb) for la, lb in layer_pairs(inputs.layers)}
 
@@ -303,22 +311,27 @@ def _added(inputs: Inputs, outcomes: dict[str, Outcome]) -> dict:
 def chosen(what: tuple[str, ...] | None, run: TrainedRun, task: type) -> tuple[Declared, ...]:
     """The declarations of the analyses `what` (default: those that apply), refusing with a DataError
     an analysis this model or task lacks."""
-    cfg = run.config
-    what = applicable(cfg.model.layers, task) if what is None else tuple(what)
+    what = applicable(run.layers, task, run.built_in) if what is None else tuple(what)
     unknown = set(what) - set(REGISTRY)
     if unknown:
         raise ValueError(f"unknown analyses {sorted(unknown)}; choose from {', '.join(REGISTRY)}")
+    weights = [a for a in what if REGISTRY[a].weights]
+    if weights and not run.built_in:
+        raise DataError(run.run_dir / rundir.MODEL, f"{' and '.join(weights)} read{'s' if len(weights) == 1 else ''} the "
+                        "built-in transformer's weight matrices, which a model of one's own does not have",
+                        expected=f"leave {'it' if len(weights) == 1 else 'them'} out (the analyses of this run: "
+                                 f"{', '.join(applicable(run.layers, task, False))})")
     paired = [a for a in what if REGISTRY[a].paired]
-    if cfg.model.layers < 2 and paired:
+    if run.layers < 2 and paired:
         raise DataError(run.run_dir, f"{' and '.join(paired)} compare{'s' if len(paired) == 1 else ''} a pair of layers, "
                         "and this model has one", expected="a model with two layers or more, or leave them out "
                         f"(the analyses of a one-layer model: {', '.join(applicable(1, task))})",
-                        found=f"model.layers = {cfg.model.layers}")
+                        found=f"{run.layers} layer")
     for name in what:
         if not REGISTRY[name].applies(task):
             raise DataError(run.run_dir, f"the {name} analysis does not apply to the {task.name} task",
                             expected=f"{REGISTRY[name].needs}, or leave it out (the analyses of this run: "
-                                     f"{', '.join(applicable(cfg.model.layers, task))})", found=f"task.name = {task.name}")
+                                     f"{', '.join(applicable(run.layers, task, run.built_in))})", found=f"task.name = {task.name}")
     return tuple(REGISTRY[name] for name in REGISTRY if name in what)
 
 

@@ -32,11 +32,11 @@ class Inputs:
 
     @property
     def layers(self) -> int:
-        return self.run.config.model.layers
+        return self.run.layers
 
     @property
     def heads(self) -> range:
-        return range(self.run.config.model.heads)
+        return range(self.run.heads)
 
     def once(self, key: str, compute: Callable[[], Any]) -> Any:
         """`compute()`, computed the first time `key` is asked for."""
@@ -87,6 +87,8 @@ class Declared:
     applies: Callable[[type], bool] = _every_task
     needs: str = ""
     positions: bool = False
+    weights: bool = False
+    """It reads the built-in transformer's weight matrices (composition), so a model of one's own lacks it."""
 
 
 REGISTRY: dict[str, Declared] = {}
@@ -96,11 +98,11 @@ REGISTRY: dict[str, Declared] = {}
 def declare(name: str, *, title: str, words: str, section: Any, table: Callable[[Any, AnalysisBase], list[str]],
             plans: Callable[[Inputs], dict[str, str]] = _no_plans, figure: Callable[[Any], list[HeatMap]] | None = None,
             paired: bool = False, on_request: bool = False, applies: Callable[[type], bool] = _every_task,
-            needs: str = "", positions: bool = False):
+            needs: str = "", positions: bool = False, weights: bool = False):
     """Register the decorated `build(inputs, outcomes)` as analysis `name` (see `Declared`)."""
     def register(build):
         REGISTRY[name] = Declared(name, title, words, section, build, table, plans, figure, paired, on_request,
-                                  applies, needs, positions)
+                                  applies, needs, positions, weights)
         return build
     return register
 
@@ -110,12 +112,13 @@ def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
-def applicable(layers: int, task: type | None = None) -> tuple[str, ...]:
+def applicable(layers: int, task: type | None = None, built_in: bool = True) -> tuple[str, ...]:
     """The analyses run by default on a model of `layers` layers trained on `task` (a task class; any
     when None): those that apply to it, but not those run only when named, nor, with one layer, the
-    paired ones."""
+    paired ones, nor on a model of one's own (`built_in` False) those that read the built-in weights."""
     return tuple(d.name for d in REGISTRY.values()
-                 if not d.on_request and (layers >= 2 or not d.paired) and (task is None or d.applies(task)))
+                 if not d.on_request and (layers >= 2 or not d.paired) and (task is None or d.applies(task))
+                 and (built_in or not d.weights))
 
 
 def analysis_layout() -> type[AnalysisBase]:
