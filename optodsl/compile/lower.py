@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import DataConfig, ModelConfig
 from ..errors import DataError
-from ..model.overrides import Context, Overrides, Plan
+from ..model.overrides import Context, Overrides, PathCut, Plan
 from ..model.parameters import RateTerm, arrays, ReinitTerm, WeightPlan, parameter_mask, selects_any
 from ..model.transformer import for_experiment as build_model
 from ..model.protocol import SiteTable
@@ -101,6 +101,10 @@ def overrides(terms, model, batch, ctx: Context, records: dict[str, jax.Array] |
     for term in terms:
         if term.builder == "stopgrad":
             out = out.then(Overrides({}, {}, {term.site: term.mask & term.active(ctx)}))
+            continue
+        if term.builder == "pathcut":
+            cut = PathCut(term.site, term.mask & term.active(ctx), {k: v > 0 for k, v in term.params.items()})
+            out = out.then(Overrides({}, {}, paths=(cut,)))
             continue
         source = means if means is not None and term.builder == "mean" else records
         record = source[term.record] if term.record is not None else None
@@ -242,6 +246,10 @@ def compile_member(member: Member, grafts: dict | None = None,
     if missing:
         raise DataError(sorted(missing)[0], "graft source not loaded", expected="load it with optodsl.pipeline.load_graft")
     cfg = member.config
+    cut = next((a for a in member.actions if a.builder == "pathcut"), None)
+    if sites is not None and cut is not None:
+        raise DataError(str(cut.span), "a path cut (stopgrad ... from ...) needs the built-in transformer",
+                        expected="a model that rebuilds the residual stream a head reads; cut a site instead (stopgrad SITE)")
     grafts = graft_sources(member, grafts, compile_member)
     table = sites(layout(cfg)) if sites is not None else None
     plan = CompiledPlan(lower_actions(member.actions, cfg.model, layout(cfg), grafts, table),
