@@ -198,3 +198,34 @@ def test_explain_lists_each_cut_path_and_check_warns_where_a_clamp_already_block
         warnings = check_spec(text, DEFAULT).warnings
         assert any("is already stopped" in w.message and blocker in w.message for w in warnings), (text, warnings)
     assert not check_spec("clamp L2.H3.pattern = prev_token during 0..10k\nstopgrad L2.H3.k from L1\n", DEFAULT).warnings
+
+
+def test_a_stopgrad_at_a_heads_output_stops_its_gradient_with_the_forward_unchanged(batch):
+    """`stopgrad L1.H2.out` cuts the head's own term of the attention write, which the model computes
+    as one matmul of every head's `z` (the `out` site is only recorded): its maps get no gradient."""
+    member, plan, params, static = _setup("stopgrad L1.H2.out during 320..\n")
+    task = build_task(member.config)
+    run = _grads(plan, params, static, batch, lambda logits, acts: task.loss_and_accuracy(logits, batch)[0])
+    (loss, (logits, acts)), g = run(jnp.asarray(0))
+    (loss_cut, (logits_cut, acts_cut)), g_cut = run(jnp.asarray(320))
+    g, g_cut = _leaves(g), _leaves(g_cut)
+    np.testing.assert_array_equal(logits_cut, logits)
+    for key in acts:
+        np.testing.assert_array_equal(acts_cut[key], acts[key], err_msg=key)
+    for w in ("wq", "wk", "wv", "wo"):
+        key = f".blocks[0].{w}"
+        assert not g_cut[key][2].any() and g[key][2].any(), key
+        assert g_cut[key][1].any(), key
+    for key in (".w_out", ".b_out", ".blocks[1].wo"):
+        np.testing.assert_array_equal(g_cut[key], g[key], err_msg=key)
+
+
+def test_runs_that_differ_in_the_cut_heads_or_source_heads_share_one_program():
+    """Readers and sources are masks, data like the interventions' own: one program for the sweep."""
+    from optodsl.train.program import program_key
+
+    c = compile_spec("sweep (h, s) in [(1, 2), (3, 5), (3, 2)]\nstopgrad L2.H$h.k from L1.H$s during 0..$h\n", DEFAULT, SETTINGS)
+    assert len(c.plans) == 3
+    assert len({program_key(plan, m.config) for plan, m in zip(c.plans, c.experiment.members)}) == 1
+    other = compile_spec("stopgrad L2.H1.k from L1\n", DEFAULT, SETTINGS)  # every head of layer 1: the same mask's shape
+    assert program_key(other.plans[0], other.experiment.members[0].config) == program_key(c.plans[0], c.experiment.members[0].config)

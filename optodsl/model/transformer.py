@@ -140,9 +140,10 @@ class Transformer(eqx.Module):
             z = site(p + "z", _attn_matmul(pattern, v))
             out = site(p + "out", (z[..., None] * blk.wo[None, :, None, :, :]).sum(-2))
             summed = p + "out" in ov.masks
-            attn = site(p + "attn_out", _heads_sum(z, out, blk.wo, summed))
+            attn = site(p + "attn_out", _heads_sum(z, out, blk.wo, summed, cut=ov.cuts.get(p + "out")))
             x = x + attn
-            streams = [(cut, s + (ov.apply(p + "attn_out", _heads_sum(z, out, blk.wo, summed, cut.stop[p + "attn_out"]))
+            streams = [(cut, s + (ov.apply(p + "attn_out", _heads_sum(z, out, blk.wo, summed, cut.stop[p + "attn_out"],
+                                                                       ov.cuts.get(p + "out")))
                                   if p + "attn_out" in cut.stop else attn)) for cut, s in streams if cut.layer > i]
             if blk.w1 is not None:
                 m = blk.ln_mlp(x) if blk.ln_mlp is not None else x
@@ -161,17 +162,45 @@ def _stopped(cut, key: str, write: jax.Array) -> jax.Array:
     return jnp.where(cut.stop[key], jax.lax.stop_gradient(write), write) if key in cut.stop else write
 
 
-def _heads_sum(z: jax.Array, out: jax.Array, wo: jax.Array, summed: bool, stop: jax.Array | None = None) -> jax.Array:
+def _heads_sum(z: jax.Array, out: jax.Array, wo: jax.Array, summed: bool, stop: jax.Array | None = None,
+               cut: jax.Array | None = None) -> jax.Array:
     """The attention block's write (B, T, D): the sum of its heads' outputs, `out` summed when that site
     is overridden, else the same sum as one matmul of `z` (`out` is then dropped by jit unless read).
-    With `stop` (a (H,) mask) those heads' terms pass no gradient back; the value is bitwise the same."""
+    With `stop` (a (H,) mask) those heads' terms pass no gradient back, and with `cut` (the `out`
+    site's stopgrad mask) the entries it cuts pass none; either way the value is bitwise the same."""
     if stop is not None:
-        cut = stop[:, None, None]
-        z, out, wo = (jnp.where(cut, jax.lax.stop_gradient(a), a) for a in (z, out, wo))
+        head = stop[:, None, None]
+        z, out, wo = (jnp.where(head, jax.lax.stop_gradient(a), a) for a in (z, out, wo))
     if summed:
         return out.sum(axis=1)
     b_, h_, t_, e_ = z.shape
-    return z.transpose(0, 2, 1, 3).reshape(b_, t_, h_ * e_) @ wo.reshape(h_ * e_, -1)
+    flat = z.transpose(0, 2, 1, 3).reshape(b_, t_, h_ * e_)
+    if cut is None:
+        return flat @ wo.reshape(h_ * e_, -1)
+    rows = jnp.broadcast_to(jnp.all(cut, axis=-1), (b_, h_, t_))  # (B, H, T): a head's output cut at a position
+    rows = jnp.repeat(rows.transpose(0, 2, 1), e_, axis=-1)  # (B, T, H * Dh), as `flat`
+    return _cut_matmul(flat, wo.reshape(h_ * e_, -1), rows)
+
+
+@jax.custom_vjp
+def _cut_matmul(x: jax.Array, w: jax.Array, cut: jax.Array) -> jax.Array:
+    """`x @ w` (B, T, K) x (K, D), whose gradient leaves out the entries of `x` that `cut` marks: they
+    pass none back to `x`, and add none to `w`'s (a head's output cut at a position, `stopgrad L1.H2.out`,
+    with the forward the same matmul as without the cut)."""
+    return x @ w
+
+
+def _cut_matmul_fwd(x, w, cut):
+    return x @ w, (x, w, cut)
+
+
+def _cut_matmul_bwd(res, g):
+    x, w, cut = res
+    kept = jnp.where(cut, jnp.zeros_like(x), x)
+    return jnp.where(cut, 0.0, g @ w.T).astype(x.dtype), jnp.einsum("btk,btd->kd", kept, g), None
+
+
+_cut_matmul.defvjp(_cut_matmul_fwd, _cut_matmul_bwd)
 
 
 def _qkv(x: jax.Array, blk: Block) -> tuple[jax.Array, jax.Array, jax.Array]:
