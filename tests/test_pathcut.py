@@ -229,3 +229,12 @@ def test_runs_that_differ_in_the_cut_heads_or_source_heads_share_one_program():
     assert len({program_key(plan, m.config) for plan, m in zip(c.plans, c.experiment.members)}) == 1
     other = compile_spec("stopgrad L2.H1.k from L1\n", DEFAULT, SETTINGS)  # every head of layer 1: the same mask's shape
     assert program_key(other.plans[0], other.experiment.members[0].config) == program_key(c.plans[0], c.experiment.members[0].config)
+
+
+def test_a_model_of_ones_own_takes_site_cuts_and_refuses_a_path_cut():
+    import optodsl
+    from test_own_model import SETTINGS as OWN, mixer
+
+    assert optodsl.compile("stopgrad L1.H0.z\n", settings=OWN, model=mixer).plans
+    with pytest.raises(SpecError, match="a path cut .* needs the built-in transformer"):
+        optodsl.compile("stopgrad L2.H0.v from embed\n", settings=OWN, model=mixer)

@@ -246,10 +246,6 @@ def compile_member(member: Member, grafts: dict | None = None,
     if missing:
         raise DataError(sorted(missing)[0], "graft source not loaded", expected="load it with optodsl.pipeline.load_graft")
     cfg = member.config
-    cut = next((a for a in member.actions if a.builder == "pathcut"), None)
-    if sites is not None and cut is not None:
-        raise DataError(str(cut.span), "a path cut (stopgrad ... from ...) needs the built-in transformer",
-                        expected="a model that rebuilds the residual stream a head reads; cut a site instead (stopgrad SITE)")
     grafts = graft_sources(member, grafts, compile_member)
     table = sites(layout(cfg)) if sites is not None else None
     plan = CompiledPlan(lower_actions(member.actions, cfg.model, layout(cfg), grafts, table),
