@@ -21,6 +21,7 @@ from .config import ExperimentConfig, flat_settings, read_run_config
 from .errors import DataError, SpecError, SpecWarning
 from .model.parameters import arrays
 from .model.protocol import ModelSource, SiteTable, declared
+from .model.transformer import Transformer
 from .semantics.plan import Member
 from .semantics.spec import resolve_spec
 from .syntax import ast, format_spec, load_spec, load_text
@@ -120,6 +121,11 @@ def member_plan(member: Member, model: ModelSource) -> CompiledPlan | Probed:
     reads its source run as a checkpoint of the same model."""
     grafts = {run: load_trained(run, member.config, model=model)[0] for run in member.grafts}
     shape = declared(model)
+    cut = next((a for a in member.actions if a.builder == "pathcut"), None)
+    if cut is not None and not isinstance(shape, Transformer):
+        raise SpecError(cut.span, "a path cut (stopgrad ... from ...) needs the built-in transformer",
+                        hint="it rebuilds the residual stream the cut head reads; on a model of one's own, "
+                             "cut a site instead (stopgrad SITE)")
     return compile_member(member, grafts, shape.sites, params=arrays(shape))
 
 

@@ -10,7 +10,7 @@ import pytest
 
 K = [5_000, 10_000, 20_000, 35_000, 60_000, 100_000, 175_000, 300_000]
 RUNGS = {"release_prev_token": ("clamp", "L1.H2.pattern"), "release_match": ("clamp", "L2.H3.pattern"),
-         "release_copy": ("copy", "logits")}
+         "release_copy": ("copy", "logits"), "release_prev_token_stopgrad": ("stopgrad", "L1.H2.pattern")}
 
 
 def opto(*args):

@@ -62,5 +62,5 @@ def explain_lines(runs: list[dict]) -> list[str]:
         cuts = [rec for rec in r["interventions"] if rec["verb"] == "stopgrad"]
         if cuts:
             lines.append("  gradient cuts (the forward pass is unchanged): " + ", ".join(
-                f"{c['site']} ({c['schedule']})" for c in cuts))
+                f"{c['site']}{' from ' + c['params']['from'] if 'from' in c['params'] else ''} ({c['schedule']})" for c in cuts))
     return lines

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import DataConfig, ModelConfig
 from ..errors import DataError
-from ..model.overrides import Context, Overrides, Plan
+from ..model.overrides import Context, Overrides, PathCut, Plan
 from ..model.parameters import RateTerm, arrays, ReinitTerm, WeightPlan, parameter_mask, selects_any
 from ..model.transformer import for_experiment as build_model
 from ..model.protocol import SiteTable
@@ -101,6 +101,10 @@ def overrides(terms, model, batch, ctx: Context, records: dict[str, jax.Array] |
     for term in terms:
         if term.builder == "stopgrad":
             out = out.then(Overrides({}, {}, {term.site: term.mask & term.active(ctx)}))
+            continue
+        if term.builder == "pathcut":
+            cut = PathCut(term.site, term.mask & term.active(ctx), {k: v > 0 for k, v in term.params.items()})
+            out = out.then(Overrides({}, {}, paths=(cut,)))
             continue
         source = means if means is not None and term.builder == "mean" else records
         record = source[term.record] if term.record is not None else None

@@ -1,5 +1,6 @@
 """Verbs on what learns: `freeze`, `train only`, `lr_scale` and `reinit` act on parameters, and
-`stopgrad` cuts the gradient at an activation site, leaving the forward pass bitwise unchanged.
+`stopgrad` cuts the gradient at an activation site, or with `from` on one path (a head's q, k or v
+reading given writes into the residual stream), leaving the forward pass bitwise unchanged.
 
 Parameter selectors reuse the activation selectors' syntax: `L2` (a layer), `L2.H3` (a head's q, k,
 v and o slices), `L2.H3.k` (one slice), `L2.attn`, `L2.mlp`, `L2.norm`, and the global parts
@@ -128,14 +129,82 @@ def reinit(stmt: ast.Intervention, r: Resolver) -> list[WeightAction]:
 
 
 @register("stopgrad", "stop the gradient at a site (the forward pass is bitwise unchanged): nothing upstream "
-          "learns through it", "stopgrad L1.H2.z during 0..100k")
+          "learns through it; with `from`, only on the direct path from those sources into a head's q, k or v",
+          "stopgrad L1.H2.z during 0..100k")
 def stopgrad(stmt: ast.Intervention, r: Resolver) -> list[Action]:
-    _refuse(stmt, "positions", "schedule")
+    _refuse(stmt, "positions", "schedule", "source")
     start, stop, phase = r.schedule(stmt.schedule)
     rows = r.rows(stmt.positions)
+    if stmt.source is not None:
+        return _path_cut(stmt, r, rows, start, stop, phase)
     out = []
     for sel in stmt.targets:
         for s in r.select(sel, None):
             out.append(Action(verb="stopgrad", builder="stopgrad", site=s.site, layer=s.layer, head=s.head, rows=rows,
                               start=start, stop=stop, phase=phase, span=stmt.span))
+    return out
+
+
+READS = ("q", "k", "v")
+"""The sites a path cut reads at: a head's query, key and value, each a projection of the residual stream."""
+PATH_HINT = ("a path cut names a head's q, k or v and the writes into the residual stream it reads, "
+             "e.g. stopgrad L2.H3.k from L1 (sources: embed, L1, L1.H2, L1.attn_out, L1.mlp_out)")
+
+
+def _path_cut(stmt: ast.Intervention, r: Resolver, rows, start: int, stop: int, phase: str) -> list[Action]:
+    """`stopgrad READER from SOURCES`: one `pathcut` action per reading head slice, its sources as params."""
+    if isinstance(stmt.source, ast.String):
+        raise SpecError(stmt.source.span, "a path cut's source is a part of the network, not a run", hint=PATH_HINT)
+    readers = []
+    for sel in stmt.targets:
+        if not isinstance(sel, ast.LayerSelector) or sel.site not in (None, *READS):
+            raise SpecError(sel.span, "a path cut reads at a head's q, k or v (its input from the residual stream)",
+                            hint=PATH_HINT)
+        for name in (READS if sel.site is None else (sel.site,)):
+            readers.extend(r.select(sel.model_copy(update={"site": name}), None))
+    first = min(s.layer for s in readers)
+    texts, stops = [], {}
+    for sel in (stmt.source, *stmt.more_sources):
+        for text, key, heads, layer in _sources(sel, r):
+            if layer is not None and layer >= first:
+                raise SpecError(sel.span, f"{text} does not write before L{first} reads: a path cut's sources are "
+                                "embed and the writes of earlier layers", hint=PATH_HINT)
+            texts.append(text)
+            stops[key] = True if heads is None else stops.get(key, set()) | heads
+    params = (("from", ", ".join(dict.fromkeys(texts))),
+              *sorted((key, True if heads is True else tuple(int(h in heads) for h in range(r.heads)))
+                      for key, heads in stops.items()))
+    return [Action(verb="stopgrad", builder="pathcut", site=s.site, layer=s.layer, head=s.head, rows=rows,
+                   params=params, start=start, stop=stop, phase=phase, span=stmt.span) for s in readers]
+
+
+def _sources(sel, r: Resolver) -> list[tuple[str, str, "set[int] | None", "int | None"]]:
+    """A path cut's source selector as writes into the residual stream: (text, write site, the heads of
+    an attention write or None for a write that is one array, layer)."""
+    if isinstance(sel, ast.GlobalSite):
+        if sel.name != "embed":
+            raise SpecError(sel.span, f"'{sel.name}' writes nothing a head reads", hint=PATH_HINT)
+        return [("embed", "embed", None, None)]
+    out = []
+    mlp = r.config.model.mlp
+    for layer in r.indices(sel.layers, "layer", r.layers, 1):
+        p = f"L{layer}."
+        if sel.heads is None and not sel.except_heads:
+            if sel.site is None:
+                out.append((f"L{layer}", p + "attn_out", set(range(r.heads)), layer))
+                if mlp:
+                    out.append((f"L{layer}", p + "mlp_out", None, layer))
+            elif sel.site == "attn_out":
+                out.append((p + sel.site, p + sel.site, set(range(r.heads)), layer))
+            elif sel.site == "mlp_out" and mlp:
+                out.append((p + sel.site, p + sel.site, None, layer))
+            else:
+                raise SpecError(sel.span, f"L{layer}.{sel.site} is not a write into the residual stream"
+                                + (" (this model has no MLP)" if sel.site == "mlp_out" else ""), hint=PATH_HINT)
+            continue
+        if sel.site is not None:
+            raise SpecError(sel.span, "a head's write into the residual stream is named by the head alone (L1.H2)",
+                            hint=PATH_HINT)
+        for s in r.select(sel.model_copy(update={"site": "out"}), None):
+            out.append((f"L{layer}.H{s.head}", p + "attn_out", {s.head}, layer))
     return out

@@ -17,14 +17,36 @@ import jax
 import jax.numpy as jnp
 
 
+class PathCut(eqx.Module):
+    """A gradient cut on one path: the head slices that `mask` selects at `read` (a head's `L<i>.q`, `.k`
+    or `.v`) read the residual stream as it is, but pass no gradient back to the writes into it that
+    `stop` names (`embed`, `L<j>.attn_out` with a (H,) mask of the writing heads, `L<j>.mlp_out`).
+
+    A model that honours it rebuilds the residual stream its reading layer sees with those writes
+    under `stop_gradient` (the same sums of the same values, so bitwise the same array) and takes the
+    masked entries of `read` from it; only the direct path is cut: a write still reaches the reader
+    through the layers in between."""
+
+    read: str = eqx.field(static=True)
+    mask: jax.Array  # bool, broadcasting against the batched site (B, H, T, Dh)
+    stop: dict[str, jax.Array]
+
+    @property
+    def layer(self) -> int:
+        """The reading layer (from 1)."""
+        return int(self.read.split(".", 1)[0][1:])
+
+
 class Overrides(eqx.Module):
     """Values and masks with the same keys; any subset of the model's sites. `cuts` are gradient
     stops: where a site's cut mask is true its computed value passes on unchanged but passes no
-    gradient back (`where(cut, stop_gradient(a), a)`, bitwise `a` in the forward pass)."""
+    gradient back (`where(cut, stop_gradient(a), a)`, bitwise `a` in the forward pass). `paths` are
+    gradient cuts on one path each (`PathCut`), which the built-in transformer honours."""
 
     values: dict[str, jax.Array]
     masks: dict[str, jax.Array]
     cuts: dict[str, jax.Array] = eqx.field(default_factory=dict)
+    paths: tuple[PathCut, ...] = ()
 
     def __check_init__(self):
         if set(self.values) != set(self.masks):
@@ -54,7 +76,7 @@ class Overrides(eqx.Module):
         cuts = dict(self.cuts)
         for key, cut in later.cuts.items():
             cuts[key] = cuts[key] | cut if key in cuts else cut
-        return Overrides(values, masks, cuts)
+        return Overrides(values, masks, cuts, self.paths + later.paths)
 
 
 class Context(eqx.Module):

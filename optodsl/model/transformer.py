@@ -111,14 +111,22 @@ class Transformer(eqx.Module):
             return value
 
         x = site("embed", self.embed(batch))
+        # each path cut's view of the residual stream: the same sums, its stopped writes under stop_gradient
+        streams = [(cut, _stopped(cut, "embed", x)) for cut in ov.paths]
         t = x.shape[1]
         causal = jnp.tril(jnp.ones((t, t), dtype=bool))
         scale = 1.0 / math.sqrt(cfg.head_dim)
         for i, blk in enumerate(self.blocks, start=1):
             p = f"L{i}."
+            streams = [(cut, ov.apply(p + "resid_in", s)) for cut, s in streams if cut.layer >= i]
             x = site(p + "resid_in", x)
             h = site(p + "normed", blk.ln(x) if blk.ln is not None else x)
             q, k, v = _qkv(h, blk)
+            for cut, s in streams:
+                if cut.layer == i:
+                    read = dict(zip("qkv", _qkv(ov.apply(p + "normed", blk.ln(s) if blk.ln is not None else s), blk)))
+                    name = cut.read.split(".", 1)[1]
+                    q, k, v = (jnp.where(cut.mask, read[n], a) if n == name else a for n, a in zip("qkv", (q, k, v)))
             q, k, v = site(p + "q", q), site(p + "k", k), site(p + "v", v)
             if cfg.positions == "rope":
                 q_rot, k_rot = rope(q, cfg.rope_base), rope(k, cfg.rope_base)
@@ -131,20 +139,68 @@ class Transformer(eqx.Module):
             pattern = site(p + "pattern", _attn_softmax(scores))
             z = site(p + "z", _attn_matmul(pattern, v))
             out = site(p + "out", (z[..., None] * blk.wo[None, :, None, :, :]).sum(-2))
-            if p + "out" in ov.masks:
-                attn = out.sum(axis=1)
-            else:  # the same sum as one matmul; `out` above is dropped by jit unless read
-                b_, h_, t_, e_ = z.shape
-                attn = z.transpose(0, 2, 1, 3).reshape(b_, t_, h_ * e_) @ blk.wo.reshape(h_ * e_, -1)
-            x = x + site(p + "attn_out", attn)
+            summed = p + "out" in ov.masks
+            attn = site(p + "attn_out", _heads_sum(z, out, blk.wo, summed, cut=ov.cuts.get(p + "out")))
+            x = x + attn
+            streams = [(cut, s + (ov.apply(p + "attn_out", _heads_sum(z, out, blk.wo, summed, cut.stop[p + "attn_out"],
+                                                                       ov.cuts.get(p + "out")))
+                                  if p + "attn_out" in cut.stop else attn)) for cut, s in streams if cut.layer > i]
             if blk.w1 is not None:
                 m = blk.ln_mlp(x) if blk.ln_mlp is not None else x
-                m = jax.nn.gelu(m @ blk.w1 + blk.b1) @ blk.w2 + blk.b2
-                x = x + site(p + "mlp_out", m)
+                m = site(p + "mlp_out", jax.nn.gelu(m @ blk.w1 + blk.b1) @ blk.w2 + blk.b2)
+                x = x + m
+                streams = [(cut, s + _stopped(cut, p + "mlp_out", m)) for cut, s in streams]
             x = site(p + "resid_out", x)
+            streams = [(cut, ov.apply(p + "resid_out", s)) for cut, s in streams]
         x = site("final_norm", self.ln_final(x) if self.ln_final is not None else x)
         logits = site("logits", x @ self.w_out + self.b_out)
         return (logits if self.w_token is not None else logits[:, -1]), acts
+
+
+def _stopped(cut, key: str, write: jax.Array) -> jax.Array:
+    """A write into the residual stream as a path cut's view adds it: under stop_gradient if the cut stops it."""
+    return jnp.where(cut.stop[key], jax.lax.stop_gradient(write), write) if key in cut.stop else write
+
+
+def _heads_sum(z: jax.Array, out: jax.Array, wo: jax.Array, summed: bool, stop: jax.Array | None = None,
+               cut: jax.Array | None = None) -> jax.Array:
+    """The attention block's write (B, T, D): the sum of its heads' outputs, `out` summed when that site
+    is overridden, else the same sum as one matmul of `z` (`out` is then dropped by jit unless read).
+    With `stop` (a (H,) mask) those heads' terms pass no gradient back, and with `cut` (the `out`
+    site's stopgrad mask) the entries it cuts pass none; either way the value is bitwise the same."""
+    if stop is not None:
+        head = stop[:, None, None]
+        z, out, wo = (jnp.where(head, jax.lax.stop_gradient(a), a) for a in (z, out, wo))
+    if summed:
+        return out.sum(axis=1)
+    b_, h_, t_, e_ = z.shape
+    flat = z.transpose(0, 2, 1, 3).reshape(b_, t_, h_ * e_)
+    if cut is None:
+        return flat @ wo.reshape(h_ * e_, -1)
+    rows = jnp.broadcast_to(jnp.all(cut, axis=-1), (b_, h_, t_))  # (B, H, T): a head's output cut at a position
+    rows = jnp.repeat(rows.transpose(0, 2, 1), e_, axis=-1)  # (B, T, H * Dh), as `flat`
+    return _cut_matmul(flat, wo.reshape(h_ * e_, -1), rows)
+
+
+@jax.custom_vjp
+def _cut_matmul(x: jax.Array, w: jax.Array, cut: jax.Array) -> jax.Array:
+    """`x @ w` (B, T, K) x (K, D), whose gradient leaves out the entries of `x` that `cut` marks: they
+    pass none back to `x`, and add none to `w`'s (a head's output cut at a position, `stopgrad L1.H2.out`,
+    with the forward the same matmul as without the cut)."""
+    return x @ w
+
+
+def _cut_matmul_fwd(x, w, cut):
+    return x @ w, (x, w, cut)
+
+
+def _cut_matmul_bwd(res, g):
+    x, w, cut = res
+    kept = jnp.where(cut, jnp.zeros_like(x), x)
+    return jnp.where(cut, 0.0, g @ w.T).astype(x.dtype), jnp.einsum("btk,btd->kd", kept, g), None
+
+
+_cut_matmul.defvjp(_cut_matmul_fwd, _cut_matmul_bwd)
 
 
 def _qkv(x: jax.Array, blk: Block) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -65,9 +65,11 @@ class Action(BaseModel):
         """The `opto explain --json` record of this action."""
         positions = "all" if self.rows is None or len(self.rows) == seq_len else list(self.rows)
         passes = {"both": "every", "record": "first", "final": "last", "post": "after last"}[self.stage]
+        # a path cut's params are its sources as text and as writes with head masks; the text says it all
+        params = {"from": self.param("from")} if self.builder == "pathcut" else dict(self.params)
         return {
             "verb": self.verb, "site": self.text, "positions": positions, "pass": passes,
-            "schedule": self.schedule_text(), "value": self.builder, "params": dict(self.params),
+            "schedule": self.schedule_text(), "value": self.builder, "params": params,
             "reads": self.record, "at": str(self.span),
         }
 

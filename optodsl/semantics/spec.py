@@ -140,6 +140,9 @@ def lower_all(spec: ast.Spec, r: Resolver) -> tuple[list[Action], list[WeightAct
         if st.only and st.verb != "train":
             raise SpecError(st.span, f"'only' belongs to 'train only', not to '{st.verb}'",
                             hint="write train only SEL to freeze everything else")
+        if st.more_sources and st.verb != "stopgrad":
+            raise SpecError(st.more_sources[0].span, f"'{st.verb}' reads one source; only a path cut names several",
+                            hint="for example: stopgrad L2.H3.k from L1, embed")
         for out in verb.lower(st, r):
             (weights if isinstance(out, WeightAction) else actions).append(out)
     return actions, weights
@@ -165,7 +168,11 @@ def check_conflicts(actions: list[Action], seq_len: int) -> None:
                     continue
                 if "record" in (a.builder, b.builder):  # holding a site at its first-pass value keeps the other clause's effect
                     continue
-                if "stopgrad" in (a.builder, b.builder):  # a cut writes nothing; `weight_warnings` says when it is moot
+                if a.builder == b.builder == "pathcut":
+                    raise SpecError(b.span, f"{b.text}'s input is already cut from {a.param('from')} by line {a.span.line}, "
+                                    "while this schedule holds", hint=f"name every source in one statement: stopgrad {b.text} "
+                                    f"from {a.param('from')}, {b.param('from')}; or give the two disjoint schedules")
+                if {"stopgrad", "pathcut"} & {a.builder, b.builder}:  # a cut writes nothing; `weight_warnings` says when it is moot
                     continue
                 raise SpecError(b.span, f"conflicting interventions on {b.text}: {b.builder} here, {a.builder} at line {a.span.line}",
                                 hint="one site can hold one intervention at a time; give them disjoint positions or schedules")
@@ -183,7 +190,7 @@ def warnings_for(actions: list[Action], config: ExperimentConfig) -> list[SpecWa
                      if a.site.endswith(".pattern") and a.builder != "record" and a.rows in (None, tuple(range(t))) and a.stage != "record"}
     upstream = ("q", "k", "q_rot", "k_rot", "attn_logits")
     for a in actions:
-        if a.layer is None or a.site.split(".", 1)[1] not in upstream or a.builder == "stopgrad":
+        if a.layer is None or a.site.split(".", 1)[1] not in upstream or a.builder in ("stopgrad", "pathcut"):
             continue
         clamp = full_patterns.get((f"L{a.layer}.pattern", a.head))
         if clamp is not None and clamp.start <= a.start and a.stop <= clamp.stop:
@@ -231,8 +238,8 @@ def weight_warnings(actions: list[Action], weights: list[WeightAction], config: 
     clamps or ablations of heads a freeze holds fixed all along (their gradient block changes nothing)."""
     out: list[SpecWarning] = []
     t = layout(config).length
-    setting = [c for c in actions if c.builder not in ("stopgrad", "record")]
-    for a in (a for a in actions if a.builder == "stopgrad"):
+    setting = [c for c in actions if c.builder not in ("stopgrad", "pathcut", "record")]
+    for a in (a for a in actions if a.builder in ("stopgrad", "pathcut")):
         pattern = f"L{a.layer}.pattern" if a.layer is not None else None
         upstream = a.layer is not None and a.site.split(".", 1)[1] in ("q", "k", "q_rot", "k_rot", "attn_logits")
         for c in setting:
@@ -243,6 +250,9 @@ def weight_warnings(actions: list[Action], weights: list[WeightAction], config: 
                                        f"line {c.span.line} sets {c.text}, and a site an intervention sets passes no gradient upstream",
                                        hint="remove the stopgrad, or give the two clauses disjoint schedules"))
                 break
+        else:
+            if a.builder == "pathcut":
+                out.extend(_silent_sources(a, setting, t))
     for c in setting:
         if c.head is None or c.layer is None or c.phase == "eval":
             continue
@@ -252,6 +262,28 @@ def weight_warnings(actions: list[Action], weights: list[WeightAction], config: 
                                    f"{c.verb} acts, so the gradient it blocks there would train nothing (it still changes "
                                    "the forward pass)", hint=f"to study what the {c.verb} lets learn, leave the head trainable while it acts"))
     return out
+
+
+def _silent_sources(cut: Action, setting: list[Action], t: int) -> list[SpecWarning]:
+    """A path cut from heads that each already write nothing that passes a gradient back: their output
+    (`z`, `out`) set at every position, or their values set to zero (their output is then zero)."""
+    stops = {k: v for k, v in cut.params if k != "from"}
+    (key, heads), = stops.items() if len(stops) == 1 else ((None, None),)
+    if key is None or not key.endswith(".attn_out"):
+        return []
+    layer, blockers = int(key.split(".")[0][1:]), []
+    for h in (h for h, on in enumerate(heads) if on):
+        c = next((c for c in setting if c.layer == layer and c.head == h and c.rows in (None, tuple(range(t)))
+                  and _covers(c, cut, t) and (c.site.endswith((".z", ".out")) or (c.site.endswith(".v") and c.builder == "zero"))),
+                 None)
+        if c is None:
+            return []
+        blockers.append(c)
+    c = blockers[0]
+    more = f" (and {len(blockers) - 1} more heads' outputs)" if len(blockers) > 1 else ""
+    return [SpecWarning(span=cut.span, message=f"the gradient on the path from {cut.param('from')} into {cut.text} is already "
+                        f"stopped: the {c.verb} of line {c.span.line} sets {c.text}{more}, so that write passes no gradient back",
+                        hint="remove the stopgrad, or give the two clauses disjoint schedules")]
 
 
 def _overwritten(actions: list[Action], seq_len: int) -> list[SpecWarning]:

@@ -245,7 +245,7 @@ class Sweep(Node):
 
 
 class Intervention(Node):
-    """`VERB [only] TARGETS [@ POSITIONS] [= VALUE] [preserving TARGETS] [from SOURCE] [at COUNT] [seed N]
+    """`VERB [only] TARGETS [@ POSITIONS] [= VALUE] [preserving TARGETS] [from SOURCE, ...] [at COUNT] [seed N]
     [during SCHEDULE]`; `only` is written by `train only`, `at` and `seed` by `reinit`."""
 
     kind: Literal["intervention"] = "intervention"
@@ -256,6 +256,8 @@ class Intervention(Node):
     value: Value | None = None
     preserving: tuple[Selector, ...] = ()
     source: Annotated[Union[GlobalSite, LayerSelector, String], Field(discriminator="kind")] | None = None
+    more_sources: tuple[Selector, ...] = ()
+    """The selectors after the first of `from A, B, ...` (a path cut's further sources)."""
     at: Atom | None = None
     seed: Atom | None = None
     schedule: Schedule | None = None

@@ -151,7 +151,8 @@ def _format_intervention(node: ast.Intervention) -> str:
         parts += ["preserving", format_targets(node.preserving)]
     if node.source is not None:
         source = node.source
-        parts += ["from", format_string(source.value) if isinstance(source, ast.String) else format_selector(source)]
+        parts += ["from", format_string(source.value) if isinstance(source, ast.String)
+                  else format_targets((source, *node.more_sources))]
     if node.at is not None:
         parts += ["at", _optional(node.at, format_number)]
     if node.seed is not None:

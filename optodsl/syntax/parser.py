@@ -279,9 +279,10 @@ class _Builder(Transformer):
 
     def intervention(self, meta, children):
         verb, only, targets, positions, value, preserving, source, at, seed, schedule = children
+        source, *more = source if isinstance(source, list) else [source]
         return ast.Intervention(span=self._span(meta), verb=str(verb), only=only is not None, targets=targets,
                                 positions=positions, value=value, preserving=preserving or (), source=source,
-                                at=at, seed=seed, schedule=schedule)
+                                more_sources=tuple(more), at=at, seed=seed, schedule=schedule)
 
     def at_clause(self, meta, children):
         return children[0]
@@ -296,7 +297,7 @@ class _Builder(Transformer):
         source = children[1]
         if isinstance(source, Token):
             return ast.String(span=self.src.of(source), value=_string(source))
-        return source
+        return source if len(children) == 2 else list(children[1:])
 
     def during_clause(self, meta, children):
         return children[1]
