@@ -36,7 +36,13 @@ def test_the_registry_names_the_analyses_their_help_and_where_they_apply():
 
 
 def test_an_analysis_a_task_lacks_is_refused_with_its_reason():
-    run = TrainedRun(run_dir="runs/fewshot", config=ExperimentConfig(model=ModelConfig(layers=2)), model=None, sequences=0, spec=None)
+    import jax
+
+    from optodsl.model.transformer import init_model
+
+    config = ExperimentConfig(model=ModelConfig(layers=2))
+    network = init_model(config.model, config.data, jax.random.PRNGKey(0))  # its sites say how many layers and heads
+    run = TrainedRun(run_dir="runs/fewshot", config=config, model=network, sequences=0, spec=None)
     with pytest.raises(DataError) as info:
         chosen(("heads", "positions"), run, FewShot)
     err = str(info.value)
