@@ -5,7 +5,8 @@ A run directory holds `config.json` (the resolved settings), `spec.opto` and `sp
 spec's canonical text; its hash, path, sweep values and member name), `metrics.jsonl` (one JSON
 object per evaluation), `checkpoint.json` naming the latest `ckpt-<step>.npz`, `summary.json`
 once the run stops, `curves.png`, `analysis.json` after `opto analyze`, `series/` (a checkpoint
-series: `seq-<sequences>.npz` files and `manifest.json`) with `train.keep`, and `llc.json` after `opto llc`.
+series: `seq-<sequences>.npz` files and `manifest.json`) with `train.keep`, `llc.json` after `opto llc`, and
+`analysis_series.json` and `eval_series.json` after `opto analyze` and `opto eval` with `--over-training`.
 
 `summary.json` is written when a run stops in a known way: `complete`, `interrupted` (a signal;
 it names the checkpoint a rerun resumes from), or `failed: ...`. A run with no summary is either
@@ -38,6 +39,10 @@ SERIES = "series"
 """The folder of a run's checkpoint series (`train.keep`): one parameters file per kept point and its manifest."""
 SERIES_MANIFEST = "manifest.json"
 LLC = "llc.json"
+ANALYSIS_SERIES = "analysis_series.json"
+"""`opto analyze RUN --over-training`: the analysis at every point of the run's series."""
+EVAL_SERIES = "eval_series.json"
+"""`opto eval SPEC --checkpoint RUN --over-training`: the spec's runs scored at every point of the series."""
 
 
 def series_point_file(sequences: int) -> str:

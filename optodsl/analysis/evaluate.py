@@ -89,18 +89,10 @@ class Outcome:
 
 def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences, sequences_seen: int = 0) -> list[Outcome]:
     """Evaluate every plan on `seqs`; plans that share structure and shapes run as one program."""
-    groups: dict[tuple, list[int]] = {}
-    for i, plan in enumerate(plans):
-        groups.setdefault(program_key(plan), []).append(i)
     n = len(seqs)
-    pad = (-n) % CHUNK
-    idx = {k: jnp.asarray(np.pad(v, ((0, pad),) + ((0, 0),) * (v.ndim - 1))).reshape(-1, CHUNK, *v.shape[1:])
-           for k, v in seqs.index.items()}
+    idx = _chunked(seqs, CHUNK)
     out: list[Outcome | None] = [None] * len(plans)
-    for members in groups.values():
-        arrays = [eqx.partition(plans[i], eqx.is_array) for i in members]
-        static = arrays[0][1]
-        stacked = (jnp.arange(len(members)), jax.tree.map(lambda *xs: jnp.stack(xs), *[a[0] for a in arrays]))
+    for members, stacked, static in _groups(plans):
         results = {k: np.asarray(v).reshape(len(members), -1)[:, :n]
                    for k, v in _run_group(model, stacked, static, task, idx, jnp.asarray(sequences_seen)).items()}
         for j, i in enumerate(members):
@@ -109,8 +101,55 @@ def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences
     return out
 
 
+def _chunked(seqs: Sequences, chunk: int) -> dict[str, jax.Array]:
+    """`seqs`' arrays zero-padded to whole chunks and shaped (chunks, chunk, ...)."""
+    pad = (-len(seqs)) % chunk
+    return {k: jnp.asarray(np.pad(v, ((0, pad),) + ((0, 0),) * (v.ndim - 1))).reshape(-1, chunk, *v.shape[1:])
+            for k, v in seqs.index.items()}
+
+
+def _groups(plans: list[CompiledPlan]) -> list[tuple[list[int], tuple, object]]:
+    """Plans of one structure and shapes: (their indices, their arrays stacked and numbered, the shared static part)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, plan in enumerate(plans):
+        groups.setdefault(program_key(plan), []).append(i)
+    out = []
+    for members in groups.values():
+        arrays = [eqx.partition(plans[i], eqx.is_array) for i in members]
+        stacked = (jnp.arange(len(members)), jax.tree.map(lambda *xs: jnp.stack(xs), *[a[0] for a in arrays]))
+        out.append((members, stacked, arrays[0][1]))
+    return out
+
+
+def evaluate_plans_over_points(params, static, plans: list[CompiledPlan], task: Task, seqs: Sequences,
+                               sequences_seen: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """`evaluate_plans` at P checkpoints at once: `params` is the networks' arrays stacked on a leading
+    axis of P points (`static` their shared rest), `sequences_seen` (P,) each point's training length
+    (what schedules see). One program per group of plans, `jax.vmap` over the points: per plan, the
+    task's per-sequence scores as arrays (P, sequences)."""
+    points = len(sequences_seen)
+    chunk = max(64, CHUNK // points)  # about CHUNK sequences in each batched forward
+    n = len(seqs)
+    idx = _chunked(seqs, chunk)
+    out: list[dict[str, np.ndarray] | None] = [None] * len(plans)
+    for members, stacked, plan_static in _groups(plans):
+        results = _run_points(params, static, stacked, plan_static, task, idx, jnp.asarray(sequences_seen))
+        results = {k: np.asarray(v).reshape(points, len(members), -1)[:, :, :n] for k, v in results.items()}
+        for j, i in enumerate(members):
+            out[i] = {k: v[:, j] for k, v in results.items()}
+    return out
+
+
 @eqx.filter_jit
-def _run_group(model, stacked, static, task, idx, sequences_seen):
+def _run_points(params, static, stacked, plan_static, task, idx, sequences_seen):
+    def per_point(point_params, seen):
+        return _score_plans(eqx.combine(point_params, static), stacked, plan_static, task, idx, seen)
+
+    return jax.vmap(per_point)(params, sequences_seen)
+
+
+def _score_plans(model, stacked, static, task, idx, sequences_seen):
+    """Per plan of `stacked` (lax.map) and chunk of `idx` (lax.map), the task's per-sequence scores."""
     ctx = Context(sequences=sequences_seen, training=False)
 
     def per_plan(numbered):
@@ -124,6 +163,9 @@ def _run_group(model, stacked, static, task, idx, sequences_seen):
         return jax.lax.map(per_chunk, idx)
 
     return jax.lax.map(per_plan, stacked)
+
+
+_run_group = eqx.filter_jit(_score_plans)
 
 
 def activations(model, task: Task, seqs: Sequences, limit: int = CHUNK, plan: CompiledPlan | None = None,

@@ -1,0 +1,128 @@
+"""`opto analyze RUN --over-training` and `opto eval SPEC --checkpoint RUN --over-training`: at each
+kept point, the numbers a `during eval` ablation logged at that length while the run trained; at the
+last point, the numbers of `opto analyze` / `opto eval` on the final checkpoint; a damaged point named
+and skipped. On the few-shot task and the repeat task."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from optodsl import rundir
+from optodsl.analysis.evaluate import Sequences
+from optodsl.analysis.overtraining import analyze_over_training
+from optodsl.analysis.runs import load_run
+from optodsl.analysis.series_schema import AnalysisSeries, EvalSeries
+from optodsl.cli import app
+from optodsl.tasks import build_task, eval_sets
+
+TINY = """set model.layers = 2
+set model.heads = 2
+set model.d_model = 16
+set train.lr = 1e-3
+set train.sequences = 960
+set train.keep = "every 320"
+set eval.every = 320
+set eval.sequences = 128
+set eval.sets = ["train"]
+ablate L2.H0 during eval
+"""
+TASKS = {
+    # task settings, the logged key the task's per-sequence score averages to on the evaluation batch
+    "fewshot": ("set data.total_classes = 200\nset data.feature_dim = 16\n", "train/loss"),
+    "repeat": ('set task.name = "repeat"\nset task.vocab = 16\nset task.length = 16\n', "train/repeated_loss"),
+}
+
+
+def _own_eval_sequences(run) -> Sequences:
+    """The sequences the run's training evaluated on (its `seed.eval` batch of the training set), in
+    the task's `fixed` layout (the few-shot task keeps table indices there)."""
+    task = build_task(run.config)
+    key = jax.random.fold_in(jax.random.PRNGKey(run.config.seed.eval), eval_sets(run.config).index("train"))
+    draw = getattr(task, "sample_indices", task.sample)
+    return Sequences("train (the run's evaluation batch)", jax.device_get(draw(key, "train", run.config.eval.sequences)), False)
+
+
+def _trained(tmp_path, name):
+    settings, logged_key = TASKS[name]
+    spec = tmp_path / "ablated.opto"
+    spec.write_text(settings + TINY)
+    run_dir = tmp_path / "run"
+    trained = CliRunner().invoke(app, ["run", str(spec), "--out", str(run_dir)])
+    assert trained.exit_code == 0, trained.output
+    logged = {r["sequences"]: r[logged_key] for r in rundir.metrics(run_dir) if r["sequences"] > 0}
+    assert sorted(logged) == [320, 640, 960]
+    return spec, run_dir, logged
+
+
+def _matches_the_logged_ablation(run_dir, logged):
+    """At each point: the loss the training run logged with L2.H0 ablated during eval, on its own batch."""
+    run = load_run(run_dir)
+    series, problems = analyze_over_training(run, bare=True, seqs=_own_eval_sequences(run))
+    assert problems == [] and series.sequences == [320, 640, 960]
+    assert [p.source for p in series.points] == [rundir.series_point_file(s) for s in (320, 640, 960)]
+    np.testing.assert_allclose(series.heads["L2"]["H0"].loss, [logged[s] for s in series.sequences], rtol=1e-4, atol=1e-5)
+
+
+def test_over_training_on_a_token_task_matches_its_logged_during_eval_ablation(tmp_path):
+    _matches_the_logged_ablation(*_trained(tmp_path, "repeat")[1:])
+
+
+def test_over_training_matches_logged_ablations_and_the_final_checkpoint_and_skips_a_damaged_point(tmp_path):
+    spec, run_dir, logged = _trained(tmp_path, "fewshot")
+    _matches_the_logged_ablation(run_dir, logged)
+    runner = CliRunner()
+
+    # through the command line: the series file, and its last point equals one-checkpoint analyze and eval
+    args = ["--sequences", "128", "--seed", "3"]
+    out = runner.invoke(app, ["analyze", str(run_dir), "--over-training", "--bare", *args])
+    assert out.exit_code == 0, out.output
+    assert "L2.H0" in out.output and f"written: {run_dir / 'analysis_series.json'}" in out.output
+    over = AnalysisSeries.model_validate_json((run_dir / "analysis_series.json").read_text())
+    single = runner.invoke(app, ["analyze", str(run_dir), "--bare", "--only", "heads", "--json", *args])
+    assert single.exit_code == 0, single.output
+    final = json.loads(single.output)
+    for layer in ("L1", "L2"):
+        for head in ("H0", "H1"):
+            for metric in ("loss", "accuracy"):
+                assert getattr(over.heads[layer][head], metric)[-1] == pytest.approx(
+                    final["heads"][layer]["ablate_one"][head][metric], abs=2e-6)
+    assert over.full.loss[-1] == pytest.approx(final["full"]["loss"], abs=2e-6)
+    assert final["measures"] and over.measures.keys() == final["measures"].keys()
+    for measure, per_layer in final["measures"].items():
+        for layer, per_head in per_layer.items():
+            for head, value in per_head.items():
+                assert over.measures[measure][layer][head][-1] == pytest.approx(value, abs=1e-5)
+
+    evaluated = runner.invoke(app, ["eval", str(spec), "--checkpoint", str(run_dir), "--over-training", "--json", *args])
+    assert evaluated.exit_code == 0, evaluated.output
+    eval_series = EvalSeries.model_validate_json((run_dir / "eval_series.json").read_text())
+    assert json.loads(evaluated.output) == json.loads((run_dir / "eval_series.json").read_text())
+    (name,) = eval_series.runs
+    scores = eval_series.runs[name].sets["train"]
+    np.testing.assert_allclose(scores.loss, over.heads["L2"]["H0"].loss, atol=2e-6)  # the spec's ablation is analyze's
+    one = json.loads(runner.invoke(app, ["eval", str(spec), "--checkpoint", str(run_dir), "--json", *args]).output)
+    for metric in ("loss", "accuracy", "accuracy_in_context"):
+        got = scores.extra[metric] if metric in scores.extra else getattr(scores, metric)
+        assert got[-1] == pytest.approx(one["runs"][name]["sets"]["train"][metric], abs=2e-6)
+
+    # a damaged point is named with its file and skipped; another analysis over training is refused
+    (run_dir / "series" / "seq-000000320.npz").write_bytes(b"damaged")
+    out = runner.invoke(app, ["analyze", str(run_dir), "--over-training", "--bare", *args])
+    assert out.exit_code == 0, out.output
+    assert "warning:" in out.output and "seq-000000320.npz: sha256 differs" in out.output
+    assert "point at 320 sequences skipped" in out.output
+    written = AnalysisSeries.model_validate_json((run_dir / "analysis_series.json").read_text())
+    assert written.sequences == [640, 960] and len(written.skipped) == 1 and "seq-000000320.npz" in written.skipped[0]
+    assert written.full.loss == over.full.loss[1:]
+    bad = runner.invoke(app, ["analyze", str(run_dir), "--over-training", "--only", "paths"])
+    assert bad.exit_code == 2 and "--only:1:1: error: 'paths' is not computed over training" in bad.output
+    with pytest.raises(ValueError, match="one value per point"):
+        AnalysisSeries.model_validate({**written.model_dump(), "points": [{"sequences": 1, "source": "x"}] + written.model_dump()["points"]})
+    (run_dir / "series" / "manifest.json").unlink()
+    refused = runner.invoke(app, ["eval", str(spec), "--checkpoint", str(run_dir), "--over-training", *args])
+    assert refused.exit_code == 2 and "keeps no checkpoint series" in refused.output
