@@ -110,6 +110,12 @@ def test_over_training_matches_logged_ablations_and_the_final_checkpoint_and_ski
         got = scores.extra[metric] if metric in scores.extra else getattr(scores, metric)
         assert got[-1] == pytest.approx(one["runs"][name]["sets"]["train"][metric], abs=2e-6)
 
+    # the report draws both series files and reads the stages at the points
+    report = runner.invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    assert "figure: " + str(tmp_path / "report" / "ablation_over_training.png") in report.output
+    assert "over_training.png" in report.output and "at its 3 series points (analysis_series.json)" in report.output
+
     # a damaged point is named with its file and skipped; another analysis over training is refused
     (run_dir / "series" / "seq-000000320.npz").write_bytes(b"damaged")
     out = runner.invoke(app, ["analyze", str(run_dir), "--over-training", "--bare", *args])
@@ -126,3 +132,27 @@ def test_over_training_matches_logged_ablations_and_the_final_checkpoint_and_ski
     (run_dir / "series" / "manifest.json").unlink()
     refused = runner.invoke(app, ["eval", str(spec), "--checkpoint", str(run_dir), "--over-training", *args])
     assert refused.exit_code == 2 and "keeps no checkpoint series" in refused.output
+
+
+def test_stages_are_read_at_the_series_points_per_run_and_over_seeds(tmp_path):
+    from optodsl.report.curvestats import series_run, stages
+    from optodsl.report.load import Run
+    from optodsl.report.summary import console_text, stages_table
+
+    def run(name, losses, accuracies, seed):
+        points = [{"sequences": 100 * (i + 1), "source": f"seq-{i}.npz"} for i in range(len(losses))]
+        scores = {"loss": losses, "accuracy": accuracies}
+        series = AnalysisSeries(run_dir=name, bare=False, interventions="none", eval={"set": "train", "sequences": 8},
+                                points=points, full=scores, metrics=scores)
+        return Run(tmp_path / name, f"s-seed{seed}", "s.opto", f"s-seed{seed}", {"seed": seed}, metrics=[],
+                   analysis_series=series)
+
+    a = run("a", [0.70, 0.69, 0.69, 0.30, 0.05], [0.5, 0.5, 0.5, 0.8, 0.95], 0)
+    b = run("b", [0.70, 0.69, 0.30, 0.20, 0.05], [0.5, 0.5, 0.8, 0.95, 0.99], 1)
+    st = stages(series_run(a))  # plateau at ln 2 (within 0.05) from 100 to 300; accuracy 0.9 reached at 500
+    assert (st.plateau, st.start, st.end) == ((100, 300), 400, 500)
+    assert (stages(series_run(b)).start, stages(series_run(b)).end) == (300, 400)
+    assert "s-seed0 (series points)" in stages_table([a, b])
+    text = console_text([a, b])
+    assert "at its 5 series points (analysis_series.json): plateau 100–300; phase change 400 to 500" in text
+    assert "at the series points: phase change 350 (300–400) to 450 (400–500)" in text
