@@ -386,7 +386,7 @@ def analyze(
     from .analysis.runs import load_run
 
     if over_training:
-        return _over_training(lambda: _series_commands().analyze_series(run_dir, only, options.sequences_option(sequences),
+        return _over_training(lambda: _series_commands().analyze_series(run_dir, only, group, options.sequences_option(sequences),
                                                                         seed, bare), as_json)
 
     def body():

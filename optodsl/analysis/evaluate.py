@@ -26,6 +26,10 @@ from ..tasks.records import TRAIN
 from ..train.program import program_key
 
 CHUNK = 2048
+POINT_TOKENS = 1 << 19
+"""About how many tokens one batched forward over every point may hold (`evaluate_plans_over_points`
+takes chunks of up to CHUNK sequences per point within it): larger chunks ran faster on the CPU,
+and this bounds the memory of long sequences at many points."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,8 @@ def evaluate_plans_over_points(params, static, plans: list[CompiledPlan], task: 
     (what schedules see). One program per group of plans, `jax.vmap` over the points: per plan, the
     task's per-sequence scores as arrays (P, sequences)."""
     points = len(sequences_seen)
-    chunk = max(64, CHUNK // points)  # about CHUNK sequences in each batched forward
+    width = max((v.shape[1] for v in seqs.index.values() if v.ndim > 1), default=1)
+    chunk = int(min(CHUNK, max(64, POINT_TOKENS // (points * width))))
     n = len(seqs)
     idx = _chunked(seqs, chunk)
     out: list[dict[str, np.ndarray] | None] = [None] * len(plans)
