@@ -6,6 +6,7 @@ and skipped. On the few-shot task and the repeat task."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import jax
 import numpy as np
@@ -19,6 +20,7 @@ from optodsl.analysis.runs import load_run
 from optodsl.analysis.series_schema import AnalysisSeries, EvalSeries
 from optodsl.cli import app
 from optodsl.tasks import build_task, eval_sets
+from optodsl.train.series import SeriesWarning
 
 TINY = """set model.layers = 2
 set model.heads = 2
@@ -59,12 +61,14 @@ def _trained(tmp_path, name):
     return spec, run_dir, logged
 
 
-def _matches_the_logged_ablation(run_dir, logged):
+def _matches_the_logged_ablation(run_dir, logged, points=(320, 640, 960)):
     """At each point: the loss the training run logged with L2.H0 ablated during eval, on its own batch."""
     run = load_run(run_dir)
-    series, problems = analyze_over_training(run, bare=True, seqs=_own_eval_sequences(run))
-    assert problems == [] and series.sequences == [320, 640, 960]
-    assert [p.source for p in series.points] == [rundir.series_point_file(s) for s in (320, 640, 960)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SeriesWarning)
+        series, _ = analyze_over_training(run, bare=True, seqs=_own_eval_sequences(run))
+    assert series.sequences == list(points)
+    assert [p.source for p in series.points] == [rundir.series_point_file(s) for s in points]
     np.testing.assert_allclose(series.heads["L2"]["H0"].loss, [logged[s] for s in series.sequences], rtol=1e-4, atol=1e-5)
 
 
@@ -74,18 +78,23 @@ def test_over_training_on_a_token_task_matches_its_logged_during_eval_ablation(t
 
 def test_over_training_matches_logged_ablations_and_the_final_checkpoint_and_skips_a_damaged_point(tmp_path):
     spec, run_dir, logged = _trained(tmp_path, "fewshot")
-    _matches_the_logged_ablation(run_dir, logged)
+    # a damaged point is named with its file and skipped, with a warning (the other points are scored)
+    (run_dir / "series" / "seq-000000320.npz").write_bytes(b"damaged")
+    _matches_the_logged_ablation(run_dir, logged, points=(640, 960))
     runner = CliRunner()
-
-    # through the command line: the series file, and its last point equals one-checkpoint analyze and eval
     args = ["--sequences", "128", "--seed", "3"]
     out = runner.invoke(app, ["analyze", str(run_dir), "--over-training", "--bare", *args])
     assert out.exit_code == 0, out.output
+    assert "warning:" in out.output and "seq-000000320.npz: sha256 differs" in out.output
+    assert "point at 320 sequences skipped" in out.output
     assert "L2.H0" in out.output and f"written: {run_dir / 'analysis_series.json'}" in out.output
     over = AnalysisSeries.model_validate_json((run_dir / "analysis_series.json").read_text())
+    assert over.sequences == [640, 960] and len(over.skipped) == 1 and "seq-000000320.npz" in over.skipped[0]
+
+    # its last point equals one-checkpoint analyze and eval
     single = runner.invoke(app, ["analyze", str(run_dir), "--bare", "--only", "heads", "--json", *args])
     assert single.exit_code == 0, single.output
-    final = json.loads(single.output)
+    final = json.loads(single.stdout)
     for layer in ("L1", "L2"):
         for head in ("H0", "H1"):
             for metric in ("loss", "accuracy"):
@@ -101,34 +110,21 @@ def test_over_training_matches_logged_ablations_and_the_final_checkpoint_and_ski
     evaluated = runner.invoke(app, ["eval", str(spec), "--checkpoint", str(run_dir), "--over-training", "--json", *args])
     assert evaluated.exit_code == 0, evaluated.output
     eval_series = EvalSeries.model_validate_json((run_dir / "eval_series.json").read_text())
-    assert json.loads(evaluated.output) == json.loads((run_dir / "eval_series.json").read_text())
+    assert json.loads(evaluated.stdout) == json.loads((run_dir / "eval_series.json").read_text())
+    assert "seq-000000320.npz: sha256 differs" in evaluated.stderr and eval_series.sequences == [640, 960]
     (name,) = eval_series.runs
     scores = eval_series.runs[name].sets["train"]
     np.testing.assert_allclose(scores.loss, over.heads["L2"]["H0"].loss, atol=2e-6)  # the spec's ablation is analyze's
-    one = json.loads(runner.invoke(app, ["eval", str(spec), "--checkpoint", str(run_dir), "--json", *args]).output)
+    one = json.loads(runner.invoke(app, ["eval", str(spec), "--checkpoint", str(run_dir), "--json", *args]).stdout)
     for metric in ("loss", "accuracy", "accuracy_in_context"):
         got = scores.extra[metric] if metric in scores.extra else getattr(scores, metric)
         assert got[-1] == pytest.approx(one["runs"][name]["sets"]["train"][metric], abs=2e-6)
 
-    # the report draws both series files and reads the stages at the points
-    report = runner.invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "report")])
-    assert report.exit_code == 0, report.output
-    assert "figure: " + str(tmp_path / "report" / "ablation_over_training.png") in report.output
-    assert "over_training.png" in report.output and "at its 3 series points (analysis_series.json)" in report.output
-
-    # a damaged point is named with its file and skipped; another analysis over training is refused
-    (run_dir / "series" / "seq-000000320.npz").write_bytes(b"damaged")
-    out = runner.invoke(app, ["analyze", str(run_dir), "--over-training", "--bare", *args])
-    assert out.exit_code == 0, out.output
-    assert "warning:" in out.output and "seq-000000320.npz: sha256 differs" in out.output
-    assert "point at 320 sequences skipped" in out.output
-    written = AnalysisSeries.model_validate_json((run_dir / "analysis_series.json").read_text())
-    assert written.sequences == [640, 960] and len(written.skipped) == 1 and "seq-000000320.npz" in written.skipped[0]
-    assert written.full.loss == over.full.loss[1:]
+    # another analysis over training is refused, and so is a run without a series
     bad = runner.invoke(app, ["analyze", str(run_dir), "--over-training", "--only", "paths"])
     assert bad.exit_code == 2 and "--only:1:1: error: 'paths' is not computed over training" in bad.output
     with pytest.raises(ValueError, match="one value per point"):
-        AnalysisSeries.model_validate({**written.model_dump(), "points": [{"sequences": 1, "source": "x"}] + written.model_dump()["points"]})
+        AnalysisSeries.model_validate({**over.model_dump(), "points": [{"sequences": 1, "source": "x"}] + over.model_dump()["points"]})
     (run_dir / "series" / "manifest.json").unlink()
     refused = runner.invoke(app, ["eval", str(spec), "--checkpoint", str(run_dir), "--over-training", *args])
     assert refused.exit_code == 2 and "keeps no checkpoint series" in refused.output
@@ -136,14 +132,17 @@ def test_over_training_matches_logged_ablations_and_the_final_checkpoint_and_ski
 
 def test_stages_are_read_at_the_series_points_per_run_and_over_seeds(tmp_path):
     from optodsl.report.curvestats import series_run, stages
+    from optodsl.report.figures import write_figures
     from optodsl.report.load import Run
     from optodsl.report.summary import console_text, stages_table
 
     def run(name, losses, accuracies, seed):
         points = [{"sequences": 100 * (i + 1), "source": f"seq-{i}.npz"} for i in range(len(losses))]
         scores = {"loss": losses, "accuracy": accuracies}
+        heads = {"L1": {"H0": {"loss": [x + 0.1 for x in losses], "accuracy": accuracies}}}
         series = AnalysisSeries(run_dir=name, bare=False, interventions="none", eval={"set": "train", "sequences": 8},
-                                points=points, full=scores, metrics=scores)
+                                points=points, full=scores, metrics=scores, heads=heads,
+                                measures={"induction": {"L1": {"H0": accuracies}}})
         return Run(tmp_path / name, f"s-seed{seed}", "s.opto", f"s-seed{seed}", {"seed": seed}, metrics=[],
                    analysis_series=series)
 
@@ -156,3 +155,6 @@ def test_stages_are_read_at_the_series_points_per_run_and_over_seeds(tmp_path):
     text = console_text([a, b])
     assert "at its 5 series points (analysis_series.json): plateau 100–300; phase change 400 to 500" in text
     assert "at the series points: phase change 350 (300–400) to 450 (400–500)" in text
+    figures = write_figures([a, b], tmp_path)  # opto report draws the series files
+    assert {"ablation_over_training.png", "over_training.png"} <= set(figures)
+    assert a.analysis_series.ablation_cost("L1") == (["H0"], [[pytest.approx(0.1)] * 5])
