@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from optodsl import rundir
 from optodsl.analysis.evaluate import Sequences
-from optodsl.analysis.overtraining import analyze_over_training
+from optodsl.analysis.overtraining import analyze_over_training, load_points
 from optodsl.analysis.runs import load_run
 from optodsl.analysis.series_schema import AnalysisSeries, EvalSeries
 from optodsl.cli import app
@@ -125,6 +125,14 @@ def test_over_training_matches_logged_ablations_and_the_final_checkpoint_and_ski
     assert bad.exit_code == 2 and "--only:1:1: error: 'paths' is not computed over training" in bad.output
     with pytest.raises(ValueError, match="one value per point"):
         AnalysisSeries.model_validate({**over.model_dump(), "points": [{"sequences": 1, "source": "x"}] + over.model_dump()["points"]})
+    # a series without the run's own length: the latest checkpoint is the last point
+    manifest = json.loads((run_dir / "series" / "manifest.json").read_text())
+    manifest["points"] = [p for p in manifest["points"] if p["sequences"] != 960]
+    (run_dir / "series" / "manifest.json").write_text(json.dumps(manifest))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SeriesWarning)
+        points = load_points(load_run(run_dir))
+    assert points.sequences == [640, 960] and points.sources == [rundir.series_point_file(640), "checkpoint"]
     (run_dir / "series" / "manifest.json").unlink()
     refused = runner.invoke(app, ["eval", str(spec), "--checkpoint", str(run_dir), "--over-training", *args])
     assert refused.exit_code == 2 and "keeps no checkpoint series" in refused.output
