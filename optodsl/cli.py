@@ -380,6 +380,9 @@ def analyze(
     as_json: bool = typer.Option(False, "--json", help="print the JSON instead of tables"),
     bare: bool = typer.Option(False, "--bare", help="score the network without the run's own training interventions "
                                                     "(default: with them, as its evaluations ran)"),
+    over_training: bool = typer.Option(False, "--over-training", help="score every kept point of the run's checkpoint "
+                                       "series (set train.keep) and its latest checkpoint as one program: the full model, "
+                                       "each head ablated alone and the task's measures; writes RUN_DIR/analysis_series.json"),
 ) -> None:
     """Analyse a checkpoint: each head ablated / alone (Fig. 4a), Table 1's pattern- vs value-preserving
     ablations, path maps and composition scores of every layer pair (Fig. 11b, 11c), Table 2, on token tasks the
@@ -393,6 +396,10 @@ def analyze(
     from .analysis.heads import analyze as run_analyses
     from .analysis.registry import REGISTRY
     from .analysis.runs import load_run
+
+    if over_training:
+        return _over_training(lambda: _series_commands().analyze_series(run_dir, only, group, options.sequences_option(sequences),
+                                                                        seed, bare), as_json)
 
     def body():
         n = options.sequences_option(sequences)
@@ -501,6 +508,9 @@ def eval_(
     in_context: bool = typer.Option(False, "--in-context", help="show the accuracy among the labels in each sequence's "
                                                                 "context only, instead of over every label"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    over_training: bool = typer.Option(False, "--over-training", help="score every kept point of the run's checkpoint "
+                                       "series (set train.keep) and its latest checkpoint as one program; writes "
+                                       "RUN_DIR/eval_series.json"),
 ) -> None:
     """Score a trained network under each run of a spec (its variants and sweep members, their
     interventions only) on the evaluation sets, without training. The spec's model settings must
@@ -511,6 +521,11 @@ def eval_(
     """
     from .evaluate_spec import evaluate_spec
     from .experiment import load_experiment
+
+    if over_training:
+        return _over_training(lambda: _series_commands().eval_series(
+            load_experiment(spec, options.settings(set_)), checkpoint, options.sequences_option(sequences), seed, in_context),
+            as_json)
 
     def body():
         n = options.sequences_option(sequences)
@@ -537,6 +552,20 @@ def eval_(
         for name, r in result["runs"].items():
             typer.echo(f"{name:<{width}}  " + "  ".join(f"{r['sets'][s][metric]:>17.3f}" if s in r["sets"] else f"{'-':>17}"
                                                         for s in sets))
+
+
+def _series_commands():
+    from .commands import overtraining
+
+    return overtraining
+
+
+def _over_training(body, as_json: bool) -> None:
+    """Run an `--over-training` command body (-> table, warning lines, JSON) and print its output."""
+    text, problems, written = _guard(body)
+    for problem in problems:
+        typer.echo(problem, err=True)
+    typer.echo(written if as_json else text)
 
 
 EXPORT_TARGETS = ("transformer-lens",)

@@ -3,7 +3,9 @@
 The spec decides everything but the weights: each of its runs (variants, sweep members) is
 compiled on its own (its interventions alone, not the checkpoint's training ones) and scored
 with the checkpoint's network on the spec's evaluation sets, all runs that share data settings
-on the same sequences (`analysis.evaluate`). Schedules see the checkpoint's sequence count.
+on the same sequences (`analysis.evaluate`). Schedules see the checkpoint's sequence count. With `--over-training` the
+same runs are scored at every kept point of the run's checkpoint series, as one program over the
+points (`evaluate_spec_over_training`, written as `eval_series.json`).
 A spec whose data or seed settings differ from the run's still scores, with one warning line:
 its sequences are then not those the run trained and was evaluated on.
 """
@@ -12,9 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from . import rundir
-from .analysis.evaluate import evaluate_plans, evaluation_set
+from .analysis.evaluate import evaluate_plans, evaluate_plans_over_points, evaluation_set
+from .analysis.overtraining import load_points, scores_over_training
 from .analysis.runs import load_run
+from .analysis.series_schema import EvalSeries
 from .compile.lower import compile_member
 from .errors import DataError
 from .config import ExperimentConfig, flat_settings
@@ -52,12 +58,9 @@ def data_warnings(exp: Experiment, run_config: ExperimentConfig, run_dir: Path) 
     return out
 
 
-def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: int = 0) -> dict:
-    """Accuracy (over every label, and among the context's labels only) and loss of `run_dir`'s
-    latest checkpoint under every run of `exp` on each of its evaluation sets: the training set's
-    every distinct sequence when `n` is None and it can be enumerated, else `n` (default 10,000)
-    sampled sequences per set. `warnings` holds a line for each difference in data or seed
-    settings between the spec and the run (`data_warnings`)."""
+def _prepare(exp: Experiment, run_dir: Path):
+    """The run, each member's compiled plan (its interventions alone), and the members grouped by the
+    data settings that decide their evaluation sequences; refuses a member whose network does not fit."""
     run = load_run(run_dir)
     for member in exp.members:
         differs = architecture_difference(member.config, run.config)
@@ -67,12 +70,22 @@ def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: in
                             hint="evaluate it under a spec with the same model settings, or set them in the spec")
     grafts = {src: load_graft(src, run.config) for m in exp.members for src in m.grafts}
     plans = [compile_member(m.model_copy(update={"probes": ()}), grafts) for m in exp.members]
-    results = {m.name: {"variant": m.variant, "bindings": dict(m.bindings), "sets": {}} for m in exp.members}
     groups: dict[str, list[int]] = {}
     for i, m in enumerate(exp.members):
         groups.setdefault(m.config.data.model_dump_json() + m.config.task.model_dump_json(), []).append(i)
+    return run, plans, list(groups.values())
+
+
+def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: int = 0) -> dict:
+    """Accuracy (over every label, and among the context's labels only) and loss of `run_dir`'s
+    latest checkpoint under every run of `exp` on each of its evaluation sets: the training set's
+    every distinct sequence when `n` is None and it can be enumerated, else `n` (default 10,000)
+    sampled sequences per set. `warnings` holds a line for each difference in data or seed
+    settings between the spec and the run (`data_warnings`)."""
+    run, plans, groups = _prepare(exp, run_dir)
+    results = {m.name: {"variant": m.variant, "bindings": dict(m.bindings), "sets": {}} for m in exp.members}
     used: dict[str, dict] = {}
-    for idx in groups.values():
+    for idx in groups:
         config = exp.members[idx[0]].config
         for which in eval_sets(config):
             task, seqs = evaluation_set(config, which, n, seed)
@@ -82,3 +95,24 @@ def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: in
                 results[exp.members[i].name]["sets"][which] = outcome.summary(in_context=True)
     return {"checkpoint": str(run_dir), "sequences_trained": run.sequences, "spec": exp.spec.path,
             "warnings": data_warnings(exp, run.config, run_dir), "eval": used, "runs": results}
+
+
+def evaluate_spec_over_training(exp: Experiment, run_dir: Path, n: int | None = None, seed: int = 0) -> EvalSeries:
+    """`evaluate_spec` at every kept point of the run's checkpoint series and its latest checkpoint
+    (`overtraining.load_points`): per run of the spec and evaluation set, the scores at each point; every
+    plan of a group over every point in one program. Damaged points are named in `skipped`."""
+    run, plans, groups = _prepare(exp, run_dir)
+    points = load_points(run, require_series=True)
+    results = {m.name: {"variant": m.variant, "bindings": dict(m.bindings), "sets": {}} for m in exp.members}
+    used: dict[str, dict] = {}
+    for idx in groups:
+        config = exp.members[idx[0]].config
+        for which in eval_sets(config):
+            task, seqs = evaluation_set(config, which, n, seed)
+            used[which] = {"sequences": len(seqs), "enumerated": seqs.enumerated}
+            scored = evaluate_plans_over_points(points.params, points.static, [plans[i] for i in idx], task, seqs,
+                                                np.asarray(points.sequences))
+            for i, per_point in zip(idx, scored):
+                results[exp.members[i].name]["sets"][which] = scores_over_training(per_point, in_context=True)
+    return EvalSeries(checkpoint=str(run_dir), spec=exp.spec.path, warnings=data_warnings(exp, run.config, run_dir),
+                      eval=used, points=points.info(), skipped=points.problems, runs=results)

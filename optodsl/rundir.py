@@ -6,6 +6,7 @@ spec's canonical text; its hash, path, sweep values and member name), `metrics.j
 object per evaluation), `checkpoint.json` naming the latest `ckpt-<step>.npz`, `summary.json`
 once the run stops, `curves.png`, `analysis.json` after `opto analyze`, `series/` (a checkpoint
 series: `seq-<sequences>.npz` files and `manifest.json`) with `train.keep`, `llc.json` after `opto llc`,
+`analysis_series.json` and `eval_series.json` after `opto analyze` and `opto eval` with `--over-training`,
 and `model.json` for a model of one's own (whose config.json then has no `model` section; a
 task's config.json has no section its task does not read).
 
@@ -43,6 +44,10 @@ LLC = "llc.json"
 MODEL = "model.json"
 """A run of a model of one's own: its class, site table, parameter shapes and hyperparameters
 (`model.protocol.describe`); a run of the built-in transformer has none (its config.json's `model`)."""
+ANALYSIS_SERIES = "analysis_series.json"
+"""`opto analyze RUN --over-training`: the analysis at every point of the run's series."""
+EVAL_SERIES = "eval_series.json"
+"""`opto eval SPEC --checkpoint RUN --over-training`: the spec's runs scored at every point of the series."""
 
 
 def series_point_file(sequences: int) -> str:

@@ -171,6 +171,9 @@ def test_series_page_runs_as_printed(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / "runs" / "series" / "series" / "manifest.json").read_text())
     assert [p["sequences"] for p in manifest["points"]] == [320, 640]
     assert [p["sequences"] for p in json.loads((tmp_path / "runs" / "series" / "llc.json").read_text())["points"]] == [320, 640]
+    for name in ("analysis_series.json", "eval_series.json"):
+        assert [p["sequences"] for p in json.loads((tmp_path / "runs" / "series" / name).read_text())["points"]] == [320, 640]
+    assert (tmp_path / "reports" / "series" / "ablation_over_training.png").is_file()
 
 
 def test_embedding_snippets_run_as_printed(readme_clone, monkeypatch):

@@ -27,6 +27,10 @@ from ..tasks.records import TRAIN
 from ..train.program import program_key
 
 CHUNK = 2048
+POINT_TOKENS = 1 << 19
+"""About how many tokens one batched forward over every point may hold (`evaluate_plans_over_points`
+takes chunks of up to CHUNK sequences per point within it): larger chunks ran faster on the CPU,
+and this bounds the memory of long sequences at many points."""
 
 
 @dataclass(frozen=True)
@@ -96,19 +100,11 @@ def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences
     outcomes of the plans numbered in `positions` (a task with `per_position`) also have the mean loss
     at each position, summed over the sequences inside the same program (and so do the other plans of
     their program)."""
-    groups: dict[tuple, list[int]] = {}
-    for i, plan in enumerate(plans):
-        groups.setdefault(program_key(plan), []).append(i)
     n = len(seqs)
-    pad = (-n) % CHUNK
-    idx = {k: jnp.asarray(np.pad(v, ((0, pad),) + ((0, 0),) * (v.ndim - 1))).reshape(-1, CHUNK, *v.shape[1:])
-           for k, v in seqs.index.items()}
-    valid = jnp.asarray(np.arange(n + pad) < n, jnp.float32).reshape(-1, CHUNK)
+    idx = _chunked(seqs, CHUNK)
+    valid = _valid(n, CHUNK)
     out: list[Outcome | None] = [None] * len(plans)
-    for members in groups.values():
-        arrays = [eqx.partition(plans[i], eqx.is_array) for i in members]
-        static = arrays[0][1]
-        stacked = (jnp.arange(len(members)), jax.tree.map(lambda *xs: jnp.stack(xs), *[a[0] for a in arrays]))
+    for members, stacked, static in _groups(plans):
         at_positions = any(i in positions for i in members)
         scores, summed = _run_group(model, stacked, static, task, idx, valid, jnp.asarray(sequences_seen), at_positions)
         results = {k: np.asarray(v).reshape(len(members), -1)[:, :n] for k, v in scores.items()}
@@ -119,8 +115,63 @@ def evaluate_plans(model, plans: list[CompiledPlan], task: Task, seqs: Sequences
     return out
 
 
+def _chunked(seqs: Sequences, chunk: int) -> dict[str, jax.Array]:
+    """`seqs`' arrays zero-padded to whole chunks and shaped (chunks, chunk, ...)."""
+    pad = (-len(seqs)) % chunk
+    return {k: jnp.asarray(np.pad(v, ((0, pad),) + ((0, 0),) * (v.ndim - 1))).reshape(-1, chunk, *v.shape[1:])
+            for k, v in seqs.index.items()}
+
+
+def _valid(n: int, chunk: int) -> jax.Array:
+    """1 for each of the `n` real sequences, 0 for the padding, shaped (chunks, chunk) like `_chunked`."""
+    return jnp.asarray(np.arange(n + (-n) % chunk) < n, jnp.float32).reshape(-1, chunk)
+
+
+def _groups(plans: list[CompiledPlan]) -> list[tuple[list[int], tuple, object]]:
+    """Plans of one structure and shapes: (their indices, their arrays stacked and numbered, the shared static part)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, plan in enumerate(plans):
+        groups.setdefault(program_key(plan), []).append(i)
+    out = []
+    for members in groups.values():
+        arrays = [eqx.partition(plans[i], eqx.is_array) for i in members]
+        stacked = (jnp.arange(len(members)), jax.tree.map(lambda *xs: jnp.stack(xs), *[a[0] for a in arrays]))
+        out.append((members, stacked, arrays[0][1]))
+    return out
+
+
+def evaluate_plans_over_points(params, static, plans: list[CompiledPlan], task: Task, seqs: Sequences,
+                               sequences_seen: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """`evaluate_plans` at P checkpoints at once: `params` is the networks' arrays stacked on a leading
+    axis of P points (`static` their shared rest), `sequences_seen` (P,) each point's training length
+    (what schedules see). One program per group of plans, `jax.vmap` over the points: per plan, the
+    task's per-sequence scores as arrays (P, sequences)."""
+    points = len(sequences_seen)
+    width = max((v.shape[1] for v in seqs.index.values() if v.ndim > 1), default=1)
+    chunk = int(min(CHUNK, max(64, POINT_TOKENS // (points * width))))
+    n = len(seqs)
+    idx = _chunked(seqs, chunk)
+    valid = _valid(n, chunk)
+    out: list[dict[str, np.ndarray] | None] = [None] * len(plans)
+    for members, stacked, plan_static in _groups(plans):
+        results = _run_points(params, static, stacked, plan_static, task, idx, valid, jnp.asarray(sequences_seen))
+        results = {k: np.asarray(v).reshape(points, len(members), -1)[:, :, :n] for k, v in results.items()}
+        for j, i in enumerate(members):
+            out[i] = {k: v[:, j] for k, v in results.items()}
+    return out
+
+
 @eqx.filter_jit
-def _run_group(model, stacked, static, task, idx, valid, sequences_seen, positions: bool):
+def _run_points(params, static, stacked, plan_static, task, idx, valid, sequences_seen):
+    def per_point(point_params, seen):
+        return _score_plans(eqx.combine(point_params, static), stacked, plan_static, task, idx, valid, seen)[0]
+
+    return jax.vmap(per_point)(params, sequences_seen)
+
+
+def _score_plans(model, stacked, static, task, idx, valid, sequences_seen, positions: bool = False):
+    """Per plan of `stacked` (lax.map) and chunk of `idx` (lax.map), the task's per-sequence scores, and
+    with `positions` the loss at each position summed over the chunk's real sequences (else None)."""
     ctx = Context(sequences=sequences_seen, training=False)
 
     def per_plan(numbered):
@@ -136,6 +187,9 @@ def _run_group(model, stacked, static, task, idx, valid, sequences_seen, positio
         return jax.lax.map(per_chunk, (idx, valid))
 
     return jax.lax.map(per_plan, stacked)
+
+
+_run_group = eqx.filter_jit(_score_plans)
 
 
 def activations(model, task: Task, seqs: Sequences, limit: int = CHUNK, plan: CompiledPlan | None = None,

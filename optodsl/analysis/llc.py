@@ -171,24 +171,15 @@ def run_llc(run_dir: Path, settings: LLCSettings, head: str | None = None, over_
     from ..model.overrides import Context, as_forward
     from ..tasks import build_task
     from ..tasks.records import TRAIN
-    from ..train import series
     from .heads import Planner
+    from .overtraining import load_points
     from .runs import load_run
 
     run = load_run(run_dir)
     task = build_task(run.config)
     forward = as_forward(Planner(run, bare).plan(""))
-    points, problems = [], []
-    if over_training:
-        points, problems = series.load_series(run.run_dir, run.model)
-    if not any(p.sequences == run.sequences for p, _ in points):
-        points.append((series.SeriesPoint(sequences=run.sequences, step=0, file="", sha256=""), run.model))
-    points.sort(key=lambda pm: pm[0].sequences)
-    models = [m for _, m in points]
-    params_list = [eqx.filter(m, eqx.is_array) for m in models]
-    static = eqx.partition(run.model, eqx.is_array)[1]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *params_list)
-    sequences = [p.sequences for p, _ in points]
+    points = load_points(run, over_training)
+    stacked, static, sequences, problems = points.params, points.static, points.sequences, points.problems
     mask = None
     if head is not None:
         layer, index = parse_head(head, run.config)

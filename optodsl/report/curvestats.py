@@ -5,10 +5,10 @@ reaches a threshold. Every number is a training-sequence count of an evaluation 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..tasks import Level
-from ..tasks.records import TRAIN, running_key, set_key
+from ..tasks.records import TRAIN, record_key, running_key, set_key
 from .load import Run, is_number
 
 PER = 1000
@@ -152,3 +152,16 @@ def stages(run: Run) -> Stages:
 def phase_change(run: Run) -> int | None:
     """Where the run's phase change ends (`stages(run).end`)."""
     return stages(run).end
+
+
+def series_run(run: Run) -> Run | None:
+    """The run as its analysis series reads it (`opto analyze --over-training`): one record per kept
+    point holding the series' logged quantities (loss, accuracy and the task's metrics, under the
+    training set's keys), so that `stages` reads the points as it reads the evaluations; None
+    without a series."""
+    series = run.analysis_series
+    if series is None or not series.metrics:
+        return None
+    records = [{"sequences": seen, **{record_key(TRAIN, k): v[i] for k, v in series.metrics.items()}}
+               for i, seen in enumerate(series.sequences)]
+    return replace(run, metrics=records)

@@ -669,9 +669,11 @@ def measure_file(measure: str) -> str:
 
 def figures_for(runs: list[Run]) -> dict:
     """File name -> figure builder, in report order: curves, a heat map per logged measure, analyses
-    (the report's own, then those the registered analyses declare)."""
+    (the report's own, then those the registered analyses declare), then the series files'."""
+    from .series_figures import SERIES_FIGURES  # the series files' figures, drawn with this module's helpers
+
     measures = {measure_file(m): (lambda rs, m=m: measure_figure(rs, m)) for m in logged_measures(runs)}
-    return {**CURVE_FIGURES, **measures, **ANALYSIS_FIGURES, **declared_figures()}
+    return {**CURVE_FIGURES, **measures, **ANALYSIS_FIGURES, **declared_figures(), **SERIES_FIGURES}
 
 
 def write_figures(runs: list[Run], out: Path) -> dict[str, Path]:

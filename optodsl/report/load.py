@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import rundir
 from ..analysis.registry import analysis_layout
+from ..analysis.series_schema import AnalysisSeries, EvalSeries
 from ..config import ExperimentConfig, read_run_config
 from ..errors import DataError
 from ..tasks import Reading, reading
@@ -37,6 +38,10 @@ class Run:
     analysis: dict | None = None
     status: str = "not started"
     reading: Reading = field(default_factory=lambda: reading(ExperimentConfig()))
+    analysis_series: AnalysisSeries | None = None
+    """Its checked analysis_series.json (`opto analyze --over-training`), or None."""
+    eval_series: EvalSeries | None = None
+    """Its checked eval_series.json (`opto eval --over-training`), or None."""
     model: str = "built-in transformer"
     """The network that ran: the built-in transformer, or a model of one's own's class (its model.json)."""
 
@@ -135,7 +140,7 @@ def load_run(path: Path) -> Run:
     bindings = info.get("bindings") if isinstance(info.get("bindings"), dict) else {}
     status = rundir.status(path, summary)[0]
     return Run(path, run_label(path, spec, member), spec, member, bindings, config, metrics, summary, analysis, status,
-               task_reading(path), model_name(path))
+               task_reading(path), *series_files(path), model_name(path))
 
 
 def model_name(path: Path) -> str:
@@ -144,6 +149,15 @@ def model_name(path: Path) -> str:
     if not own.is_file():
         return "built-in transformer"
     return str(rundir.read_json(own, "model description", rundir.json_object).get("class", "a model of one's own"))
+
+
+def series_files(path: Path) -> tuple[AnalysisSeries | None, EvalSeries | None]:
+    """The run's analysis_series.json and eval_series.json, checked, where present (a DataError naming a malformed one)."""
+    found = []
+    for name, model in ((rundir.ANALYSIS_SERIES, AnalysisSeries), (rundir.EVAL_SERIES, EvalSeries)):
+        file = Path(path) / name
+        found.append(model.checked(rundir.read_json(file, name), file) if file.is_file() else None)
+    return found[0], found[1]
 
 
 def task_reading(path: Path) -> Reading:

@@ -14,7 +14,7 @@ from ..analysis.registry import REGISTRY, analysis_layout
 from ..analysis.schema import index_order
 from ..tasks import Level, Reading
 from ..tasks.records import TRAIN, record_key, running_key, set_key, set_order
-from .curvestats import PER, Stages, crossing, curve_key, running_crossing, stages
+from .curvestats import PER, Stages, crossing, curve_key, running_crossing, series_run, stages
 from .figures import curves_of, declared_caption, fixed_levels, measure_words, readings_of, reference_curves
 from .load import Run
 
@@ -27,6 +27,12 @@ ANALYSIS_CAPTIONS = {
                      "dashed: the full model and chance (Figure 4a)."),
     "paths.png": ("One path", "Accuracy with one head of an earlier layer and one of a later layer kept on, "
                               "one panel per layer pair (Figure 11b)."),
+    "ablation_over_training.png": ("Ablation cost over training", "Loss increase over the full model with each head "
+                                   "ablated alone, at every kept point of the run's checkpoint series (`opto analyze "
+                                   "--over-training`; red: the head helps). Olsson et al.'s view of when each head comes to matter."),
+    "over_training.png": ("Over training", "The full model's loss at every kept point (`analysis_series.json`) and each "
+                          "`opto eval --over-training` run's on the training set (`eval_series.json`); then each measure "
+                          "per head at the same points."),
     "composition.png": ("Composition", "Q-, K- and V-composition scores from an earlier layer's heads to a later "
                                        "layer's, one row per layer pair (Figure 11c)."),
 }
@@ -168,11 +174,13 @@ def runs_table(runs: list[Run], out: Path) -> str:
 
 def stages_table(runs: list[Run]) -> str:
     """One row per run: the curve its stages are read on, the plateau (level, span, length), the phase
-    change's start and end, and the steepest fall of the log of that curve."""
+    change's start and end, and the steepest fall of the log of that curve; and one more per run with an
+    analysis series, read at its kept points (`curvestats.series_run`)."""
     rows = []
-    for r in runs:
+    read = [(r.label, r) for r in runs] + [(f"{r.label} (series points)", series_run(r)) for r in runs if series_run(r)]
+    for label, r in read:
         st = stages(r)
-        rows.append([r.label, f"`{curve_key(r)}`", "–" if r.reading.plateau is None else r.reading.plateau.label,
+        rows.append([label, f"`{curve_key(r)}`", "–" if r.reading.plateau is None else r.reading.plateau.label,
                      _span(st.plateau), fmt_sequences(st.plateau_length), fmt_sequences(st.start), fmt_sequences(st.end),
                      slope_text(st)])
     return table(["run", "curve", "plateau level", "plateau", "plateau length", "phase change starts at",
@@ -397,6 +405,11 @@ def console_text(runs: list[Run], at: tuple[float, ...] | None = None) -> str:
                      f"ln({curve_key(r)}) per {PER:,} sequences {slope_text(st)}")
         if cols:
             lines.append("  " + "; ".join(f"{h} at {fmt_sequences(f(r))}" for h, f in cols))
+        over = series_run(r)
+        if over is not None:
+            so = stages(over)
+            lines.append(f"  at its {len(over.metrics)} series points (analysis_series.json): plateau {_span(so.plateau)}; "
+                         f"phase change {fmt_sequences(so.start)} to {fmt_sequences(so.end)}")
     for c in seed_curves(runs):
         st = [stages(r) for r in c.runs]
         lines.append(f"{c.label.split(' (mean')[0]}, mean (range) over {len(c.runs)} seeds: plateau length "
@@ -404,4 +417,9 @@ def console_text(runs: list[Run], at: tuple[float, ...] | None = None) -> str:
                      f"to {_seq_range([s.end for s in st])}")
         if cols:
             lines.append("  " + "; ".join(f"{h} at {_seq_range([f(r) for r in c.runs])}" for h, f in cols))
+        over = [series_run(r) for r in c.runs]
+        if all(over):
+            so = [stages(r) for r in over]
+            lines.append(f"  at the series points: phase change {_seq_range([s.start for s in so])} to "
+                         f"{_seq_range([s.end for s in so])}")
     return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""The `--over-training` forms of `opto analyze` and `opto eval`: score every kept point of a run's
+checkpoint series in one program, write the series file beside the run, and return what the console
+shows (the table, the written file, and one warning line per damaged point skipped)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from .. import rundir
+from ..errors import SpecError
+from ..files import atomic_write_text
+from . import options
+
+
+def analyze_series(run_dir: Path, only: list[str], groups: list[str], n: int | None, seed: int,
+                   bare: bool) -> tuple[str, list[str], str]:
+    """`opto analyze RUN --over-training`: (the table, the damaged points' lines, the JSON written to
+    RUN/analysis_series.json). Only `heads` is computed over training; another `--only`, or a `--group`
+    (Table 1's), is refused."""
+    from ..analysis.overtraining import analyze_over_training, table
+    from ..analysis.runs import load_run
+    from ..train.series import SeriesWarning
+
+    for name in only:
+        if name != "heads":
+            raise SpecError(options.option_span("--only", name), f"'{name}' is not computed over training",
+                            hint="--over-training scores each head ablated alone (heads) and the task's measures at every "
+                                 "point; analyse one checkpoint without --over-training for the other analyses")
+    if groups:
+        raise SpecError(options.option_span("--group", groups[0]), "head groups (Table 1) are not computed over training",
+                        hint="leave out --group, or analyse one checkpoint without --over-training")
+    with warnings.catch_warnings():  # the damaged points are printed by the command line, once
+        warnings.simplefilter("ignore", SeriesWarning)
+        result, problems = analyze_over_training(load_run(run_dir), n=n, seed=seed, bare=bare)
+    text = result.model_dump_json(indent=2)
+    path = run_dir / rundir.ANALYSIS_SERIES
+    atomic_write_text(path, text)
+    return table(result) + f"\nwritten: {path}", [f"warning: {p}" for p in problems], text
+
+
+def eval_series(exp, run_dir: Path, n: int | None, seed: int, in_context: bool) -> tuple[str, list[str], str]:
+    """`opto eval SPEC --checkpoint RUN --over-training`: (the tables, the warnings and damaged points'
+    lines, the JSON written to RUN/eval_series.json)."""
+    from ..evaluate_spec import evaluate_spec_over_training
+    from ..train.series import SeriesWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SeriesWarning)
+        result = evaluate_spec_over_training(exp, run_dir, n, seed)
+    if in_context and any("accuracy_in_context" not in s.extra for r in result.runs.values() for s in r.sets.values()):
+        raise SpecError(options.option_span("--in-context", "--in-context"), "the run's task scores no accuracy among "
+                        "the context's labels (the few-shot task's query only)", hint="leave out --in-context")
+    text = result.model_dump_json(indent=2)
+    path = run_dir / rundir.EVAL_SERIES
+    atomic_write_text(path, text)
+    counts = ", ".join(f"{k} {v['sequences']:,}" + (" (every one)" if v["enumerated"] else "") for k, v in result.eval.items())
+    what = "accuracy among the context's labels" if in_context else "accuracy"
+    lines = [f"{result.checkpoint} at {len(result.points)} points ({', '.join(f'{s:,}' for s in result.sequences)} "
+             f"sequences); {what} on {counts}"]
+    sets, names = list(result.eval), list(result.runs)
+    width = max(3, *(len(n) for n in names))
+    key = "accuracy_in_context" if in_context else "accuracy"
+    for metric, title in ((key, None), ("loss", "loss (nats)")):
+        if title:
+            lines.append(f"\n{title}")
+        lines.append(f"{'run':<{width}}  {'sequences':>12}  " + "  ".join(f"{s:>17}" for s in sets))
+        for name in names:
+            for i, seen in enumerate(result.sequences):
+                row = []
+                for which in sets:
+                    scores = result.runs[name].sets.get(which)
+                    values = None if scores is None else (scores.extra[metric] if metric in scores.extra
+                                                          else getattr(scores, metric))
+                    row.append(f"{'-':>17}" if values is None else f"{values[i]:>17.3f}")
+                lines.append(f"{name:<{width}}  {seen:>12,}  " + "  ".join(row))
+    lines.append(f"written: {path}")
+    return "\n".join(lines), result.warnings + [f"warning: {p}" for p in result.skipped], text
