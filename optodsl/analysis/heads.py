@@ -326,7 +326,7 @@ def chosen(what: tuple[str, ...] | None, run: TrainedRun, task: type) -> tuple[D
         raise DataError(run.run_dir, f"{' and '.join(paired)} compare{'s' if len(paired) == 1 else ''} a pair of layers, "
                         "and this model has one", expected="a model with two layers or more, or leave them out "
                         f"(the analyses of a one-layer model: {', '.join(applicable(1, task))})",
-                        found=f"{run.layers} layer")
+                        found=f"model.layers = {run.layers}" if run.built_in else f"{run.layers} layer")
     for name in what:
         if not REGISTRY[name].applies(task):
             raise DataError(run.run_dir, f"the {name} analysis does not apply to the {task.name} task",

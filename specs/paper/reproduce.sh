@@ -66,6 +66,16 @@ for pair in seed5-h1 seed6-h3 seed7-h2; do  # Figure 4b's floor: each seed's sin
 done
 "$opto" analyze runs/fig3_baseline --sequences all
 
+# 3b. Across training, from one baseline per seed kept at 20 points (issue 22): every head ablated
+#     alone at every point (Figure 4a over training) and the local learning coefficient at every point.
+run "$here/fig4a_over_training_seeds.opto" "$@"
+for s in 5 6 7; do
+  series=runs/fig4a_over_training_seeds/fig4a_over_training_seeds-seed$s
+  "$opto" analyze "$series" --over-training --sequences 2000 > "eval/over_training-seed$s.txt"
+  "$opto" llc "$series" --over-training > "eval/llc-seed$s.txt"
+done
+"$opto" report runs/fig4a_over_training_seeds --out fig4a_over_training
+
 # 4. One report per figure.
 r=runs
 "$opto" report "$r/fig3_baseline" --out fig3_fig4a_table1_fig11

@@ -7,7 +7,7 @@ from optodsl.tasks.records import TRAIN, metric_sets, ordered_sets, record_key, 
 
 
 def test_the_sets_come_from_the_tasks_in_the_papers_order():
-    assert set_order() == ("train", "heldout_labels", "heldout_exemplars", "test_classes")
+    assert set_order() == ("train", "heldout_labels", "heldout_exemplars", "test_classes", "in_context", "in_weights")
     assert all(set(cls.sets) <= set(set_order()) for cls in TASKS.values())
 
 
