@@ -72,7 +72,7 @@ run "$here/fig4a_over_training_seeds.opto" "$@"
 for s in 5 6 7; do
   series=runs/fig4a_over_training_seeds/fig4a_over_training_seeds-seed$s
   "$opto" analyze "$series" --over-training --sequences 2000 > "eval/over_training-seed$s.txt"
-  "$opto" llc "$series" --over-training > "eval/llc-seed$s.txt"
+  "$opto" llc "$series" --over-training --chains 4 --steps 1000 --burn-in 600 > "eval/llc-seed$s.txt"
 done
 "$opto" report runs/fig4a_over_training_seeds --out fig4a_over_training
 
