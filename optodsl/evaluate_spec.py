@@ -76,13 +76,9 @@ def _prepare(exp: Experiment, run_dir: Path):
     return run, plans, list(groups.values())
 
 
-def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: int = 0) -> dict:
-    """Accuracy (over every label, and among the context's labels only) and loss of `run_dir`'s
-    latest checkpoint under every run of `exp` on each of its evaluation sets: the training set's
-    every distinct sequence when `n` is None and it can be enumerated, else `n` (default 10,000)
-    sampled sequences per set. `warnings` holds a line for each difference in data or seed
-    settings between the spec and the run (`data_warnings`)."""
-    run, plans, groups = _prepare(exp, run_dir)
+def _score_every_set(exp: Experiment, groups: list[list[int]], n: int | None, seed: int, score) -> tuple[dict, dict]:
+    """Each run of `exp` scored on each evaluation set of its group's settings: `score(members, task,
+    seqs)` gives one JSON-ready result per member of a group. Returns (results by run, the sets used)."""
     results = {m.name: {"variant": m.variant, "bindings": dict(m.bindings), "sets": {}} for m in exp.members}
     used: dict[str, dict] = {}
     for idx in groups:
@@ -90,9 +86,24 @@ def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: in
         for which in eval_sets(config):
             task, seqs = evaluation_set(config, which, n, seed)
             used[which] = {"sequences": len(seqs), "enumerated": seqs.enumerated}
-            outcomes = evaluate_plans(run.model, [plans[i] for i in idx], task, seqs, run.sequences)
-            for i, outcome in zip(idx, outcomes):
-                results[exp.members[i].name]["sets"][which] = outcome.summary(in_context=True)
+            for i, result in zip(idx, score(idx, task, seqs)):
+                results[exp.members[i].name]["sets"][which] = result
+    return results, used
+
+
+def evaluate_spec(exp: Experiment, run_dir: Path, n: int | None = None, seed: int = 0) -> dict:
+    """Accuracy (over every label, and among the context's labels only) and loss of `run_dir`'s
+    latest checkpoint under every run of `exp` on each of its evaluation sets: the training set's
+    every distinct sequence when `n` is None and it can be enumerated, else `n` (default 10,000)
+    sampled sequences per set. `warnings` holds a line for each difference in data or seed
+    settings between the spec and the run (`data_warnings`)."""
+    run, plans, groups = _prepare(exp, run_dir)
+
+    def score(idx, task, seqs):
+        outcomes = evaluate_plans(run.model, [plans[i] for i in idx], task, seqs, run.sequences)
+        return [outcome.summary(in_context=True) for outcome in outcomes]
+
+    results, used = _score_every_set(exp, groups, n, seed, score)
     return {"checkpoint": str(run_dir), "sequences_trained": run.sequences, "spec": exp.spec.path,
             "warnings": data_warnings(exp, run.config, run_dir), "eval": used, "runs": results}
 
@@ -103,16 +114,12 @@ def evaluate_spec_over_training(exp: Experiment, run_dir: Path, n: int | None = 
     plan of a group over every point in one program. Damaged points are named in `skipped`."""
     run, plans, groups = _prepare(exp, run_dir)
     points = load_points(run, require_series=True)
-    results = {m.name: {"variant": m.variant, "bindings": dict(m.bindings), "sets": {}} for m in exp.members}
-    used: dict[str, dict] = {}
-    for idx in groups:
-        config = exp.members[idx[0]].config
-        for which in eval_sets(config):
-            task, seqs = evaluation_set(config, which, n, seed)
-            used[which] = {"sequences": len(seqs), "enumerated": seqs.enumerated}
-            scored = evaluate_plans_over_points(points.params, points.static, [plans[i] for i in idx], task, seqs,
-                                                np.asarray(points.sequences))
-            for i, per_point in zip(idx, scored):
-                results[exp.members[i].name]["sets"][which] = scores_over_training(per_point, in_context=True)
+
+    def score(idx, task, seqs):
+        scored = evaluate_plans_over_points(points.params, points.static, [plans[i] for i in idx], task, seqs,
+                                            np.asarray(points.sequences))
+        return [scores_over_training(per_point, in_context=True) for per_point in scored]
+
+    results, used = _score_every_set(exp, groups, n, seed, score)
     return EvalSeries(checkpoint=str(run_dir), spec=exp.spec.path, warnings=data_warnings(exp, run.config, run_dir),
                       eval=used, points=points.info(), skipped=points.problems, runs=results)

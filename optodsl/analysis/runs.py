@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import rundir
-from ..config import ExperimentConfig, read_run_config, settings_between
+from ..config import ExperimentConfig, flat_settings, read_run_config, settings_between
+from ..semantics.settings import SPEC_RELATIVE
 from ..errors import DataError
 from ..pipeline import Experiment, check_spec, run_dirs
 from ..model.protocol import Intervenable, ModelSource, SiteTable, declared, layer_count
@@ -90,7 +91,10 @@ def run_member(run_dir: Path, config: ExperimentConfig, sites=None) -> Member | 
     text = run_dir / rundir.SPEC_TEXT
     if not text.is_file():
         return None
-    member = member_of(check_spec(text, config, sites=sites), run_dir)
+    # the files the run read, as its config.json names them: spec.opto is a copy, so a path it gives
+    # relative to the spec it was copied from would be read beside the copy
+    files = {key: value for key, value in flat_settings(config).items() if key in SPEC_RELATIVE and value}
+    member = member_of(check_spec(text, config, files, sites=sites), run_dir)
     if member.config != config:
         member = member_of(check_spec(text, config, settings_between(member.config, config), sites=sites), run_dir)
     if member.config != config:

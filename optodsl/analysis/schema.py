@@ -265,6 +265,8 @@ class AnalysisBase(_Part):
     bindings: dict[str, Any] | None = None
     eval: EvalSet | None = None
     chance: Number = 0.5
+    """The task's chance accuracy: null where the task has none (a user's corpus); 0.5 in layouts
+    written before it was recorded, which were all the few-shot task's."""
     scored: str | None = None
     """What the task scores in every loss and accuracy here (the query's label, the repeated half, ...)."""
     references: dict[str, Number] | None = None

@@ -48,8 +48,9 @@ def render_tables(data: dict) -> str:
     registered analysis's section it holds, as that analysis's table."""
     result = analysis_layout().model_validate(data)
     ev = result.eval
+    chance = "" if result.chance is None else f"; chance {result.chance:.2f}"
     lines = [f"{result.run_dir}: checkpoint at {result.sequences:,} sequences; "
-             f"{ev.sequences:,} sequences of {ev.set}; chance {result.chance:.2f}",
+             f"{ev.sequences:,} sequences of {ev.set}{chance}",
              interventions_line(result)]
     if result.scored:
         lines.append(f"every loss (nats) and accuracy below is on {result.scored}")

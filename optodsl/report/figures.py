@@ -450,7 +450,8 @@ def ablation_figure(runs: list[Run]) -> Figure | None:
         full = run.analysis.get("full", {}).get("accuracy")
         if full is not None and math.isfinite(full):
             ax.axhline(full, color="black", ls="--", lw=1.2, label="full model")
-        ax.axhline(run.analysis["chance"], color="grey", ls="--", lw=1.0, label="chance")
+        if run.analysis.get("chance") is not None:  # a task with no chance level (a user's corpus) draws none
+            ax.axhline(run.analysis["chance"], color="grey", ls="--", lw=1.0, label="chance")
         ax.set_xticks(x, heads)
         ax.set_ylim(0, 1.05)
         number = layer[1:] if layer[1:].isdigit() else layer

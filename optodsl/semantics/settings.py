@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from typing import Annotated
 
 from pydantic import TypeAdapter, ValidationError
@@ -37,7 +38,7 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
         _check_misplaced_source(key, task, value, st.span)
         _check_task_key(key, task, st.span)
         if key in SPEC_RELATIVE and value:
-            value = beside(st.span.path, str(value))
+            value = os.path.abspath(beside(st.span.path, str(value)))
         if isinstance(value, list):
             value = tuple(value)
         try:
@@ -114,7 +115,8 @@ def _check_task_key(key: str, task: str, span: Span) -> None:
 
 SPEC_RELATIVE = ("task.source",)
 """Settings that name a file: a relative path in a spec is relative to the spec file that sets it
-(as an import is); on the command line, to the working directory."""
+(as an import is); on the command line, to the working directory. Either is kept absolute, so a
+run's config.json names the file it read wherever the run is read from."""
 
 
 def _check_misplaced_source(key: str, task: str, value: object, span: Span) -> None:
@@ -151,6 +153,8 @@ def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | Non
                             hint=did_you_mean(key, keys).rstrip() or "settings are section.field, e.g. train.lr")
         _check_misplaced_source(key, task, value, where)
         _check_task_key(key, task, where)
+        if key in SPEC_RELATIVE and value:
+            value = os.path.abspath(str(value))
         try:
             config = with_settings(config, {key: tuple(value) if isinstance(value, list) else value})
         except ValidationError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -103,3 +105,23 @@ def test_a_model_learns_a_periodic_corpus(tmp_path):
     cfg = config(tmp_path / "c.npy", **{"train.lr": 3e-3, "train.sequences": 3_200, "eval.every": 3_200, "eval.sequences": 64})
     metrics = train(cfg, progress=False).metrics
     assert metrics[-1]["train/loss"] < metrics[0]["train/loss"] - 1.0
+
+
+def test_a_run_whose_spec_names_a_relative_corpus_is_analysed_from_anywhere(tmp_path, monkeypatch):
+    """A relative task.source is read beside the spec; the run records the absolute path, so its
+    copied spec.opto is analysed from another working directory without looking beside the copy."""
+    (tmp_path / "specs" / "data").mkdir(parents=True)
+    np.save(tmp_path / "specs" / "data" / "c.npy", np.tile(np.arange(8), 50).astype(np.uint16))
+    spec = tmp_path / "specs" / "s.opto"
+    spec.write_text('set task.name = "tokens"\nset task.vocab = 8\nset task.length = 16\nset task.source = "data/c.npy"\n'
+                    'set model.heads = 2\nset model.d_model = 16\nset train.sequences = 64\nset eval.every = 64\n'
+                    'set eval.sequences = 16\n')
+    run = tmp_path / "runs" / "r"
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((run / "config.json").read_text())["task"]["source"]
+    assert recorded == str(tmp_path / "specs" / "data" / "c.npy")
+    monkeypatch.chdir(tmp_path / "runs")
+    result = CliRunner().invoke(app, ["analyze", str(run), "--sequences", "16", "--only", "heads"])
+    assert result.exit_code == 0, result.output
+    assert (run / "analysis.json").is_file()
