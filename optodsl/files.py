@@ -15,11 +15,15 @@ from typing import BinaryIO, Callable
 from .errors import write_error
 
 
-def _file_mode() -> int:
-    """The mode a plain `open` would give a new file (0o666 less the umask), not mkstemp's 0o600."""
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _file_mode() -> int:
+    """The mode a plain `open` would give a new file (0o666 less the umask), not mkstemp's 0o600."""
+    return 0o666 & ~_umask()
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -54,6 +58,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     atomic_write_bytes(path, text.encode())
+
+
+def new_dir_beside(path: Path) -> Path:
+    """A new empty hidden folder next to `path`, with the mode `mkdir` would give it (not mkdtemp's
+    0o700), to fill and then rename onto `path` so that a folder is never seen half-written."""
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{Path(path).name}.", dir=Path(path).parent))
+        os.chmod(tmp, 0o777 & ~_umask())
+    except OSError as exc:
+        raise write_error(Path(path).parent, exc) from exc
+    return tmp
 
 
 def make_dir(path: Path) -> Path:

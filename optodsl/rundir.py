@@ -158,6 +158,9 @@ def metrics(run_dir: Path) -> list[dict]:
     return records
 
 
+COMPLETE = "complete"
+"""The status in summary.json of a run that trained every sequence it was asked for."""
+
 UNFINISHED = "running or interrupted"
 """The status of a run that has trained but has no summary: in progress, or killed."""
 

@@ -85,6 +85,7 @@ class PaperCurve:
 # (spec stem, variant) -> the paper's colour and name for that run's curve (Sections 3-4, Appendix D).
 PAPER_CURVES: dict[tuple[str, str | None], PaperCurve] = {
     ("fig3_baseline", None): PaperCurve("blue", "all heads (Figure 3a)"),
+    ("fig4a_over_training", None): PaperCurve("blue", "all heads (Figure 3a)"),  # the baseline, kept at 20 points
     ("fig5b", "only_h3"): PaperCurve("black", "no clamp"),
     ("fig5b", "clamp_prev_token"): PaperCurve("orange", "clamp Step 1 (PT-attend)"),
     ("fig5b", "clamp_layer1"): PaperCurve("red", "clamp Layer 1 (Steps 1, 2)"),

@@ -49,5 +49,5 @@ def is_complete(run_dir: Path) -> bool:
         data = rundir.summary(run_dir)
     except DataError:
         return False
-    return data is not None and data.get("status") == "complete"
+    return data is not None and data.get("status") == rundir.COMPLETE
 

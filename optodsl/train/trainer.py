@@ -242,7 +242,7 @@ def train_sweep(
                     status = "stopped"
                     break
             if step >= total_steps:
-                status = "complete"
+                status = rundir.COMPLETE
     except Exception as exc:
         if status == "interrupted":
             status = f"failed: {type(exc).__name__}"
