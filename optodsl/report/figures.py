@@ -688,40 +688,59 @@ def write_figures(runs: list[Run], out: Path) -> dict[str, Path]:
     return written
 
 
-def release_map_figure(rungs: dict[str, list[tuple[int, Run]]], reference: Run | None = None,
+def first_at(run: Run, threshold: float, after: int = 0) -> float:
+    """The first evaluated sequence count at or after `after` where train accuracy reaches `threshold` (nan if none)."""
+    hit = [x for x, y in zip(*run.series(set_key(TRAIN, "accuracy"))) if x >= after and y >= threshold]
+    return hit[0] if hit else math.nan
+
+
+def release_map_figure(rungs: dict[str, list[tuple[int, Run]]], references: list[Run] | tuple[Run, ...] = (),
                        threshold: float = 0.9) -> Figure:
-    """The release-time map: per rung (a column, in its Figure 5b colour), train accuracy of each run
-    released at k (a dot marks k), and the sequences at which accuracy reaches `threshold` after the
-    release, against k; `reference` (the unclamped run) marks where training without the clamp gets there."""
+    """The release-time map: per rung (a column, in its Figure 5b colour), train accuracy of the runs
+    released at k (mean over seeds, a dot marks k), and below, the sequence count (from the start of
+    training) at which accuracy first reaches `threshold` after the release, against k: the mean over
+    seeds with a min-max band, beside the unclamped `references` (mean and band over their seeds)."""
     fig = _figure(5.2 * len(rungs), 8)
     axes = fig.subplots(2, len(rungs), squeeze=False)
+    ref_hits = np.array([first_at(r, threshold) for r in references], dtype=float)
     for col, (rung, released) in enumerate(rungs.items()):
         style = PAPER_CURVES.get(("fig5b", rung), PaperCurve("black", rung))
         top, bottom = axes[0, col], axes[1, col]
-        ks = [k for k, _ in released]
-        shades = colormaps["viridis"](np.linspace(0, 0.9, len(released)))
-        reached = []
-        for (k, run), shade in zip(released, shades):
-            xs, ys = run.series(set_key(TRAIN, "accuracy"))
-            top.plot(xs, ys, color=shade, lw=1.2, label=f"k = {format_sequences(k)}")
-            at = [y for x, y in zip(xs, ys) if x >= k]
+        by_k: dict[int, list[Run]] = {}
+        for k, run in released:
+            by_k.setdefault(k, []).append(run)
+        ks = sorted(by_k)
+        seeds = max(len(v) for v in by_k.values()) if by_k else 0
+        shades = colormaps["viridis"](np.linspace(0, 0.9, len(ks)))
+        hits = []
+        for k, shade in zip(ks, shades):
+            xs, mean, lo, hi = seed_band(by_k[k], set_key(TRAIN, "accuracy"))
+            top.plot(xs, mean, color=shade, lw=1.2, label=f"k = {format_sequences(k)}")
+            at = [y for x, y in zip(xs, mean) if x >= k]
             if at:
                 top.plot([k], [at[0]], "o", color=shade, ms=4)
-            after = [x for x, y in zip(xs, ys) if x >= k and y >= threshold]
-            reached.append(after[0] if after else math.nan)
+            hits.append([first_at(r, threshold, k) for r in by_k[k]])
         draw_levels(top, [run for _, run in released], "accuracy")
-        top.set(ylim=(0, 1.02), xlabel=X_LABEL, ylabel="train accuracy",
+        over = f"mean of {seeds} seeds" if seeds > 1 else "one seed"
+        top.set(ylim=(0, 1.02), xlabel=X_LABEL, ylabel=f"train accuracy ({over})",
                 title=f"{style.name}, released at k")
         top.title.set_color(style.color)
         top.legend(fontsize=7, ncols=2)
-        bottom.plot(ks, reached, "o-", color=style.color, label=f"accuracy {threshold} after the release")
-        if reference is not None:
-            hit = [x for x, y in zip(*reference.series(set_key(TRAIN, "accuracy"))) if y >= threshold]
-            if hit:
-                bottom.axhline(hit[0], color="black", ls="--", lw=1.0, label="no clamp ever")
+        h = np.array([[np.nan] * (seeds - len(row)) + row for row in hits], dtype=float).reshape(len(ks), max(seeds, 1))
+        with np.errstate(all="ignore"):
+            mean_h = np.where(np.isnan(h).any(axis=1), np.nan, np.nanmean(h, axis=1)) if h.size else h
+        bottom.plot(ks, mean_h, "o-", color=style.color, label=f"accuracy {threshold} after the release ({over})")
+        if seeds > 1:
+            bottom.fill_between(ks, np.nanmin(h, axis=1), np.nanmax(h, axis=1), color=style.color, alpha=0.2, lw=0,
+                                label="min-max over seeds")
+        if len(ref_hits) and np.isfinite(ref_hits).all():
+            bottom.axhline(ref_hits.mean(), color="black", ls="--", lw=1.0,
+                           label=f"no clamp ever ({'mean of %d seeds' % len(ref_hits) if len(ref_hits) > 1 else 'one seed'})")
+            if len(ref_hits) > 1:
+                bottom.axhspan(ref_hits.min(), ref_hits.max(), color="black", alpha=0.08, lw=0)
         bottom.plot(ks, ks, color="grey", ls=":", lw=1.0, label="the release (k)")
         bottom.set(xscale="log", xlabel="clamp held for the first k sequences",
-                   ylabel=f"sequences at train accuracy {threshold} after release")
+                   ylabel=f"sequences trained (from the start) at train accuracy {threshold}")
         for ax in (top, bottom):
             ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
             ax.grid(alpha=0.3)

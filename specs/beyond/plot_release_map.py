@@ -1,52 +1,76 @@
-"""Draw the release-time map (docs/figures/release_map.png) and print its table from the three rungs' runs.
+"""Draw the release-time map (docs/figures/release_map.png) and print its table from the rungs' runs.
 
-Usage: python specs/beyond/plot_release_map.py RUNS_ROOT [--reference RUN_DIR] [--out PNG], where RUNS_ROOT
-holds release_prev_token/, release_match/ and release_copy/ as `opto run specs/beyond/<rung>.opto --out
-RUNS_ROOT/<rung>` writes them; a rung not (yet) run is left out.
+Usage: python specs/beyond/plot_release_map.py RUNS_ROOT [--reference RUN_DIR ...] [--out PNG], where
+RUNS_ROOT holds the rungs' run folders as `opto run specs/beyond/<rung>.opto --out RUNS_ROOT/<rung>` writes
+them: release_prev_token/, release_match/, release_copy/, or their three-seed forms
+release_prev_token_seeds/, ... (taken first where both are there); a rung not (yet) run is left out.
+--reference names the unclamped runs (one per seed, e.g. fig5b_strongest_seeds' only_strongest runs).
+Numbers are the mean (min-max) over a rung's seeds at each k.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from optodsl.report import load_runs
-from optodsl.report.figures import release_map_figure, save_figure
+from optodsl.report.figures import first_at, release_map_figure, save_figure
 
 RUNGS = {"clamp_prev_token": "release_prev_token", "clamp_match": "release_match", "clamp_copy": "release_copy"}
 THRESHOLD = 0.9
 
 
-def row(rung: str, k: int, run) -> list[str]:
-    """One table row: accuracy just before and after the release, its lowest after, and when it reaches 0.9 again."""
-    xs, ys = run.series("train/accuracy")
-    before = [y for x, y in zip(xs, ys) if x < k]
-    after = [(x, y) for x, y in zip(xs, ys) if x >= k]
-    again = next((x for x, y in after if y >= THRESHOLD), None)
-    return [rung, f"{k:,}", f"{before[-1]:.3f}" if before else "-", f"{after[0][1]:.3f}" if after else "-",
-            f"{min(y for _, y in after):.3f}" if after else "-", f"{again:,}" if again else "not by the end",
-            f"{ys[-1]:.3f}", f"{run.sequences:,}"]
+def _over(values: list[float], show) -> str:
+    """Mean (min-max) of `values`, or the one value; "not by the end" when any run never gets there."""
+    if any(v is None or math.isnan(v) for v in values):
+        return "not by the end" if len(values) == 1 else f"not by the end in {sum(v is None or math.isnan(v) for v in values)} of {len(values)}"
+    mean = sum(values) / len(values)
+    return show(mean) if len(values) == 1 else f"{show(mean)} ({show(min(values))}-{show(max(values))})"
+
+
+def row(rung: str, k: int, runs: list) -> list[str]:
+    """One table row over a rung's seeds at k: accuracy just before and after the release, its lowest
+    after, when it reaches 0.9 again, and at the end."""
+    before, after, lowest, final = [], [], [], []
+    for run in runs:
+        xs, ys = run.series("train/accuracy")
+        before.append(next((y for x, y in reversed(list(zip(xs, ys))) if x < k), math.nan))
+        later = [y for x, y in zip(xs, ys) if x >= k]
+        after.append(later[0] if later else math.nan)
+        lowest.append(min(later) if later else math.nan)
+        final.append(ys[-1])
+    acc = lambda v: f"{v:.3f}"  # noqa: E731
+    seq = lambda v: f"{v / 1000:,.0f}k"  # noqa: E731
+    return [rung, f"{k:,}", str(len(runs)), _over(before, acc), _over(after, acc), _over(lowest, acc),
+            _over([first_at(r, THRESHOLD, k) for r in runs], seq), _over(final, acc)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
-    parser.add_argument("--reference", type=Path, help="the unclamped only-L2.H3 run (fig5b-only_h3)")
+    parser.add_argument("--reference", type=Path, nargs="*", default=[], help="the unclamped runs, one per seed")
     parser.add_argument("--out", type=Path, default=Path("docs/figures/release_map.png"))
     args = parser.parse_args()
     rungs, rows = {}, []
     for rung, folder in RUNGS.items():
-        if not (args.root / folder).is_dir():
+        found = next((args.root / f for f in (f"{folder}_seeds", folder) if (args.root / f).is_dir()), None)
+        if found is None:
             continue
-        runs = sorted(((int(r.bindings["k"]), r) for r in load_runs([args.root / folder])), key=lambda kr: kr[0])
+        runs = sorted(((int(r.bindings["k"]), r) for r in load_runs([found])), key=lambda kr: kr[0])
         rungs[rung] = runs
-        rows += [row(rung, k, r) for k, r in runs]
-    reference = load_runs([args.reference])[0] if args.reference else None
-    save_figure(release_map_figure(rungs, reference, THRESHOLD), args.out)
-    header = ["rung", "k", "acc before release", "acc after", "lowest after", f"acc {THRESHOLD} again at",
-              "final acc", "sequences"]
+        for k in sorted({k for k, _ in runs}):
+            rows.append(row(rung, k, [r for kk, r in runs if kk == k]))
+    references = load_runs(args.reference) if args.reference else []
+    save_figure(release_map_figure(rungs, references, THRESHOLD), args.out)
+    header = ["rung", "k", "seeds", "acc before release", "acc after", "lowest after", f"acc {THRESHOLD} again at",
+              "final acc"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     print("\n".join("| " + " | ".join(r) + " |" for r in rows))
+    if references:
+        hits = [first_at(r, THRESHOLD) for r in references]
+        print(f"no clamp: train accuracy {THRESHOLD} at {_over(hits, lambda v: f'{v / 1000:,.0f}k')} "
+              f"({len(references)} run{'s' if len(references) != 1 else ''})")
     print(f"figure: {args.out}")
 
 
