@@ -12,6 +12,8 @@
 #   (set-up of ANCHOR_SRC / ANCHOR_VENV: ../shared/anchor/README.md; OPTO and PYTHON default to
 #   `opto` and `python` on PATH; BENCH to ../shared/anchor/bench_anchor.sh)
 # Stages already done (a finished log or run) are skipped, so a rerun resumes.
+# Init seeds 6 and 7 and the held-out-pair check: specs/paper/anchor_seeds.sh with the same OUT_DIR
+# (it reuses this script's seed-5 run of the paper's code).
 set -euo pipefail
 OUT="${1:-anchor-runs}"
 OPTO="${OPTO:-opto}"

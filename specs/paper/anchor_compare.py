@@ -1,11 +1,17 @@
-"""The paper's code and optodsl trained on the same feature file: Figure 3a side by side, and Table 1 both ways.
+"""The paper's code and optodsl trained on the same feature file: Figure 3a side by side, Table 1 both ways,
+and the final accuracies and crossings over init seeds.
 
 Usage: python specs/paper/anchor_compare.py OUT_DIR [--figure docs/figures/anchor_fig3a.png]
+       python specs/paper/anchor_compare.py OUT_DIR --seeds 5 6 7 --opto-sweep OUT_DIR/opto_seeds
+           [--seeds-figure docs/figures/anchor_seeds.png]
 
 Reads what `specs/paper/anchor.sh OUT_DIR` leaves: the paper code's `OUT_DIR/paper/runs/<name>/log.h5`
 (evaluators fsl_train, fsl_val_rl, fsl_train_valex, fsl_test_class: mean `acc` over the set) and
 optodsl's `OUT_DIR/opto/metrics.jsonl` and `analysis.json`. Prints markdown tables and draws one
-PNG with both programs' loss and the four accuracies over training sequences.
+PNG with both programs' loss and the four accuracies over training sequences. With `--seeds` it
+reads what `specs/paper/anchor_seeds.sh OUT_DIR` leaves instead (the paper code's runs `fig3a_paper`
+for seed 5 and `fig3a_paper_s<seed>` otherwise; optodsl's `fig3_baseline_seeds-seed<seed>` under
+`--opto-sweep`) and prints each seed and the mean and range over the seeds, side by side.
 """
 
 from __future__ import annotations
@@ -51,8 +57,14 @@ def opto_curves(metrics: Path) -> dict[str, np.ndarray]:
 
 
 def crossing(curves: dict[str, np.ndarray], level: float) -> str:
-    hit = np.nonzero(curves["train"] >= level)[0]
-    return f"{curves['sequences'][hit[0]] / 1000:.0f}k" if len(hit) else "not reached"
+    hit = first(curves, level)
+    return "not reached" if math.isnan(hit) else f"{hit / 1000:.0f}k"
+
+
+def first(curves: dict[str, np.ndarray], level: float, name: str = "train") -> float:
+    """Training sequences at the first evaluation where `name`'s accuracy is at least `level` (NaN if never)."""
+    hit = np.nonzero(curves[name] >= level)[0]
+    return float(curves["sequences"][hit[0]]) if len(hit) else math.nan
 
 
 def at(curves: dict[str, np.ndarray], name: str, seqs: float) -> float:
@@ -103,13 +115,122 @@ def figure(paper: dict, ours: dict, path: Path) -> None:
     fig.savefig(path)
 
 
+def paper_run_name(seed: int) -> str:
+    """`anchor_seeds.sh`'s name for the paper code's run of one init seed (seed 5 is anchor.sh's run)."""
+    return "fig3a_paper" if seed == 5 else f"fig3a_paper_s{seed}"
+
+
+# what the seed tables show per run: (row label, value from the curves, format)
+SEED_ROWS = [(f"final {name}", lambda c, n=name: float(c[n][-1]), "{:.3f}") for name in SETS] + [
+    (f"train acc {x} first at", lambda c, x=x: first(c, x), "k") for x in (0.6, 0.9, 0.99)] + [
+    (f"held-out labels {x} first at", lambda c, x=x: first(c, x, "held-out labels"), "k") for x in (0.6, 0.9)] + [
+    (f"held-out labels at {s // 1000}k", lambda c, s=s: at(c, "held-out labels", s), "{:.3f}")
+    for s in (600_000, 800_000)]
+
+
+def _fmt(value: float, style: str) -> str:
+    if math.isnan(value):
+        return "not reached"
+    return f"{value / 1000:.0f}k" if style == "k" else style.format(value)
+
+
+def _spread(values: list[float], style: str) -> str:
+    """Mean and range of one row over the seeds; a seed that never crossed makes it 'not reached (n)'."""
+    missing = sum(math.isnan(v) for v in values)
+    if missing:
+        return f"not reached ({missing} of {len(values)})"
+    return f"{_fmt(float(np.mean(values)), style)} ({_fmt(min(values), style)}-{_fmt(max(values), style)})"
+
+
+def finished_paper_run(out: Path, name: str) -> dict[str, np.ndarray] | None:
+    """The curves of the paper code's run `name` if it finished (its log records the total time), else None."""
+    log, text = out / "paper" / "runs" / name / "log.h5", out / "paper" / "logs" / f"{name}.log"
+    if log.is_file() and text.is_file() and "total training time" in text.read_text(errors="replace"):
+        return paper_curves(log)
+    return None
+
+
+def finished_opto_run(run: Path) -> dict[str, np.ndarray] | None:
+    """The curves of an optodsl run directory if it finished (it has its summary.json), else None."""
+    return opto_curves(run / "metrics.jsonl") if (run / "summary.json").is_file() else None
+
+
+def seeds_report(out: Path, sweep: Path, seeds: list[int], figure_path: Path | None,
+                 extra: list[str] = ()) -> None:
+    """Per-seed and mean/range tables of both programs over init seeds, then one column per `extra` run
+    (a paper-code run name under OUT/paper, or an optodsl run directory); missing runs are listed and skipped."""
+    runs: dict[str, dict[int, dict[str, np.ndarray]]] = {"the paper's code": {}, "optodsl": {}}
+    for seed in seeds:
+        for program, curves in (("the paper's code", finished_paper_run(out, paper_run_name(seed))),
+                                ("optodsl", finished_opto_run(sweep / f"fig3_baseline_seeds-seed{seed}"))):
+            if curves is not None:
+                runs[program][seed] = curves
+    for program, got in runs.items():
+        missing = [s for s in seeds if s not in got]
+        if missing:
+            print(f"{program}: no finished run yet for seed(s) {', '.join(map(str, missing))}")
+    print("\n| | " + " | ".join(f"{p}, seed {s}" for p, got in runs.items() for s in got) + " |")
+    print("|---|" + "---|" * sum(len(g) for g in runs.values()))
+    for label, get, style in SEED_ROWS:
+        cells = [_fmt(get(c), style) for got in runs.values() for c in got.values()]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    names = [f"{p}, seeds {', '.join(map(str, got)) or '(none finished)'}" for p, got in runs.items()]
+    print("\n| mean (range) | " + " | ".join(names) + " |\n|---|---|---|")
+    for label, get, style in SEED_ROWS:
+        cells = [_spread([get(c) for c in got.values()], style) if got else "-" for got in runs.values()]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    extras = {}
+    for name in extra:
+        curves = finished_opto_run(Path(name)) if Path(name).is_dir() else finished_paper_run(out, name)
+        if curves is None:
+            print(f"\n{name}: not finished yet")
+        else:
+            extras[name] = curves
+    if extras:
+        print("\n| | " + " | ".join(extras) + " |\n|---|" + "---|" * len(extras))
+        for label, get, style in SEED_ROWS:
+            print(f"| {label} | " + " | ".join(_fmt(get(c), style) for c in extras.values()) + " |")
+    if figure_path is not None and all(runs.values()):
+        seeds_figure(runs, figure_path)
+        print(f"\nfigure: {figure_path}")
+
+
+def seeds_figure(runs: dict[str, dict[int, dict[str, np.ndarray]]], path: Path) -> None:
+    """Train and held-out-label accuracy of every seed, one panel per program."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True, dpi=90)
+    styles = ("-", "--", ":")
+    for ax, (program, got) in zip(axes, runs.items()):
+        for style, (seed, c) in zip(styles, got.items()):
+            ax.plot(c["sequences"], c["train"], color="black", ls=style, lw=1, label=f"train acc, seed {seed}")
+            ax.plot(c["sequences"], c["held-out labels"], color="tab:red", ls=style, lw=1,
+                    label=f"held-out labels acc, seed {seed}")
+        ax.set_title(program, fontsize=10)
+        ax.set_xlabel("training sequences")
+        ax.set_ylim(0, 1.05)
+    axes[0].set_ylabel("accuracy (1,000 sequences per set)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle("One feature file, init seeds " + ", ".join(map(str, next(iter(runs.values())))), fontsize=10)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--figure", type=Path, default=Path("docs/figures/anchor_fig3a.png"))
     parser.add_argument("--paper-run", default="fig3a_paper")
     parser.add_argument("--opto-run", type=Path, default=None, help="optodsl run directory (default OUT/opto)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="compare these init seeds (anchor_seeds.sh's runs)")
+    parser.add_argument("--opto-sweep", type=Path, default=None, help="optodsl's seed sweep (default OUT/opto_seeds)")
+    parser.add_argument("--seeds-figure", type=Path, default=None, help="with --seeds: draw every seed's curves here")
+    parser.add_argument("--extra", nargs="+", default=[],
+                        help="with --seeds: also show these runs (the paper code's run names, or optodsl run directories)")
     args = parser.parse_args()
+    if args.seeds:
+        seeds_report(args.out, args.opto_sweep or args.out / "opto_seeds", args.seeds, args.seeds_figure, args.extra)
+        return
     paper = paper_curves(args.out / "paper" / "runs" / args.paper_run / "log.h5")
     run = args.opto_run or args.out / "opto"
     ours = opto_curves(run / "metrics.jsonl")
