@@ -84,3 +84,26 @@ def test_the_seeds_table_gives_mean_range_and_how_many_seeds_reach_the_phase_cha
     row = text.splitlines()[2]
     assert row.startswith("| clamp copy (Steps 3v, 5) | 3 | 1,500 (1,000–2,000), 2 of 3 seeds | 2 of 3 |")
     assert "0.900 (0.850–0.950)" in row
+
+
+def _bare_run(spec, member, bindings):
+    from pathlib import Path
+
+    from optodsl.report.load import Run
+
+    return Run(Path(member), member, spec, member, bindings)
+
+
+def test_a_variable_paired_with_the_seed_joins_its_band_and_a_crossed_one_does_not():
+    """`sweep (seed, h) in [(5, 1), (6, 3), (7, 2)]` (each seed its own head) draws one band per variant;
+    `sweep h in [1, 3]` crossed with `sweep seed in [5, 6]` draws one band per head."""
+    spec = "specs/paper/fig5b_strongest_seeds.opto"
+    paired = [_bare_run(spec, f"fig5b_strongest_seeds-{v}-seed{s}-h{h}", {"seed": s, "h": h})
+              for v in ("only_strongest", "clamp_match") for s, h in ((5, 1), (6, 3), (7, 2))]
+    curves = curves_of(paired)
+    assert sorted(c.label.split(" (mean")[0] for c in curves) == ["clamp match (Steps 1, 2, 3qk, 4)", "no clamp"]
+    assert all(len(c.runs) == 3 for c in curves)
+    assert next(c for c in curves if c.label.startswith("no clamp")).color == "black"
+    crossed = [_bare_run("x.opto", f"x-h{h}-seed{s}", {"h": h, "seed": s}) for h in (1, 3) for s in (5, 6)]
+    assert sorted(len(c.runs) for c in curves_of(crossed)) == [2, 2]
+    assert {tuple(sorted(r.bindings["h"] for r in c.runs)) for c in curves_of(crossed)} == {(1, 1), (3, 3)}

@@ -96,6 +96,9 @@ PAPER_CURVES: dict[tuple[str, str | None], PaperCurve] = {
     ("fig7_graft_from_seed6", None): PaperCurve("blue", "Layer 1 from seed 6"),
     ("fig7_graft_from_seed7", None): PaperCurve("green", "Layer 1 from seed 7"),
 }
+# The ladder with each seed's strongest layer-2 head (fig5b_strongest_seeds.opto, Appendix I) is drawn as Figure 5b.
+PAPER_CURVES |= {("fig5b_strongest", "only_strongest" if variant == "only_h3" else variant): curve
+                 for (figure, variant), curve in list(PAPER_CURVES.items()) if figure == "fig5b"}
 # The toy model's three runs (Figure 5a): free black, c clamped blue, b and c clamped purple.
 TOY_CURVES: dict[str, PaperCurve] = {
     "none": PaperCurve("black", "free"),
@@ -132,13 +135,35 @@ def curve_key(run: Run) -> tuple[str | None, str | None]:
     return stem, "-".join(rest) or None
 
 
-def seed_group_key(run: Run) -> tuple:
-    """Runs that differ only in the `seed` sweep variable share this key: they draw one band."""
+def seed_partners(runs: list[Run]) -> dict[str | None, frozenset[str]]:
+    """Per spec, the sweep variables paired with `seed` (`sweep (seed, h) in [(5, 1), (6, 3)]`): those whose
+    value each seed fixes, one to one, across the spec's runs; such a run differs from its seed group
+    only through its seed, so it joins the band."""
+    by_spec: dict[str | None, list[Run]] = {}
+    for run in runs:
+        if SEED_VARIABLE in run.bindings:
+            by_spec.setdefault(run.spec, []).append(run)
+    partners = {}
+    for spec, group in by_spec.items():
+        names = set().union(*(r.bindings for r in group)) - {SEED_VARIABLE}
+        paired = set()
+        for name in names:
+            pairs = {(repr(r.bindings.get(SEED_VARIABLE)), repr(r.bindings.get(name))) for r in group}
+            seeds, values = {a for a, _ in pairs}, {b for _, b in pairs}
+            if len(pairs) == len(seeds) == len(values) > 1:
+                paired.add(name)
+        partners[spec] = frozenset(paired)
+    return partners
+
+
+def seed_group_key(run: Run, partners: frozenset[str] = frozenset()) -> tuple:
+    """Runs that differ only in the `seed` sweep variable (and the variables paired with it, `partners`)
+    share this key: they draw one band."""
     stem, parts = _name_parts(run)
     if SEED_VARIABLE not in run.bindings:
         return (run.spec, run.member or str(run.path), str(run.path))
-    seed_part = _binding_part(SEED_VARIABLE, run.bindings[SEED_VARIABLE])
-    return (run.spec, stem, tuple(p for p in parts if p != seed_part))
+    seeded = {_binding_part(name, run.bindings[name]) for name in {SEED_VARIABLE, *partners} if name in run.bindings}
+    return (run.spec, stem, tuple(p for p in parts if p not in seeded))
 
 
 @dataclass(frozen=True)
@@ -154,8 +179,9 @@ def curves_of(runs: list[Run]) -> list[Curve]:
     """Runs grouped into curves (one per seed group), each in the paper's colour and name where the paper
     draws that run, else in a distinct colour under its own label; a paper curve shown twice loses its style."""
     groups: dict[tuple, list[Run]] = {}
+    partners = seed_partners(runs)
     for run in runs:
-        groups.setdefault(seed_group_key(run), []).append(run)
+        groups.setdefault(seed_group_key(run, partners.get(run.spec, frozenset())), []).append(run)
     members = list(groups.values())
     keys = [curve_key(g[0]) for g in members]
     colors = run_colors(len(members))
@@ -165,7 +191,7 @@ def curves_of(runs: list[Run]) -> list[Curve]:
         label = paper.name if paper else group[0].label
         if len(group) > 1 and not paper:
             stem, parts = _name_parts(group[0])
-            label = "-".join([stem or "", *seed_group_key(group[0])[2]]).strip("-") or label
+            label = "-".join([stem or "", *seed_group_key(group[0], partners.get(group[0].spec, frozenset()))[2]]).strip("-") or label
         if len(group) > 1:
             seeds = ", ".join(format_number(r.bindings[SEED_VARIABLE]) for r in group)
             label = f"{label} (mean, min-max of seeds {seeds})"
