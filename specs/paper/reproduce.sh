@@ -101,4 +101,16 @@ r=runs
 mapfile -t release < <(for rung in release_prev_token release_match release_copy; do printf '%s\n' "$beyond/$rung.opto"; done)
 run "${release[@]}" "$@"
 "$python" "$beyond/plot_release_map.py" runs --reference runs/fig5b/fig5b-only_h3 --out release_map.png
+
+# 6. Committed records (docs/reproduction/records/) of the runs whose tables docs/reproduction.md
+#    generates, then the page's generated tables and their figures (`opto docs`). Figure 3's seed-5
+#    record is the seed-5 baseline above, analysed on every training sequence, without its series.
+records="$here/../../docs/reproduction/records"
+mkdir -p record-sources && rm -rf record-sources/fig3_baseline_seed5
+cp -r runs/fig4a_over_training_seeds/fig4a_over_training_seeds-seed5 record-sources/fig3_baseline_seed5
+rm -rf record-sources/fig3_baseline_seed5/series record-sources/fig3_baseline_seed5/llc.json
+"$opto" analyze record-sources/fig3_baseline_seed5 --sequences all --only heads --only groups --only paths \
+    --only composition > eval/analysis-fig3_baseline_seed5.txt
+"$opto" record runs/fig4a_over_training_seeds runs/fig5b_strongest_seeds record-sources/fig3_baseline_seed5 --out "$records"
+(cd "$here/../.." && "$opto" docs docs/reproduction.md)
 echo "reports: $out/*/report.md"
