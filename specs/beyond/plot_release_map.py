@@ -2,8 +2,9 @@
 
 Usage: python specs/beyond/plot_release_map.py RUNS_ROOT [--reference RUN_DIR ...] [--out PNG], where
 RUNS_ROOT holds the rungs' run folders as `opto run specs/beyond/<rung>.opto --out RUNS_ROOT/<rung>` writes
-them: release_prev_token/, release_match/, release_copy/, or their three-seed forms
-release_prev_token_seeds/, ... (taken first where both are there); a rung not (yet) run is left out.
+them: release_prev_token/, release_prev_token_stopgrad/ (the first rung's gradient stop alone),
+release_match/, release_copy/, or their three-seed forms release_prev_token_seeds/, ... (taken
+first where both are there); a rung not (yet) run is left out.
 --reference names the unclamped runs (one per seed, e.g. fig5b_strongest_seeds' only_strongest runs).
 Numbers are the mean (min-max) over a rung's seeds at each k.
 """
@@ -17,7 +18,8 @@ from pathlib import Path
 from optodsl.report import load_runs
 from optodsl.report.figures import first_at, release_map_figure, save_figure
 
-RUNGS = {"clamp_prev_token": "release_prev_token", "clamp_match": "release_match", "clamp_copy": "release_copy"}
+RUNGS = {"clamp_prev_token": "release_prev_token", "stopgrad_prev_token": "release_prev_token_stopgrad",
+         "clamp_match": "release_match", "clamp_copy": "release_copy"}
 THRESHOLD = 0.9
 
 
