@@ -160,7 +160,8 @@ def groups_figure(runs: list[Run]) -> Figure | None:
                 if not all(math.isnan(y) for y in ys):
                     ax.plot(series.sequences, ys, "o-", ms=2.5, lw=1.2, color=color, label=words)
             _marks(ax, run)
-            ax.set(title=f"{run.label}: {name}", xlabel=X_LABEL, ylabel="accuracy", ylim=(-0.02, 1.02))
+            ax.set(xlabel=X_LABEL, ylabel=f"{run.label}\naccuracy" if j == 0 else "accuracy", ylim=(-0.02, 1.02))
+            ax.set_title(name, fontsize=9)
             ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
             ax.grid(alpha=0.3)
             if i == 0 and j == 0:
@@ -193,9 +194,9 @@ def paths_figure(runs: list[Run]) -> Figure | None:
                 continue
             acc = np.asarray(sections[series.sequences.index(shown[j])][pair]["accuracy"], dtype=float)
             mesh = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis")
-            ax.set_title(f"{run.label}: {format_sequences(shown[j])}", fontsize=9)
+            ax.set_title(f"at {format_sequences(shown[j])}", fontsize=9)
             ax.set_xlabel(f"{later} head kept on", fontsize=8)
-            ax.set_ylabel(f"{earlier} head kept on", fontsize=8)
+            ax.set_ylabel(f"{run.label}\n{earlier} head kept on" if j == 0 else f"{earlier} head kept on", fontsize=8)
         ax = axes[i, -1]
         every = np.asarray([s[pair]["accuracy"] for s in sections], dtype=float)  # (points, a, b)
         last = every[-1].ravel()
@@ -208,7 +209,8 @@ def paths_figure(runs: list[Run]) -> Figure | None:
         for k, color in zip(best, colormaps["tab10"].colors):
             ax.plot(series.sequences, flat[:, k], "o-", ms=2, lw=1.3, color=color, label=f"{earlier}.H{k // n}->{later}.H{k % n}")
         _marks(ax, run)
-        ax.set(title=f"{run.label}: every path {pair}", xlabel=X_LABEL, ylabel="accuracy", ylim=(-0.02, 1.02))
+        ax.set(xlabel=X_LABEL, ylabel="accuracy", ylim=(-0.02, 1.02))
+        ax.set_title(f"every path {pair}", fontsize=9)
         ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
