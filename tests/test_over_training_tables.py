@@ -114,3 +114,24 @@ def test_table1_and_paths_over_a_sweep_folder_in_one_program_end_at_analyze(swee
     assert f"| 480 | {last_groups[0]['name']} |" in text  # the last member's
     bad = runner.invoke(app, ["report", str(root), "--out", str(out), "--points", "1x"])
     assert bad.exit_code == 2 and "cannot read --points '1x'" in bad.output
+
+
+def test_runs_share_a_program_only_with_the_same_settings_but_seeds_sequences_and_shapes():
+    from types import SimpleNamespace
+
+    from optodsl.analysis.evaluate import Sequences
+    from optodsl.analysis.overtraining import bundles
+    from optodsl.config import ExperimentConfig
+
+    def member(init=0, d_model=16, first=0, lr=1e-3):
+        cfg = ExperimentConfig()
+        cfg = cfg.model_copy(update={"seed": cfg.seed.model_copy(update={"init": init}),
+                                     "model": cfg.model.model_copy(update={"d_model": d_model}),
+                                     "train": cfg.train.model_copy(update={"lr": lr})})
+        seqs = Sequences("train", {"x": np.arange(first, first + 4)}, False)
+        params = {"w": np.zeros((3, d_model))}
+        return SimpleNamespace(run=SimpleNamespace(config=cfg, member=None), inputs=SimpleNamespace(seqs=seqs),
+                               points=SimpleNamespace(params=params))
+
+    runs = [member(1), member(2, lr=1e-4), member(3, d_model=32), member(4, first=1), member(5)]
+    assert bundles(runs, bare=True) == [[0, 1, 4], [2], [3]]
