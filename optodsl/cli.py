@@ -369,7 +369,7 @@ def _only_help() -> str:
 
 @app.command()
 def analyze(
-    run_dir: Path = typer.Argument(..., help="a run directory written by opto run"),
+    run_dir: Path = typer.Argument(..., help="a run directory written by opto run (with --over-training, also a folder of runs: a sweep)"),
     only: List[str] = typer.Option([], "--only", help=_only_help()),
     group: List[str] = typer.Option([], "--group", help="a head group for Table 1 in the spec's selector syntax, e.g. "
                                                          "L1.H[1,2,5] or L1.* (repeatable; default: "
@@ -382,7 +382,10 @@ def analyze(
                                                     "(default: with them, as its evaluations ran)"),
     over_training: bool = typer.Option(False, "--over-training", help="score every kept point of the run's checkpoint "
                                        "series (set train.keep) and its latest checkpoint as one program: the full model, "
-                                       "each head ablated alone and the task's measures; writes RUN_DIR/analysis_series.json"),
+                                       "each head ablated alone, the task's measures, the per-token loss trajectory, Table 1's "
+                                       "groups and the path map (--only groups, paths; heads for none of these two); writes "
+                                       "RUN_DIR/analysis_series.json. RUN_DIR may be a sweep's folder: runs that share a "
+                                       "program are scored as one"),
 ) -> None:
     """Analyse a checkpoint: each head ablated / alone (Fig. 4a), Table 1's pattern- vs value-preserving
     ablations, path maps and composition scores of every layer pair (Fig. 11b, 11c), Table 2, on token tasks the
@@ -632,6 +635,10 @@ def report(
     section: Optional[str] = typer.Option(None, "--section", metavar="NAME",
                                           help="print only this section of report.md (e.g. Stages, Crossings, 'Over seeds'), "
                                                "as a generated block of a document holds it"),
+    points: Optional[str] = typer.Option(None, "--points", metavar="N1,N2,...",
+                                         help="training lengths at which to show the analysis series' Table 1 and path "
+                                              "map, e.g. 100k,300k,1M (the kept point nearest each; default: the stage "
+                                              "boundaries read at the series points, and the last point)"),
 ) -> None:
     """Draw figures (loss and accuracy overlaid with the task's reference levels, its reference losses and
     divergences, a heat map per logged measure, ablation bars, path and composition maps) and a markdown
@@ -643,7 +650,7 @@ def report(
     from .report import make_report
 
     thresholds = _thresholds(at)
-    path, stages = _guard(lambda: make_report(list(runs_), out, thresholds))
+    path, stages = _guard(lambda: make_report(list(runs_), out, thresholds, options.points_option(points)))
     if section is not None:
         from .report.docblocks import section_of
 

@@ -121,8 +121,8 @@ def test_over_training_matches_logged_ablations_and_the_final_checkpoint_and_ski
         assert got[-1] == pytest.approx(one["runs"][name]["sets"]["train"][metric], abs=2e-6)
 
     # another analysis over training is refused, and so is a run without a series
-    bad = runner.invoke(app, ["analyze", str(run_dir), "--over-training", "--only", "paths"])
-    assert bad.exit_code == 2 and "--only:1:1: error: 'paths' is not computed over training" in bad.output
+    bad = runner.invoke(app, ["analyze", str(run_dir), "--over-training", "--only", "composition"])
+    assert bad.exit_code == 2 and "--only:1:1: error: 'composition' is not computed over training" in bad.output
     with pytest.raises(ValueError, match="one value per point"):
         AnalysisSeries.model_validate({**over.model_dump(), "points": [{"sequences": 1, "source": "x"}] + over.model_dump()["points"]})
     # a series without the run's own length: the latest checkpoint is the last point

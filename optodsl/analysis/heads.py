@@ -234,7 +234,7 @@ def _group_plans(inputs: Inputs) -> dict[str, str]:
 
 
 @declare("groups", title="Head groups (Table 1)", section=GroupsSection, table=groups_lines, plans=_group_plans,
-         words="groups of heads ablated, and ablated keeping the next layer's pattern or values (Table 1)")
+         over_training=True, words="groups of heads ablated, and ablated keeping the next layer's pattern or values (Table 1)")
 def _groups(inputs: Inputs, outcomes: dict[str, Outcome]) -> list:
     return [{"name": g.name, "layer": g.layer, "heads": list(g.heads),
              **{kind: outcomes[f"{g.name}/{kind}"].summary()
@@ -248,7 +248,7 @@ def _path_plans(inputs: Inputs) -> dict[str, str]:
 
 
 @declare("paths", title="One path (Figure 11b)", section=PathsSection, table=paths_lines, plans=_path_plans, paired=True,
-         words="one head of an earlier layer and one of a later layer kept on, every pair of layers (Figure 11b)")
+         over_training=True, words="one head of an earlier layer and one of a later layer kept on, every pair of layers (Figure 11b)")
 def _paths(inputs: Inputs, outcomes: dict[str, Outcome]) -> dict:
     heads = inputs.heads
     return {pair_key(la, lb): {"accuracy": [[round(outcomes[f"path/{la}/{lb}/{a}/{b}"].accuracy, 6) for b in heads]

@@ -89,6 +89,10 @@ class Declared:
     positions: bool = False
     weights: bool = False
     """It reads the built-in transformer's weight matrices (composition), so a model of one's own lacks it."""
+    over_training: bool = False
+    """Its section is built from its plans' outcomes alone, so `--over-training` builds it at every point
+    (from that point's outcomes; what it derives from the network, such as Table 1's default groups, is
+    taken once, from the latest checkpoint)."""
 
 
 REGISTRY: dict[str, Declared] = {}
@@ -98,11 +102,11 @@ REGISTRY: dict[str, Declared] = {}
 def declare(name: str, *, title: str, words: str, section: Any, table: Callable[[Any, AnalysisBase], list[str]],
             plans: Callable[[Inputs], dict[str, str]] = _no_plans, figure: Callable[[Any], list[HeatMap]] | None = None,
             paired: bool = False, on_request: bool = False, applies: Callable[[type], bool] = _every_task,
-            needs: str = "", positions: bool = False, weights: bool = False):
+            needs: str = "", positions: bool = False, weights: bool = False, over_training: bool = False):
     """Register the decorated `build(inputs, outcomes)` as analysis `name` (see `Declared`)."""
     def register(build):
         REGISTRY[name] = Declared(name, title, words, section, build, table, plans, figure, paired, on_request,
-                                  applies, needs, positions, weights)
+                                  applies, needs, positions, weights, over_training)
         return build
     return register
 
@@ -119,6 +123,12 @@ def applicable(layers: int, task: type | None = None, built_in: bool = True) -> 
     return tuple(d.name for d in REGISTRY.values()
                  if not d.on_request and (layers >= 2 or not d.paired) and (task is None or d.applies(task))
                  and (built_in or not d.weights))
+
+
+def over_training(layers: int, task: type | None = None) -> tuple[str, ...]:
+    """The analyses `--over-training` builds at every point by default: those declared `over_training`
+    that `applicable` runs on this model and task."""
+    return tuple(name for name in applicable(layers, task) if REGISTRY[name].over_training)
 
 
 def analysis_layout() -> type[AnalysisBase]:

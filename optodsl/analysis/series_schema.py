@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
 
 from ..errors import DataError
 
@@ -79,6 +79,19 @@ class _Series(_Frozen):
                             found=f"{where}: {first['msg']}") from None
 
 
+class LossTrajectory(_Frozen):
+    """Olsson et al.'s per-token loss view: the full model's loss on each of the `sequences` fixed
+    evaluation sequences (the task's scored token: the query's label; the mean over a sequence's scored
+    tokens on token tasks) at every point is a vector of that length; the points' vectors, centred on
+    their mean, are projected on their first principal components (`coordinates[k]`: component k+1,
+    one value per point; `explained[k]`: its share of the variance). Each component's sign is chosen
+    so that the last point lies at or above the first."""
+
+    sequences: int
+    explained: list[float]
+    coordinates: list[list[float]]
+
+
 class AnalysisSeries(_Series):
     """`analysis_series.json`: a run's network at every kept point, scored on one evaluation set under the
     run's own interventions (none when `bare`): the full model, each head ablated alone (`heads`:
@@ -95,12 +108,30 @@ class AnalysisSeries(_Series):
     heads: dict[str, dict[str, ScoresOverTraining]] = {}
     measures: dict[str, dict[str, dict[str, list[float]]]] = {}
     metrics: dict[str, list[float]] = {}
+    trajectory: LossTrajectory | None = None
+    analyses: dict[str, list[Any]] = {}
+    """Registered analyses computed at every point (`Declared.over_training`: Table 1's `groups`, the
+    `paths` map): name -> one section per point, each in that analysis's `analysis.json` layout."""
+
+    @field_validator("analyses")
+    @classmethod
+    def _declared_sections(cls, analyses: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        from .registry import REGISTRY
+
+        out = {}
+        for name, sections in analyses.items():
+            if name not in REGISTRY or not REGISTRY[name].over_training:
+                raise ValueError(f"'{name}' is no analysis computed over training")
+            adapter = TypeAdapter(list[REGISTRY[name].section])
+            out[name] = adapter.dump_python(adapter.validate_python(sections), mode="json")
+        return out
 
     def _scores(self) -> list[ScoresOverTraining]:
         return [self.full] + [s for per in self.heads.values() for s in per.values()]
 
     def _lists(self) -> list[list]:
-        return [v for m in self.measures.values() for per in m.values() for v in per.values()] + list(self.metrics.values())
+        return ([v for m in self.measures.values() for per in m.values() for v in per.values()] + list(self.metrics.values())
+                + list(self.analyses.values()) + (self.trajectory.coordinates if self.trajectory else []))
 
     def ablation_cost(self, layer: str) -> tuple[list[str], list[list[float]]]:
         """The heads of `layer` and, per head, its ablation's loss minus the full model's at each point."""

@@ -37,6 +37,26 @@ def sequences_option(text: str) -> int | None:
     return None if text == "all" else int(text)
 
 
+def points_option(text: str | None) -> tuple[int, ...] | None:
+    """`--points 100k,300k,1M`: training lengths (whole numbers, with the language's k and M suffixes)."""
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        word = part.strip()
+        scale = {"k": 1_000, "M": 1_000_000}.get(word[-1:], 1)
+        digits = word[:-1] if scale > 1 else word
+        try:
+            value = float(digits) * scale
+        except ValueError:
+            value = -1.0
+        if not (value >= 0 and value == int(value)):
+            raise SpecError(option_span("--points", word or part), f"cannot read --points '{word}'",
+                            hint="training lengths, e.g. --points 100k,300k,1M")
+        out.append(int(value))
+    return tuple(out)
+
+
 def _site_text(layer: int | None, head: int | None, name: str) -> str:
     """A site as written on the command line: `L1.H2.pattern`, `L1.resid_out` or `embed`."""
     return ".".join(part for part in (layer is not None and f"L{layer}", head is not None and f"H{head}", name) if part)

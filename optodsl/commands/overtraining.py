@@ -15,28 +15,45 @@ from . import options
 
 def analyze_series(run_dir: Path, only: list[str], groups: list[str], n: int | None, seed: int,
                    bare: bool) -> tuple[str, list[str], str]:
-    """`opto analyze RUN --over-training`: (the table, the damaged points' lines, the JSON written to
-    RUN/analysis_series.json). Only `heads` is computed over training; another `--only`, or a `--group`
-    (Table 1's), is refused."""
-    from ..analysis.overtraining import analyze_over_training, table
+    """`opto analyze RUN --over-training` (RUN a run directory, or a folder of runs: a sweep): (the
+    tables, the damaged points' lines, the JSON written to each run's analysis_series.json; a list of
+    them for a folder). `--only` names the registered analyses built over training (`heads` alone:
+    none of them); another analysis is refused."""
+    from ..analysis.overtraining import analyze_runs_over_training, table
+    from ..analysis.registry import REGISTRY
     from ..analysis.runs import load_run
     from ..train.series import SeriesWarning
 
+    allowed = ["heads"] + [d.name for d in REGISTRY.values() if d.over_training]
     for name in only:
-        if name != "heads":
+        if name not in allowed:
             raise SpecError(options.option_span("--only", name), f"'{name}' is not computed over training",
-                            hint="--over-training scores each head ablated alone (heads) and the task's measures at every "
-                                 "point; analyse one checkpoint without --over-training for the other analyses")
-    if groups:
-        raise SpecError(options.option_span("--group", groups[0]), "head groups (Table 1) are not computed over training",
-                        hint="leave out --group, or analyse one checkpoint without --over-training")
+                            hint=f"--over-training computes {', '.join(allowed)} at every point (each head ablated alone "
+                                 "and the task's measures always); analyse one checkpoint without --over-training for the "
+                                 "other analyses")
+    dirs = rundir.find_runs(run_dir)
+    if not dirs:
+        from ..errors import DataError
+
+        raise DataError(run_dir, "no run directories here", expected="a run directory written by opto run, or a folder of them")
+    runs = [load_run(d) for d in dirs]
+    parsed = options.parse_groups(groups, runs[0].config) if groups else None
     with warnings.catch_warnings():  # the damaged points are printed by the command line, once
         warnings.simplefilter("ignore", SeriesWarning)
-        result, problems = analyze_over_training(load_run(run_dir), n=n, seed=seed, bare=bare)
-    text = result.model_dump_json(indent=2)
-    path = run_dir / rundir.ANALYSIS_SERIES
-    atomic_write_text(path, text)
-    return table(result) + f"\nwritten: {path}", [f"warning: {p}" for p in problems], text
+        done = analyze_runs_over_training(runs, tuple(only) or None, parsed, n=n, seed=seed, bare=bare)
+    texts, problems, written = [], [], []
+    for d, result, skipped in zip(dirs, done.series, done.problems):
+        text = result.model_dump_json(indent=2)
+        path = d / rundir.ANALYSIS_SERIES
+        atomic_write_text(path, text)
+        texts.append(table(result) + f"\nwritten: {path}")
+        problems += [f"warning: {p}" for p in skipped]
+        written.append(text)
+    if len(dirs) == 1:
+        return texts[0], problems, written[0]
+    shared = "; ".join(", ".join(dirs[i].name for i in group) for group in done.programs)
+    head = f"{len(dirs)} runs in {len(done.programs)} program{'s' if len(done.programs) != 1 else ''} ({shared})"
+    return head + "\n\n" + "\n\n".join(texts), problems, "[" + ",\n".join(written) + "]"
 
 
 def eval_series(exp, run_dir: Path, n: int | None, seed: int, in_context: bool) -> tuple[str, list[str], str]:

@@ -7,6 +7,7 @@ reads runs (`load`), reads their stages as each run's task declares (`curvestats
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..files import atomic_write_text, make_dir
@@ -17,15 +18,19 @@ from .summary import console_text, render_report
 REPORT = "report.md"
 
 
-def make_report(paths: list[Path], out: Path, at: tuple[float, ...] | None = None) -> tuple[Path, str]:
+def make_report(paths: list[Path], out: Path, at: tuple[float, ...] | None = None,
+                points: tuple[int, ...] | None = None) -> tuple[Path, str]:
     """Write the figures and report.md for the runs under `paths` into `out`, with accuracy crossings at
-    the thresholds `at` (default: the tasks' phase-change accuracies); return report.md's path and the
-    stage statistics as the console shows them.
+    the thresholds `at` (default: the tasks' phase-change accuracies) and the analysis series' tables at
+    the kept points nearest `points` (default: the stage boundaries, `curvestats.chosen_points`); return
+    report.md's path and the stage statistics as the console shows them.
 
     Raises DataError (before writing anything) for a path that is not a run or folder of runs, or
     for a malformed run file.
     """
     runs = load_runs([Path(p) for p in paths])
+    if points:
+        runs = [replace(r, shown_points=tuple(points)) for r in runs]
     out = make_dir(Path(out))
     figures = write_figures(runs, out)
     atomic_write_text(out / REPORT, render_report(runs, figures, out, at))

@@ -165,3 +165,22 @@ def series_run(run: Run) -> Run | None:
     records = [{"sequences": seen, **{record_key(TRAIN, k): v[i] for k, v in series.metrics.items()}}
                for i, seen in enumerate(series.sequences)]
     return replace(run, metrics=records)
+
+
+def chosen_points(run: Run) -> list[int]:
+    """The points of the run's analysis series at which the report shows Table 1 and the path map:
+    with `opto report --points`, the kept point nearest each length asked for; by default the stage
+    boundaries read at the series points (the plateau's first point, where the phase change starts
+    and where it ends) and the last point. Empty without a series."""
+    series = run.analysis_series
+    if series is None:
+        return []
+    xs = series.sequences
+    if run.shown_points:
+        wanted = [min(xs, key=lambda x: abs(x - p)) for p in run.shown_points]
+    else:
+        over = series_run(run)
+        st = stages(over) if over is not None else None
+        wanted = [] if st is None else [st.plateau[0] if st.plateau else None, st.start, st.end]
+        wanted = [w for w in wanted if w in xs] + [xs[-1]]
+    return sorted(set(wanted))

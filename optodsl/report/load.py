@@ -44,6 +44,9 @@ class Run:
     """Its checked eval_series.json (`opto eval --over-training`), or None."""
     model: str = "built-in transformer"
     """The network that ran: the built-in transformer, or a model of one's own's class (its model.json)."""
+    shown_points: tuple[int, ...] | None = None
+    """The lengths at which the report shows the series' tables (`opto report --points`); None: its stage
+    boundaries (`curvestats.chosen_points`)."""
 
     @property
     def sequences(self) -> int:

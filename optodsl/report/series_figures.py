@@ -10,6 +10,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from matplotlib import colormaps
+from matplotlib.colors import LogNorm
+
+from .curvestats import chosen_points
 from .figures import X_LABEL, _edges, _figure, format_sequences, measure_words, run_colors
 from .load import Run
 
@@ -90,7 +94,136 @@ def over_training_figure(runs: list[Run]) -> Figure | None:
     return fig
 
 
+def trajectory_figure(runs: list[Run]) -> Figure | None:
+    """Per run: the per-token loss trajectory, each kept point on the first two principal components of
+    the points' loss vectors (the first against the sequences when there is one), coloured by its
+    length; the points the report's tables show are labelled."""
+    drawn = [r for r in runs if r.analysis_series is not None and r.analysis_series.trajectory is not None]
+    if not drawn:
+        return None
+    fig = _figure(4.2 * len(drawn) + 1.0, 3.9)
+    axes = fig.subplots(1, len(drawn), squeeze=False)[0]
+    xs_all = [x for r in drawn for x in r.analysis_series.sequences]
+    norm = LogNorm(max(1, min(xs_all)), max(2, max(xs_all)))
+    scatter = None
+    for ax, run in zip(axes, drawn):
+        series = run.analysis_series
+        t, xs = series.trajectory, series.sequences
+        x = t.coordinates[0]
+        y = t.coordinates[1] if len(t.coordinates) > 1 else xs
+        ax.plot(x, y, "-", color="0.6", lw=1, zorder=1)
+        scatter = ax.scatter(x, y, c=xs, cmap="viridis", norm=norm, s=22, zorder=2)
+        for seen in sorted({xs[0], *chosen_points(run)}):
+            i = xs.index(seen)
+            ax.annotate(format_sequences(seen), (x[i], y[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(f"PC1 ({100 * t.explained[0]:.0f}% of the variance)")
+        ax.set_ylabel(f"PC2 ({100 * t.explained[1]:.0f}%)" if len(t.coordinates) > 1 else X_LABEL)
+        ax.set_title(f"{run.label}", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.colorbar(scatter, ax=list(axes), label=X_LABEL, format=FuncFormatter(format_sequences))
+    fig.suptitle(f"Per-token loss trajectory: the loss on {drawn[0].analysis_series.trajectory.sequences:,} fixed "
+                 "sequences at each kept point, on its first principal components")
+    return fig
+
+
+def _marks(ax, run: Run) -> None:
+    """Dotted lines at the points whose tables the report shows."""
+    for seen in chosen_points(run):
+        ax.axvline(seen, color="0.5", ls=":", lw=0.8)
+
+
+KINDS = (("ablated", "ablated", "tab:red"), ("pattern_preserving", "pattern-preserving", "tab:blue"),
+         ("value_preserving", "value-preserving", "tab:green"))
+
+
+def groups_figure(runs: list[Run]) -> Figure | None:
+    """Table 1 over training: per run (rows) and group (columns), the accuracy with the group ablated,
+    ablated keeping the next layer's pattern, and keeping its values, with the full model's, at each point."""
+    drawn = [r for r in runs if r.analysis_series is not None and r.analysis_series.analyses.get("groups")]
+    if not drawn:
+        return None
+    cols = max(len(r.analysis_series.analyses["groups"][-1]) for r in drawn)
+    fig = _figure(3.6 * cols + 0.5, 2.8 * len(drawn) + 0.6)
+    axes = fig.subplots(len(drawn), cols, squeeze=False)
+    for i, run in enumerate(drawn):
+        series = run.analysis_series
+        sections = series.analyses["groups"]
+        for j in range(cols):
+            ax = axes[i, j]
+            if j >= len(sections[-1]):
+                ax.set_visible(False)
+                continue
+            name = sections[-1][j]["name"]
+            ax.plot(series.sequences, series.full.accuracy, "--", color="black", lw=1, label="full model")
+            for key, words, color in KINDS:
+                ys = [next((g.get(key) or {}).get("accuracy", math.nan) for g in s if g["name"] == name) for s in sections]
+                if not all(math.isnan(y) for y in ys):
+                    ax.plot(series.sequences, ys, "o-", ms=2.5, lw=1.2, color=color, label=words)
+            _marks(ax, run)
+            ax.set(xlabel=X_LABEL, ylabel=f"{run.label}\naccuracy" if j == 0 else "accuracy", ylim=(-0.02, 1.02))
+            ax.set_title(name, fontsize=9)
+            ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
+            ax.grid(alpha=0.3)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=6)
+    fig.suptitle("Table 1 over training: each head group ablated, and ablated keeping the next layer's pattern or values")
+    return fig
+
+
+def paths_figure(runs: list[Run]) -> Figure | None:
+    """The path map (Figure 11b) over training: per run and layer pair (rows), the map at each point the
+    report shows (heat maps), then every path's accuracy over training, the three best at the last point
+    coloured."""
+    rows = [(r, pair) for r in runs if r.analysis_series is not None and r.analysis_series.analyses.get("paths")
+            for pair in r.analysis_series.analyses["paths"][-1]]
+    if not rows:
+        return None
+    cols = max(len(chosen_points(r)) for r, _ in rows) + 1
+    fig = _figure(2.9 * cols + 1.5, 2.8 * len(rows) + 0.6)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    mesh = None
+    for i, (run, pair) in enumerate(rows):
+        series = run.analysis_series
+        sections = series.analyses["paths"]
+        earlier, later = pair.split("-")
+        shown = chosen_points(run)
+        for j in range(cols - 1):
+            ax = axes[i, j]
+            if j >= len(shown):
+                ax.set_visible(False)
+                continue
+            acc = np.asarray(sections[series.sequences.index(shown[j])][pair]["accuracy"], dtype=float)
+            mesh = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis")
+            ax.set_title(f"at {format_sequences(shown[j])}", fontsize=9)
+            ax.set_xlabel(f"{later} head kept on", fontsize=8)
+            ax.set_ylabel(f"{run.label}\n{earlier} head kept on" if j == 0 else f"{earlier} head kept on", fontsize=8)
+        ax = axes[i, -1]
+        every = np.asarray([s[pair]["accuracy"] for s in sections], dtype=float)  # (points, a, b)
+        last = every[-1].ravel()
+        best = np.argsort(-np.nan_to_num(last, nan=-1))[:3]
+        flat = every.reshape(len(sections), -1)
+        for k in range(flat.shape[1]):
+            if k not in best:
+                ax.plot(series.sequences, flat[:, k], color="0.75", lw=0.6)
+        n = every.shape[2]
+        for k, color in zip(best, colormaps["tab10"].colors):
+            ax.plot(series.sequences, flat[:, k], "o-", ms=2, lw=1.3, color=color, label=f"{earlier}.H{k // n}->{later}.H{k % n}")
+        _marks(ax, run)
+        ax.set(xlabel=X_LABEL, ylabel="accuracy", ylim=(-0.02, 1.02))
+        ax.set_title(f"every path {pair}", fontsize=9)
+        ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    if mesh is not None:
+        fig.colorbar(mesh, ax=list(axes[:, :-1].ravel()), label="accuracy, one path kept on", shrink=0.8)
+    fig.suptitle("One path (Figure 11b) over training: the map at the points shown, and every path's accuracy")
+    return fig
+
+
 SERIES_FIGURES = {
     "ablation_over_training.png": ablation_cost_figure,
     "over_training.png": over_training_figure,
+    "loss_trajectory.png": trajectory_figure,
+    "table1_over_training.png": groups_figure,
+    "paths_over_training.png": paths_figure,
 }

@@ -14,7 +14,7 @@ from ..analysis.registry import REGISTRY, analysis_layout
 from ..analysis.schema import index_order
 from ..tasks import Level, Reading
 from ..tasks.records import TRAIN, record_key, running_key, set_key, set_order
-from .curvestats import PER, Stages, crossing, curve_key, running_crossing, series_run, stages
+from .curvestats import PER, Stages, chosen_points, crossing, curve_key, running_crossing, series_run, stages
 from .figures import curves_of, declared_caption, fixed_levels, measure_words, readings_of, reference_curves
 from .load import Run
 
@@ -33,6 +33,17 @@ ANALYSIS_CAPTIONS = {
     "over_training.png": ("Over training", "The full model's loss at every kept point (`analysis_series.json`) and each "
                           "`opto eval --over-training` run's on the training set (`eval_series.json`); then each measure "
                           "per head at the same points."),
+    "loss_trajectory.png": ("Per-token loss trajectory", "The full model's loss on each fixed evaluation sequence at every "
+                            "kept point, as one vector per point, projected on the first two principal components of the "
+                            "points' vectors (centred); colour: training sequences seen (Olsson et al. 2022's view of "
+                            "the phase change as a turn of the trajectory)."),
+    "table1_over_training.png": ("Table 1 over training", "Accuracy with each head group of Table 1 ablated (red), ablated "
+                                 "keeping the next layer's attention pattern (blue) or its values (green), and the full "
+                                 "model's (dashed), at every kept point; the groups are the latest checkpoint's; dotted: "
+                                 "the points whose tables are shown below."),
+    "paths_over_training.png": ("One path over training", "The path map (Figure 11b: accuracy with one head of an earlier "
+                                "layer and one of a later layer kept on) at the points shown, and every path's accuracy "
+                                "over training, the three best at the last point coloured."),
     "composition.png": ("Composition", "Q-, K- and V-composition scores from an earlier layer's heads to a later "
                                        "layer's, one row per layer pair (Figure 11c)."),
 }
@@ -356,6 +367,43 @@ def declared_tables(a: dict) -> list[str]:
     return out
 
 
+def series_section(run: Run, out: Path) -> str | None:
+    """One run's analysis series at its chosen points (`curvestats.chosen_points`): Table 1 (accuracy
+    of each group ablated, pattern-preserving, value-preserving) and the path map, and the per-token
+    loss trajectory's share of the variance per component; None without those sections."""
+    series = run.analysis_series
+    if series is None or not (series.analyses or series.trajectory):
+        return None
+    shown = chosen_points(run)
+    how = "the kept points nearest `--points`" if run.shown_points else "the stage boundaries read at the series points, and the last point"
+    parts = [f"### {cell(run.label)} ([{run.path.name}]({_link(run.path, out)}))",
+             f"{len(series.points)} kept points on {series.eval['sequences']:,} {series.eval['set']} sequences; "
+             f"shown at {', '.join(fmt_sequences(x) for x in shown)} ({how})."]
+    if series.trajectory:
+        t = series.trajectory
+        parts.append("Per-token loss trajectory: " + ", ".join(f"PC{k + 1} holds {100 * e:.1f}%" for k, e in
+                                                               enumerate(t.explained)) + " of the variance over points.")
+    groups = series.analyses.get("groups")
+    if groups:
+        rows = []
+        for seen in shown:
+            i = series.sequences.index(seen)
+            for g in groups[i]:
+                rows.append([fmt_sequences(seen), g["name"], fmt(series.full.accuracy[i])] + [
+                    fmt((g.get(k) or {}).get("accuracy")) for k in ("ablated", "pattern_preserving", "value_preserving")])
+        parts.append("#### Table 1 at the points shown\n\n" + table(
+            ["sequences", "group", "accuracy, full model", "accuracy, ablated", "accuracy, pattern-preserving",
+             "accuracy, value-preserving"], rows))
+    for pair in (series.analyses.get("paths") or [{}])[-1]:
+        earlier, later = pair.split("-")
+        for seen in shown:
+            matrix = series.analyses["paths"][series.sequences.index(seen)][pair]["accuracy"]
+            rows = [[f"{earlier}.H{i}"] + [fmt(v) for v in row] for i, row in enumerate(matrix)]
+            parts.append(f"#### One path {pair} at {fmt_sequences(seen)} sequences: accuracy (Figure 11b)\n\n"
+                         + table([f"{earlier} \\ {later}"] + [f"{later}.H{j}" for j in range(len(matrix[0]))], rows))
+    return "\n\n".join(parts)
+
+
 def stage_rules(runs: list[Run]) -> str:
     """How each of the runs' tasks reads its stages, one line per task."""
     return " " + _per_task(runs, stage_rule) if len(readings_of(runs)) == 1 else "\n\n" + "\n".join(
@@ -385,6 +433,10 @@ def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tupl
         if over:
             parts.append(over)
     parts.append(figures_section(figures, out, runs))
+    over = [text for text in (series_section(r, out) for r in runs) if text]
+    if over:
+        parts += ["## Over training", "Each run's `analysis_series.json` (`opto analyze --over-training`) at chosen "
+                  "kept points (`opto report --points`)."] + over
     analysed = [r for r in runs if r.analysis]
     if analysed:
         parts.append("## Analysis")

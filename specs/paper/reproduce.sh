@@ -67,14 +67,17 @@ done
 "$opto" analyze runs/fig3_baseline --sequences all
 
 # 3b. Across training, from one baseline per seed kept at 20 points (issue 22): every head ablated
-#     alone at every point (Figure 4a over training) and the local learning coefficient at every point.
+#     alone at every point (Figure 4a over training), Table 1's groups and the path map (Figure 11b)
+#     at every point, the per-token loss trajectory, and the local learning coefficient at every point.
+#     The three seeds' series are analysed as one program (the sweep's folder).
 run "$here/fig4a_over_training_seeds.opto" "$@"
+"$opto" analyze runs/fig4a_over_training_seeds --over-training --sequences 2000 > eval/over_training.txt
 for s in 5 6 7; do
   series=runs/fig4a_over_training_seeds/fig4a_over_training_seeds-seed$s
-  "$opto" analyze "$series" --over-training --sequences 2000 > "eval/over_training-seed$s.txt"
   "$opto" llc "$series" --over-training --chains 4 --steps 1000 --burn-in 600 > "eval/llc-seed$s.txt"
 done
-"$opto" report runs/fig4a_over_training_seeds --out fig4a_over_training
+"$opto" report runs/fig4a_over_training_seeds --out fig4a_over_training  # ablation_over_training.png,
+#     loss_trajectory.png, table1_over_training.png, paths_over_training.png (docs/reproduction/*over_training*.png)
 
 # 4. One report per figure.
 r=runs

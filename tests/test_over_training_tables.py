@@ -1,0 +1,137 @@
+"""`opto analyze --over-training` beyond the head ablations: the per-token loss trajectory (Olsson et
+al.'s view: the loss on fixed sequences at every point, on its principal components), Table 1 and the
+path map at every point (at the last point, `opto analyze`'s numbers on the final checkpoint), a
+sweep's folder scored as one program over its members, and `opto report` drawing and tabulating them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from optodsl import rundir
+from optodsl.analysis.evaluate import evaluate_plans, evaluate_plans_over_points, evaluation_set
+from optodsl.analysis.heads import Planner
+from optodsl.analysis.overtraining import analyze_over_training, load_points
+from optodsl.analysis.runs import load_run
+from optodsl.analysis.series_schema import AnalysisSeries
+from optodsl.cli import app
+from optodsl.train.series import load_series
+
+SWEEP = """set data.total_classes = 200
+set data.feature_dim = 16
+set model.layers = 2
+set model.heads = 2
+set model.d_model = 16
+set train.lr = 1e-3
+set train.sequences = 480
+set train.keep = "every 160"
+set eval.every = 160
+set eval.sequences = 64
+set eval.sets = ["train"]
+sweep seed in [1, 2]
+set seed.init = $seed
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Two seeds of a tiny two-layer network, trained as one program, each keeping 3 points."""
+    root = tmp_path_factory.mktemp("sweep")
+    spec = root / "s.opto"
+    spec.write_text(SWEEP)
+    trained = CliRunner().invoke(app, ["run", str(spec), "--out", str(root / "runs")])
+    assert trained.exit_code == 0, trained.output
+    dirs = rundir.find_runs(root / "runs")
+    assert len(dirs) == 2
+    return root / "runs", dirs
+
+
+def _pca(losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates (points, components) and variance shares of the centred points, by numpy's SVD."""
+    centred = losses - losses.mean(0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    k = len(losses) - 1
+    coords = u[:, :k] * s[:k]
+    coords *= np.where(coords[-1] < coords[0], -1, 1)
+    return coords, s[:k] ** 2 / (s ** 2).sum()
+
+
+def test_the_loss_trajectory_is_the_pca_of_each_points_single_checkpoint_losses(sweep):
+    _, dirs = sweep
+    run = load_run(dirs[0])
+    series, _ = analyze_over_training(run, n=96, seed=0, what=())
+    assert series.sequences == [160, 320, 480] and series.analyses == {}
+    task, seqs = evaluation_set(run.config, n=96, seed=0)
+    full = Planner(run, False).plan("")
+    models = {p.sequences: m for p, m in load_series(dirs[0], run.model)[0]}
+    single = np.stack([evaluate_plans(models[s], [full], task, seqs, s)[0].losses for s in series.sequences])
+    points = load_points(run)
+    vmapped = evaluate_plans_over_points(points.params, points.static, [full], task, seqs, np.asarray(points.sequences))
+    np.testing.assert_allclose(vmapped[0]["loss"], single, atol=2e-5)  # per point, per sequence
+    coords, explained = _pca(single)
+    t = series.trajectory
+    assert t.sequences == 96 and len(t.coordinates) == 2
+    np.testing.assert_allclose(np.asarray(t.coordinates).T, coords, atol=1e-4)
+    np.testing.assert_allclose(t.explained, explained, atol=1e-5)
+
+
+def test_table1_and_paths_over_a_sweep_folder_in_one_program_end_at_analyze(sweep):
+    root, dirs = sweep
+    runner = CliRunner()
+    args = ["--sequences", "96", "--seed", "2"]
+    folder = runner.invoke(app, ["analyze", str(root), "--over-training", *args])
+    assert folder.exit_code == 0, folder.output
+    assert folder.output.startswith(f"2 runs in 1 program ({dirs[0].name}, {dirs[1].name})")
+    assert "head groups (Table 1)" in folder.output and "per-token loss trajectory on 96 sequences" in folder.output
+    # each member's last point is `opto analyze` on its final checkpoint (its own groups, from its own network)
+    for d in dirs:
+        over = AnalysisSeries.model_validate_json((d / rundir.ANALYSIS_SERIES).read_text())
+        assert set(over.analyses) == {"groups", "paths"} and len(over.analyses["paths"]) == 3
+        final = runner.invoke(app, ["analyze", str(d), "--only", "groups", "--only", "paths", "--json", *args])
+        assert final.exit_code == 0, final.output
+        final = json.loads(final.stdout)
+        last_groups = over.analyses["groups"][-1]
+        assert [g["name"] for g in last_groups] == [g["name"] for g in final["groups"]]
+        for got, want in zip(last_groups, final["groups"]):
+            for kind in ("ablated", "pattern_preserving", "value_preserving"):
+                for metric in ("accuracy", "loss"):
+                    assert got[kind][metric] == pytest.approx(want[kind][metric], abs=2e-6)
+        np.testing.assert_allclose(over.analyses["paths"][-1]["L1-L2"]["accuracy"], final["paths"]["L1-L2"]["accuracy"],
+                                   atol=2e-6)
+        assert over.full.loss[-1] == pytest.approx(final["full"]["loss"], abs=2e-6)
+
+    # the report: figures over training, and Table 1 and the path map at the points asked for
+    out = root.parent / "report"
+    report = runner.invoke(app, ["report", str(root), "--out", str(out), "--points", "150,1k"])
+    assert report.exit_code == 0, report.output
+    assert {"loss_trajectory.png", "table1_over_training.png", "paths_over_training.png"} <= {p.name for p in out.glob("*.png")}
+    text = (out / "report.md").read_text()
+    assert "shown at 160, 480 (the kept points nearest `--points`)" in text
+    assert "#### One path L1-L2 at 160 sequences" in text and "#### One path L1-L2 at 480 sequences" in text
+    assert f"| 480 | {last_groups[0]['name']} |" in text  # the last member's
+    bad = runner.invoke(app, ["report", str(root), "--out", str(out), "--points", "1x"])
+    assert bad.exit_code == 2 and "cannot read --points '1x'" in bad.output
+
+
+def test_runs_share_a_program_only_with_the_same_settings_but_seeds_sequences_and_shapes():
+    from types import SimpleNamespace
+
+    from optodsl.analysis.evaluate import Sequences
+    from optodsl.analysis.overtraining import bundles
+    from optodsl.config import ExperimentConfig
+
+    def member(init=0, d_model=16, first=0, lr=1e-3):
+        cfg = ExperimentConfig()
+        cfg = cfg.model_copy(update={"seed": cfg.seed.model_copy(update={"init": init}),
+                                     "model": cfg.model.model_copy(update={"d_model": d_model}),
+                                     "train": cfg.train.model_copy(update={"lr": lr})})
+        seqs = Sequences("train", {"x": np.arange(first, first + 4)}, False)
+        params = {"w": np.zeros((3, d_model))}
+        return SimpleNamespace(run=SimpleNamespace(config=cfg, member=None), inputs=SimpleNamespace(seqs=seqs),
+                               points=SimpleNamespace(params=params))
+
+    runs = [member(1), member(2, lr=1e-4), member(3, d_model=32), member(4, first=1), member(5)]
+    assert bundles(runs, bare=True) == [[0, 1, 4], [2], [3]]
