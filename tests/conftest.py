@@ -56,3 +56,36 @@ def _free_compiled_programs():
     yield
     jax.clear_caches()
     gc.collect()
+
+
+@pytest.fixture(scope="module")
+def reuse_programs():
+    """Within one test module, `train` reuses the compiled program of an earlier call with the same
+    configs and equal interventions (`eqx.tree_equal`) instead of compiling it again (about 5 s of
+    CPU each time).
+
+    A program (`build_program`) is a pure function of its configs and interventions: its jitted
+    pieces hold no run's state, and everything a test of resuming checks (run directories,
+    checkpoints, signals, rows) happens in `train_sweep` around it, every call as before. Modules
+    that train the same small configs many times (interrupt and resume batteries) opt in; the
+    programs go with the module."""
+    import equinox as eqx
+
+    from optodsl.train import trainer
+
+    real, built = trainer.build_program, {}
+
+    def build(configs, forwards=None, **kwargs):
+        if any(v is not None for v in kwargs.values()):  # a model, features or measures of one's own
+            return real(configs, forwards, **kwargs)
+        key = tuple(c.model_dump_json() for c in (configs if isinstance(configs, (list, tuple)) else [configs]))
+        for earlier, program in built.get(key, []):
+            if bool(eqx.tree_equal(earlier, forwards)):
+                return program
+        program = real(configs, forwards, **kwargs)
+        built.setdefault(key, []).append((forwards, program))
+        return program
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "build_program", build)
+        yield built

@@ -37,6 +37,7 @@ SMALL = ExperimentConfig(
     eval=EvalConfig(every=640, sequences=64),
 )
 POINTS = [640, 1280, 1920, 2560]
+pytestmark = pytest.mark.usefixtures("reuse_programs")  # train() of the same config compiles once here (conftest)
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -195,19 +196,12 @@ def _opto(*args: str, cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-@pytest.fixture(scope="module")
-def cli_whole(tmp_path_factory) -> list[dict]:
-    """The uninterrupted run of the same command."""
-    where = tmp_path_factory.mktemp("cli_whole")
-    (where / "s.opto").write_text(SPEC)
-    proc = _opto("run", "s.opto", "--out", "r", *CLI_SETTINGS, cwd=where)
-    assert proc.communicate(timeout=600) and proc.returncode == 0
-    return _rows(where / "r")
-
-
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)],
                          ids=["SIGINT", "SIGTERM", "SIGKILL"])
-def test_opto_run_interrupted_by_a_real_signal_says_how_to_resume_and_resumes_exactly(tmp_path, cli_whole, sig, code):
+def test_opto_run_interrupted_by_a_real_signal_says_how_to_resume_and_resumes_exactly(tmp_path, monkeypatch, whole,
+                                                                                     sig, code):
+    """A real `opto run` process gets the signal; the same command run again (here in this process,
+    in the same folder) resumes it to the rows of the uninterrupted run of the same settings (`whole`)."""
     (tmp_path / "s.opto").write_text(SPEC)
     args = ["run", "s.opto", "--out", "r", *CLI_SETTINGS]
     proc = _opto(*args, cwd=tmp_path)
@@ -219,6 +213,7 @@ def test_opto_run_interrupted_by_a_real_signal_says_how_to_resume_and_resumes_ex
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == code, err
     run = tmp_path / "r"
+    assert ExperimentConfig.model_validate_json((run / "config.json").read_text()) == SMALL  # whole's settings
     if sig == signal.SIGKILL:
         assert not (run / "summary.json").exists()
         assert "running or interrupted (rerun to resume)" in CliRunner().invoke(app, ["runs", str(tmp_path)]).output
@@ -228,11 +223,11 @@ def test_opto_run_interrupted_by_a_real_signal_says_how_to_resume_and_resumes_ex
         summary = _summary(run)
         assert summary["status"] == "interrupted" and summary["sequences"] == checkpoint.read_meta(run)["sequences"]
         assert _rows(run)[-1]["sequences"] == summary["sequences"]
-    resumed = _opto(*args, cwd=tmp_path)
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err
+    monkeypatch.chdir(tmp_path)
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
     assert _summary(run)["status"] == "complete"
-    assert _rows(run) == cli_whole
+    assert _rows(run) == whole
 
 
 def test_a_rerun_of_a_complete_run_says_so_and_trains_nothing(tmp_path):

@@ -19,6 +19,8 @@ from optodsl.train.trainer import train
 
 KEEP = (320, 960, 1280, 1600, 2240)  # steps 10, 30, 40, 50, 70: inside chunks (of 20 steps) and at their ends
 TINY = dict(model=ModelConfig(layers=1, heads=2, d_model=16), data=DataConfig(total_classes=200, feature_dim=16))
+pytestmark = pytest.mark.usefixtures("reuse_programs")  # train() of the same config compiles once here (conftest)
+
 SMALL = ExperimentConfig(**TINY, train=TrainConfig(sequences=2560, lr=1e-3, checkpoint_every=1280, keep=KEEP),
                          eval=EvalConfig(every=640, sequences=64, sets=("train", "heldout_labels")))
 

@@ -18,6 +18,8 @@ from optodsl.model import Overrides
 from optodsl.train import checkpoint
 from optodsl.train.trainer import train
 
+pytestmark = pytest.mark.usefixtures("reuse_programs")  # train() of the same config compiles once here (conftest)
+
 SMALL = ExperimentConfig(
     data=DataConfig(total_classes=200),
     train=TrainConfig(sequences=3200, lr=1e-3, checkpoint_every=1280),

@@ -18,6 +18,8 @@ from optodsl.train import checkpoint
 from optodsl.train.restore import make_optimizer, new_model
 from optodsl.train.trainer import train
 
+pytestmark = pytest.mark.usefixtures("reuse_programs")  # train() of the same config compiles once here (conftest)
+
 SETTINGS = {"train.sequences": 640, "eval.every": 320, "eval.sequences": 32, "eval.sets": ["train"],
             "data.total_classes": 200, "train.lr": 1e-3, "train.checkpoint_every": 320}
 """Twenty steps; every run here but the reinit's has one rate statement, so they share one compiled program."""
