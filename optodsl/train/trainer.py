@@ -114,7 +114,7 @@ def train_sweep(
     written to its own run directory and resumed from its checkpoint.
 
     Args:
-        configs: one per run; they may differ in seeds and learning rate only.
+        configs: one per run; they may differ in seeds, learning rate and the task's values only.
         forwards: one per run (overrides builders, Forwards or None) with the same structure.
         run_dirs: where each run's config, metrics.jsonl, summary.json, checkpoints and curves.png go.
         stop_after_chunks: stop (as if killed) after this many evaluation chunks; for tests.
@@ -201,12 +201,13 @@ def train_sweep(
                 cuts = [s for s in kept if step < s < step + k]
                 reached, parts, at, new_state = [], [], step, state
                 for cut in cuts:
-                    new_state, part = program.train_steps(cut - at)(new_state, program.forward_arrays, keys, program.task)
+                    new_state, part = program.train_steps(cut - at)(new_state, program.forward_arrays, keys, program.task_values,
+                                                                          program.task)
                     parts.append((cut - at, part))
                     reached.append((cut, new_state))
                     at = cut
-                new_state, out = program.chunk(step + k - at)(new_state, program.forward_arrays, keys, program.task,
-                                                              program.eval_batches)
+                new_state, out = program.chunk(step + k - at)(new_state, program.forward_arrays, keys, program.task_values,
+                                                              program.task, program.eval_batches)
                 if parts:
                     out = {**out, **_joined([*parts, (step + k - at, out)], k)}
                 if step + k in kept:
