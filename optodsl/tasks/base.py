@@ -107,6 +107,12 @@ class Task(eqx.Module):
         schedule's values in effect then); itself by default (traceable)."""
         return self
 
+    @staticmethod
+    def settings_at(config: ExperimentConfig, sequences: int) -> dict[str, float]:
+        """The scheduled settings in effect from `sequences` training sequences on, as a metrics record
+        logs them (`data.zipf`); none by default."""
+        return {}
+
     @classmethod
     def check_inputs(cls, config: ExperimentConfig) -> None:
         """Refuse, with a DataError naming the file, inputs these settings name that cannot run, as

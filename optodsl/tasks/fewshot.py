@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import DataConfig, ExperimentConfig
+from ..config import SCHEDULABLE, DataConfig, ExperimentConfig
 from ..data.features import load_features, synthetic_features
 from ..errors import DataError
 from .base import Layout, Task, TaskPattern, query_loss_and_accuracy
@@ -114,10 +114,10 @@ def set_draws(cfg: DataConfig) -> dict[str, Draw]:
             "in_weights": Draw("train", "train", "fixed", (absent,), (1.0,), 0.0)}
 
 
-VALUES = ("mixture", "burstiness", "distractors", "zipf", "noise")
+VALUES = SCHEDULABLE
 """The `data.*` settings that are values of the training stream rather than its shape: traced inside
 the jitted sampler (`StreamValues`), so runs that differ only in them share one program, and a
-schedule may change them during training."""
+schedule may change them during training (`DataConfig.schedule`)."""
 
 
 class StreamValues(eqx.Module):
@@ -137,14 +137,9 @@ class StreamValues(eqx.Module):
         return jax.tree.map(lambda x: x[k][None], self)
 
 
-def segments(cfg: DataConfig) -> list[tuple[int, DataConfig]]:
-    """The training stream's settings over a run: (first sequence, settings) per segment, in order."""
-    return [(0, cfg)]
-
-
 def stream_values(cfg: DataConfig) -> StreamValues:
     """The `StreamValues` of these settings (host arrays)."""
-    rows = [(start, stream_generators(c), c) for start, c in segments(cfg)]
+    rows = [(start, stream_generators(c), c) for start, c in cfg.segments()]
     return StreamValues(starts=np.array([r[0] for r in rows], np.int32),
                         weights=np.array([r[2].mixture for r in rows], np.float32),
                         burstiness=np.array([[g.burstiness for g in r[1]] for r in rows], np.int32),
@@ -159,7 +154,7 @@ def stream_paths(cfg: DataConfig) -> frozenset[str]:
     lack) and `noise`. A program takes the union over its runs; a run without one skips it, so the
     default stream is drawn exactly as before."""
     out = set()
-    for _, c in segments(cfg):
+    for _, c in cfg.segments():
         gens = stream_generators(c)
         if c.zipf > 0 or not all(g.distinct(c.pairs) for g in gens):
             out.add("general")
@@ -208,7 +203,8 @@ class FewShot(Task):
     def without_values(config: ExperimentConfig) -> ExperimentConfig:
         """The settings with the stream's `VALUES` at their defaults (their number of generators kept)."""
         n = len(config.data.mixture)
-        blank = {"mixture": (1.0,) * n, "burstiness": (1,) * n, "distractors": (True,) * n, "zipf": 0.0, "noise": 0.0}
+        blank = {"mixture": (1.0,) * n, "burstiness": (1,) * n, "distractors": (True,) * n, "zipf": 0.0, "noise": 0.0,
+                 "schedule": ()}
         return config.model_copy(update={"data": config.data.model_copy(update=blank)})
 
     def with_values(self, values: StreamValues, configs: list[ExperimentConfig] | None = None) -> "FewShot":
@@ -222,6 +218,24 @@ class FewShot(Task):
 
     def at(self, sequences: jax.Array) -> "FewShot":
         return eqx.tree_at(lambda t: t.values, self, self.values.at(sequences))
+
+    @staticmethod
+    def settings_at(config: ExperimentConfig, sequences: int) -> dict[str, float]:
+        """Each scheduled data value in effect from `sequences` on, as `data.KEY` (one per generator,
+        `data.KEY[i]`, for a per-generator setting of several generators)."""
+        keys = dict.fromkeys(c.key for c in config.data.schedule)
+        now = next(c for start, c in reversed(config.data.segments()) if start <= sequences)
+        out = {}
+        for key in keys:
+            value = getattr(now, key)
+            if not isinstance(value, tuple):
+                out[f"data.{key}"] = float(value)
+            elif len(config.data.mixture) == 1:
+                out[f"data.{key}"] = float(value[0])
+            else:
+                gens = len(config.data.mixture)
+                out.update({f"data.{key}[{i + 1}]": float(value[i if len(value) > 1 else 0]) for i in range(gens)})
+        return out
 
     @staticmethod
     def reading(config: ExperimentConfig) -> Reading:

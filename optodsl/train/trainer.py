@@ -159,6 +159,7 @@ def train_sweep(
 
     def emit(records: list[dict]) -> None:
         for i, record in enumerate(records):
+            record.update(type(program.task).settings_at(configs[i], record["sequences"]))
             metrics[i].append(record)
             if paths is not None:
                 runfiles.append_metrics(paths[i], record)
