@@ -330,9 +330,22 @@ def keep_points(keep: tuple[int, ...] | str, upto: int) -> list[int]:
 
 
 class EvalConfig(_Frozen):
-    """Evaluation every `every` training sequences on `sequences` fixed sequences per set."""
+    """Evaluation every `every` training sequences (or at the points a list or rule gives, read as
+    `train.keep` is: `keep_points`) on `sequences` fixed sequences per set."""
 
-    every: int = Field(5_000, ge=1)
+    @field_validator("every")
+    @classmethod
+    def _every_form(cls, every):
+        if isinstance(every, str):
+            every = " ".join(every.split())
+            keep_rule(every)
+        if isinstance(every, tuple) and not every:
+            raise ValueError("an empty list evaluates nowhere; give the points, or one interval")
+        return every
+
+    every: Annotated[int, Field(ge=1)] | tuple[Annotated[int, Field(ge=1)], ...] | str = Field(
+        5_000, description="sequences between evaluations, or the points to evaluate at, written as `train.keep`'s "
+                           "series is: a list ([1k, 2k, 5k, 10k]), \"every 50k\" or \"log 30 from 1k to 1M\"")
     sequences: int = Field(1_000, ge=1)
     sets: tuple[str, ...] = Field((), description="evaluation sets; empty means every set of the task")
     measures: tuple[str, ...] = Field(

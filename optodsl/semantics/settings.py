@@ -52,8 +52,9 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
             checked = _field_adapter(key, task).validate_python(value)
         except ValidationError as exc:
             written = f"set {key} = [{span_text(st.value.span)}]"
-            raise SpecError(st.value.span, f"invalid value for {key}: {_message(exc.errors()[0])}",
-                            hint=_list_hint(exc.errors()[0], written)) from None
+            err = _deepest(exc.errors())
+            raise SpecError(st.value.span, f"invalid value for {key}: {_message(err)}",
+                            hint=_list_hint(err, written)) from None
         if st.during is None:
             values[key] = checked
         else:
@@ -196,6 +197,12 @@ def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | Non
 def _list_hint(error: dict, written: str) -> str | None:
     """For a setting that takes a list given a single value, how to write it as one."""
     return f"this setting takes a list in brackets: {written}" if error["type"] in ("tuple_type", "list_type") else None
+
+
+def _deepest(errors: list[dict]) -> dict:
+    """Of a union's errors, the one of the form the value got furthest in (a list's item rather than
+    'not an integer'); the first where none did."""
+    return max(errors, key=lambda e: len(e["loc"]))
 
 
 def _message(error: dict) -> str:

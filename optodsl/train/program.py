@@ -263,7 +263,8 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
     shared_eval = len({c.seed.eval for c in configs}) == 1 and same_values
     eval_batches = (batches(config, values[0]) if shared_eval
                     else jax.tree.map(lambda *xs: jnp.stack(xs), *[batches(c, v) for c, v in zip(configs, values)]))
-    steps_per_eval = max(1, round(config.eval.every / config.train.batch))
+    every = config.eval.every
+    steps_per_eval = max(1, round(every / config.train.batch)) if isinstance(every, int) else 1  # a list: `series.eval_steps`
     layers = config.model.layers
     if model is not None:
         lay = layout(config)

@@ -17,6 +17,7 @@ from typing import Callable
 
 import equinox as eqx
 import jax
+import numpy as np
 import jax.numpy as jnp
 
 from ..config import ExperimentConfig
@@ -75,6 +76,11 @@ def _records(metrics: dict[str, jax.Array], step: int, batch: int, members: int)
         record.update({k: (bool(v[i]) if k == "finite" else float(v[i])) for k, v in host.items()})
         out.append(record)
     return out
+
+
+def _pieces(k: int) -> list[int]:
+    """`k` steps as powers of two, largest first (13: 8, 4, 1)."""
+    return [1 << b for b in reversed(range(k.bit_length())) if k >> b & 1]
 
 
 def _joined(parts: list[tuple[int, dict]], steps: int) -> dict[str, jax.Array]:
@@ -149,6 +155,7 @@ def train_sweep(
             saved_step = step
         metrics = [runfiles.resume_metrics(path, step) for path in paths]
     kept = series.kept_steps(config) if paths is not None else []
+    evals = series.eval_steps(config)
     manifests = [series.resume(path, step) for path in paths] if kept else []
     if paths is not None and step >= total_steps and all(runfiles.is_complete(p) for p in paths):
         return [_finished(path, metrics[i], jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, state[0]))
@@ -197,15 +204,20 @@ def train_sweep(
             t0 = time.perf_counter()
             keys = program.data_keys()
             while step < total_steps:
-                k = min(program.steps_per_eval, total_steps - step)
+                if evals is None:
+                    k, cuts = min(program.steps_per_eval, total_steps - step), set()
+                else:  # listed points: the gap's training in pieces of powers of two, so few lengths compile
+                    k = next(s for s in evals if s > step) - step
+                    cuts = {step + int(c) for c in np.cumsum(_pieces(k))[:-1]}
                 # a kept series point inside the chunk splits its training there (the evaluation stays at its end)
-                cuts = [s for s in kept if step < s < step + k]
+                cuts = sorted(cuts | {s for s in kept if step < s < step + k})
                 reached, parts, at, new_state = [], [], step, state
                 for cut in cuts:
                     new_state, part = program.train_steps(cut - at)(new_state, program.forward_arrays, keys, program.task_values,
                                                                           program.task)
                     parts.append((cut - at, part))
-                    reached.append((cut, new_state))
+                    if cut in kept:
+                        reached.append((cut, new_state))
                     at = cut
                 new_state, out = program.chunk(step + k - at)(new_state, program.forward_arrays, keys, program.task_values,
                                                               program.task, program.eval_batches)
