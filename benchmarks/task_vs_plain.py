@@ -56,7 +56,8 @@ def optodsl_runner(spec: str, steps: int, *, evaluate: bool, norms: bool):
 
     def go() -> None:
         for _ in range(steps // program.steps_per_eval):
-            box["state"], metrics = run(box["state"], program.forward_arrays, keys, program.task, program.eval_batches)
+            box["state"], metrics = run(box["state"], program.forward_arrays, keys, program.task_values, program.task,
+                                        program.eval_batches)
         jax.block_until_ready(metrics)
 
     return go

@@ -33,12 +33,12 @@ def time_chunks(program, chunks: int) -> tuple[int, float, float]:
     state, keys = program.init_state(), program.data_keys()
     run = program.chunk(program.steps_per_eval)
     t0 = time.perf_counter()
-    state, metrics = run(state, program.forward_arrays, keys, program.task, program.eval_batches)
+    state, metrics = run(state, program.forward_arrays, keys, program.task_values, program.task, program.eval_batches)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(chunks):
-        state, metrics = run(state, program.forward_arrays, keys, program.task, program.eval_batches)
+        state, metrics = run(state, program.forward_arrays, keys, program.task_values, program.task, program.eval_batches)
     jax.block_until_ready(metrics)
     return chunks * program.steps_per_eval, time.perf_counter() - t0, compile_s
 

@@ -56,6 +56,32 @@ class ModelConfig(_Frozen):
         return self.d_model // self.heads
 
 
+SCHEDULABLE = ("mixture", "burstiness", "distractors", "zipf", "noise")
+"""The `data.*` settings that are values of the few-shot training stream rather than its shape: runs
+that differ only in them share one program, and `set data.KEY = VALUE during START..STOP` changes them
+during training (`DataConfig.schedule`)."""
+
+
+class DataChange(_Frozen):
+    """One scheduled data value, `set data.KEY = VALUE during START..STOP`: the training stream draws
+    with VALUE while the sequences seen are in [start, stop) (stop None: to the end of the run)."""
+
+    key: Literal["mixture", "burstiness", "distractors", "zipf", "noise"]
+    value: Union[bool, int, float, tuple[Union[bool, int, float], ...]]
+    start: int = Field(0, ge=0)
+    stop: int | None = Field(None, ge=1)
+
+    def text(self) -> str:
+        """The change as the statement that writes it (sequence counts written out)."""
+        value = self.value
+        shown = ("[" + ", ".join(_value_text(v) for v in value) + "]") if isinstance(value, tuple) else _value_text(value)
+        return f"set data.{self.key} = {shown} during {self.start or ''}..{'' if self.stop is None else self.stop}"
+
+
+def _value_text(value) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
 class DataConfig(_Frozen):
     """The few-shot task: where features come from, the class/exemplar/label splits, context size."""
 
@@ -90,6 +116,9 @@ class DataConfig(_Frozen):
                                             "fixed label, its index mod labels (--fs_relabel 0)")
     query_label_in_context: bool = Field(
         False, description="a random context item also takes the query's label (--assign_query_label_random)")
+    schedule: tuple[DataChange, ...] = Field(
+        (), description="data values that change during training, written `set data.zipf = 1.0 during 200k..` "
+                        "(one of " + ", ".join(f"data.{k}" for k in SCHEDULABLE) + ")")
 
     @field_validator("mixture", "burstiness", "distractors", "rest", mode="after")
     @classmethod
@@ -109,7 +138,36 @@ class DataConfig(_Frozen):
         if self.pairs > self.labels:
             raise ValueError(f"pairs ({self.pairs}) needs at least as many labels (labels={self.labels})")
         self._generators_fit()
+        self.segments()
         return self
+
+    def segments(self) -> list[tuple[int, "DataConfig"]]:
+        """The training stream's settings over a run: (first sequence, settings without a schedule) per
+        segment, in order; where scheduled changes overlap, the one written last wins. Each segment is
+        checked as settings of its own, and keeps the number of generators."""
+        if not self.schedule:
+            return [(0, self)]
+        bounds = sorted({0} | {c.start for c in self.schedule} | {c.stop for c in self.schedule if c.stop is not None})
+        base = self.model_dump()
+        base["schedule"] = ()
+        out: list[tuple[int, DataConfig]] = []
+        for at in bounds:
+            values = dict(base)
+            for change in self.schedule:
+                if change.start <= at and (change.stop is None or at < change.stop):
+                    values[change.key] = change.value
+            try:
+                segment = DataConfig.model_validate(values)
+            except ValueError as exc:
+                key = next((c.key for c in reversed(self.schedule) if c.start <= at and (c.stop is None or at < c.stop)), "schedule")
+                raise SettingValueError(f"data.{key}", f"from {at} sequences on: {_first_error(exc)}") from None
+            if len(segment.mixture) != len(self.mixture):
+                raise SettingValueError(f"data.{key_of_mixture(self.schedule)}",
+                                        f"the schedule changes the number of generators from {len(self.mixture)} to "
+                                        f"{len(segment.mixture)} (data.mixture); it may change their weights only")
+            if not out or segment != out[-1][1]:
+                out.append((at, segment))
+        return out
 
     def _generators_fit(self) -> None:
         """One generator per `mixture` weight, each per-generator list of one value (for all) or one per
@@ -143,6 +201,20 @@ class DataConfig(_Frozen):
     @property
     def seq_len(self) -> int:
         return 2 * self.pairs + 1
+
+
+def key_of_mixture(schedule: tuple[DataChange, ...]) -> str:
+    """The key of the last scheduled change of the generators' weights (`mixture`)."""
+    return next((c.key for c in reversed(schedule) if c.key == "mixture"), "mixture")
+
+
+def _first_error(exc: ValueError) -> str:
+    """The message of a validation error's first problem (pydantic's, or a plain ValueError's)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return str(first.get("ctx", {}).get("error") or first["msg"])
+    return str(exc)
 
 
 class FewShotTaskConfig(_Frozen):
@@ -258,9 +330,22 @@ def keep_points(keep: tuple[int, ...] | str, upto: int) -> list[int]:
 
 
 class EvalConfig(_Frozen):
-    """Evaluation every `every` training sequences on `sequences` fixed sequences per set."""
+    """Evaluation every `every` training sequences (or at the points a list or rule gives, read as
+    `train.keep` is: `keep_points`) on `sequences` fixed sequences per set."""
 
-    every: int = Field(5_000, ge=1)
+    @field_validator("every")
+    @classmethod
+    def _every_form(cls, every):
+        if isinstance(every, str):
+            every = " ".join(every.split())
+            keep_rule(every)
+        if isinstance(every, tuple) and not every:
+            raise ValueError("an empty list evaluates nowhere; give the points, or one interval")
+        return every
+
+    every: Annotated[int, Field(ge=1)] | tuple[Annotated[int, Field(ge=1)], ...] | str = Field(
+        5_000, description="sequences between evaluations, or the points to evaluate at, written as `train.keep`'s "
+                           "series is: a list ([1k, 2k, 5k, 10k]), \"every 50k\" or \"log 30 from 1k to 1M\"")
     sequences: int = Field(1_000, ge=1)
     sets: tuple[str, ...] = Field((), description="evaluation sets; empty means every set of the task")
     measures: tuple[str, ...] = Field(

@@ -23,8 +23,17 @@ def settings_of(member: Member, named: set[str]) -> list[dict]:
     mine, default = flat_settings(member.config), flat_settings(DEFAULT)
     own = flat_settings(with_settings(DEFAULT, {"task.name": member.config.task.name}))
     default.update({k: v for k, v in own.items() if k.startswith("task.") and k != "task.name"})
-    keys = sorted(k for k in mine if k in named or mine[k] != default.get(k))
+    keys = sorted(k for k in mine if (k in named or mine[k] != default.get(k)) and k != "data.schedule")
     return [{"key": k, "value": _plain(mine[k]), "default": _plain(default.get(k))} for k in keys]
+
+
+def schedule_of(member: Member) -> list[dict]:
+    """The member's scheduled data values (`set data.KEY = VALUE during S`), one per change, with the
+    statement that writes it and the segments of the training stream they make."""
+    data = getattr(member.config, "data", None)
+    if data is None or not data.schedule:
+        return []
+    return [{"line": c.text(), **c.model_dump(mode="json")} for c in data.schedule]
 
 
 ALL_DEFAULTS = "settings: all at their defaults (the spec and --set name none; docs/language.md#settings lists them)"
@@ -128,6 +137,7 @@ def explain_member(member: Member, named: set[str]) -> dict:
     return {
         "run": member.name, "variant": member.variant, "bindings": dict(member.bindings),
         "settings": settings_of(member, named),
+        "schedule": schedule_of(member),
         "perfected": [{"line": text, "interventions": intervention_records(member, member.actions + extra)[len(member.actions):]}
                       for text, extra in member.probes],
         "passes": member.passes, "pass_structure": pass_structure(member),

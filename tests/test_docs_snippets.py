@@ -54,7 +54,8 @@ TINY = ["--set", "train.sequences=640", "--set", "eval.every=320", "--set", "eva
 FENCE = re.compile(r"^```(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 SAVE_AS = re.compile(r"Save this as `([^`]+)`:\s*$")
 DETERMINISTIC = ("check", "explain", "fmt", "sites")
-RUN_PAGES = {"docs/getting-started.md", "docs/embedding.md", "docs/features.md", "docs/export.md", "docs/series.md"}
+RUN_PAGES = {"docs/getting-started.md", "docs/embedding.md", "docs/features.md", "docs/export.md", "docs/series.md",
+             "docs/language.md"}
 
 
 def _name(path: Path) -> str:
@@ -163,6 +164,13 @@ def test_getting_started_runs_as_printed(tmp_path, monkeypatch):
     output = _run_page(ROOT / "docs" / "getting-started.md", tmp_path)
     assert (tmp_path / "first.opto").exists() and (tmp_path / "typo.opto").exists()
     assert "heldout_labels/accuracy" in output and "640" in output
+
+
+def test_language_page_runs_as_printed(tmp_path, monkeypatch):
+    """Its data schedule: the spec saved as printed, `opto explain` printing exactly what the page shows."""
+    monkeypatch.chdir(_clone(tmp_path))
+    _run_page(ROOT / "docs" / "language.md", tmp_path)  # compares explain's output with the page's in full
+    assert (tmp_path / "curriculum.opto").exists()
 
 
 def test_series_page_runs_as_printed(tmp_path, monkeypatch):

@@ -48,7 +48,10 @@ def explain_lines(runs: list[dict]) -> list[str]:
         for s in r["settings"]:
             default = "the default" if s["value"] == s["default"] else f"default {setting_text(s['default'])}"
             lines.append(f"  set {s['key']} = {setting_text(s['value'])}  ({default})")
-        if not r["settings"]:
+        for c in r.get("schedule", []):
+            span = f"from {c['start']:,} sequences" + (f" until {c['stop']:,}" if c["stop"] is not None else " on")
+            lines.append(f"  {c['line']}  (the training stream's data value {span})")
+        if not r["settings"] and not r.get("schedule"):
             lines.append(f"  {ALL_DEFAULTS}")
         for p in r["perfected"]:
             lines.append(f"  eval.perfected: {p['line']}  (evaluation only, {len(p['interventions'])} more "

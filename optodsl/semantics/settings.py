@@ -11,12 +11,13 @@ from typing import Annotated
 
 from pydantic import TypeAdapter, ValidationError
 
-from ..config import ExperimentConfig, SettingValueError, TASK_CONFIGS, section_models, setting_keys, task_keys, with_settings
+from ..config import SCHEDULABLE, ExperimentConfig, SettingValueError, TASK_CONFIGS, section_models, setting_keys, task_keys, with_settings
 from ..errors import Span, SpecError
 from ..syntax import ast
 from ..syntax.hints import close, did_you_mean
 from ..syntax.load import beside
 from ..tasks import check_config, reads_section, section_readers
+from .plan import MAX_SEQUENCES
 from .resolve import Resolver, span_text
 
 
@@ -28,12 +29,18 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
     sets = [st for st in spec.statements if isinstance(st, ast.Set)]
     task = _task_name(config, [("task.name", r.python(st.value), st.value.span) for st in sets if st.key == ("task", "name")])
     values: dict[str, object] = {}
+    changes: list[dict] = []
     last_in_section: dict[str, ast.Set] = {}
     last_of_key: dict[str, ast.Set] = {}
     for st in sets:
         key = ".".join(st.key)
         if key not in keys:
             raise SpecError(st.span, f"unknown setting '{key}'", hint=close(key, keys, "settings"))
+        if key == "data.schedule":
+            raise SpecError(st.span, "data.schedule is written one change at a time",
+                            hint="write set data.zipf = 1.0 during 200k.. (any of " + SCHEDULABLE_TEXT + ")")
+        if st.during is not None:
+            _check_schedulable(key, st)
         value = r.python(st.value)
         _check_misplaced_source(key, task, value, st.span)
         _check_task_key(key, task, st.span)
@@ -42,13 +49,21 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
         if isinstance(value, list):
             value = tuple(value)
         try:
-            values[key] = _field_adapter(key, task).validate_python(value)
+            checked = _field_adapter(key, task).validate_python(value)
         except ValidationError as exc:
             written = f"set {key} = [{span_text(st.value.span)}]"
-            raise SpecError(st.value.span, f"invalid value for {key}: {_message(exc.errors()[0])}",
-                            hint=_list_hint(exc.errors()[0], written)) from None
+            err = _deepest(exc.errors())
+            raise SpecError(st.value.span, f"invalid value for {key}: {_message(err)}",
+                            hint=_list_hint(err, written)) from None
+        if st.during is None:
+            values[key] = checked
+        else:
+            start, stop, _ = r.schedule(st.during)
+            changes.append({"key": st.key[1], "value": checked, "start": start, "stop": None if stop >= MAX_SEQUENCES else stop})
         last_in_section[st.key[0]] = st
         last_of_key[key] = st
+    if changes:
+        values["data.schedule"] = tuple(changes)
     if not values:
         return config
     try:
@@ -59,6 +74,22 @@ def apply_settings(config: ExperimentConfig, spec: ast.Spec, r: Resolver) -> Exp
         st = (last_of_key.get(culprit) or last_in_section.get(culprit.split(".")[0]) if culprit else None) \
             or last_in_section.get(str(err["loc"][0]) if err["loc"] else "", list(last_in_section.values())[-1])
         raise SpecError(st.value.span, f"invalid value for {'.'.join(st.key)}: {_message(err)}") from None
+
+
+SCHEDULABLE_TEXT = ", ".join(f"data.{k}" for k in SCHEDULABLE)
+
+
+def _check_schedulable(key: str, st: ast.Set) -> None:
+    """Only a data value of the training stream (`SCHEDULABLE`) may change during training, and only
+    over a range of sequences."""
+    if not key.startswith("data.") or key.split(".")[1] not in SCHEDULABLE:
+        what = ("it fixes the shapes of the program's arrays" if key.startswith(("data.", "model."))
+                else "only the training stream's data values change during training")
+        raise SpecError(st.during.span, f"'{key}' cannot change during training: {what}",
+                        hint=f"a schedule may change {SCHEDULABLE_TEXT}; write the others without `during`")
+    if isinstance(st.during, ast.PhaseSchedule):
+        raise SpecError(st.during.span, f"a data value changes over a range of training sequences, not during {st.during.phase}",
+                        hint=f"write set {key} = ... during 200k.. (or START..STOP); the evaluation sets keep their own draws")
 
 
 def check_task_settings(config: ExperimentConfig, statements, path: str | None, cli: dict[str, object] | None = None,
@@ -166,6 +197,12 @@ def apply_cli(config: ExperimentConfig, cli: dict[str, object], span: Span | Non
 def _list_hint(error: dict, written: str) -> str | None:
     """For a setting that takes a list given a single value, how to write it as one."""
     return f"this setting takes a list in brackets: {written}" if error["type"] in ("tuple_type", "list_type") else None
+
+
+def _deepest(errors: list[dict]) -> dict:
+    """Of a union's errors, the one of the form the value got furthest in (a list's item rather than
+    'not an integer'); the first where none did."""
+    return max(errors, key=lambda e: len(e["loc"]))
 
 
 def _message(error: dict) -> str:

@@ -206,11 +206,13 @@ class Import(Node):
 
 
 class Set(Node):
-    """`set section.key = value`: a configuration override; `key` holds the dotted parts."""
+    """`set section.key = value [during SCHEDULE]`: a configuration override; `key` holds the dotted
+    parts; `during` makes it a data value that holds only while the schedule does."""
 
     kind: Literal["set"] = "set"
     key: tuple[str, ...]
     value: Value
+    during: Schedule | None = None
 
 
 class SweepRange(Node):

@@ -117,7 +117,8 @@ def format_statement(statement: ast.Import | ast.Set | ast.Sweep | ast.Variant |
     if isinstance(statement, ast.Import):
         return f"import {format_string(statement.path)}"
     if isinstance(statement, ast.Set):
-        return f"set {'.'.join(statement.key)} = {format_value(statement.value)}"
+        during = f" during {format_schedule(statement.during)}" if statement.during is not None else ""
+        return f"set {'.'.join(statement.key)} = {format_value(statement.value)}{during}"
     if isinstance(statement, ast.Sweep):
         return _format_sweep(statement)
     if isinstance(statement, ast.Variant):

@@ -248,7 +248,7 @@ class _Builder(Transformer):
         return ast.Import(span=self._span(meta), path=_string(children[1]))
 
     def set_stmt(self, meta, children):
-        return ast.Set(span=self._span(meta), key=children[1], value=children[2])
+        return ast.Set(span=self._span(meta), key=children[1], value=children[2], during=children[3])
 
     def setting_key(self, meta, children):
         return tuple(str(name) for name in children)

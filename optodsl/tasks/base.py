@@ -85,6 +85,34 @@ class Task(eqx.Module):
     def build(cls, config: ExperimentConfig, features=None) -> "Task":
         """The task's device state for these settings."""
 
+    @staticmethod
+    def values_of(config: ExperimentConfig):
+        """The settings this task draws as traced values rather than constants (a pytree of host arrays,
+        `with_values` takes it): runs that differ only in them share one program, and a schedule may
+        change them during training. None by default."""
+        return {}
+
+    @staticmethod
+    def without_values(config: ExperimentConfig) -> ExperimentConfig:
+        """The settings with those `values_of` holds made equal, for the key of which runs share a program."""
+        return config
+
+    def with_values(self, values, configs: list[ExperimentConfig] | None = None) -> "Task":
+        """This task drawing with another run's `values_of` (traceable); with `configs`, able to draw any
+        of those runs' streams (a program of several runs)."""
+        return self
+
+    def at(self, sequences: jax.Array) -> "Task":
+        """This task drawing the training stream as it is after `sequences` training sequences (a
+        schedule's values in effect then); itself by default (traceable)."""
+        return self
+
+    @staticmethod
+    def settings_at(config: ExperimentConfig, sequences: int) -> dict[str, float]:
+        """The scheduled settings in effect from `sequences` training sequences on, as a metrics record
+        logs them (`data.zipf`); none by default."""
+        return {}
+
     @classmethod
     def check_inputs(cls, config: ExperimentConfig) -> None:
         """Refuse, with a DataError naming the file, inputs these settings name that cannot run, as

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import DataConfig, ExperimentConfig
+from ..config import SCHEDULABLE, DataConfig, ExperimentConfig
 from ..data.features import load_features, synthetic_features
 from ..errors import DataError
 from .base import Layout, Task, TaskPattern, query_loss_and_accuracy
@@ -69,7 +69,9 @@ class Draw:
     """How one evaluation set draws its sequences: its class split (`train`, `test`) and exemplar
     split (`train`, `heldout`), its labels (`relabel`: re-drawn per sequence from the training label
     sets; `heldout`: from the held-out ones; `fixed`: each class its own), its generators with their
-    weights, and the Zipf exponent of its classes (0: uniform)."""
+    weights, and the Zipf exponent of its classes (0: uniform). A `stream` draw follows the training
+    stream's values (`StreamValues`: burstiness, distractors, weights and, when `ranked`, the Zipf
+    exponent), which a sweep or schedule may change without changing the program; the others are constants."""
 
     classes: Literal["train", "test"]
     exemplars: Literal["train", "heldout"]
@@ -77,6 +79,8 @@ class Draw:
     generators: tuple[Generator, ...]
     weights: tuple[float, ...]
     zipf: float
+    stream: bool = False
+    ranked: bool = False
 
     def always_present(self, pairs: int) -> bool:
         """Whether every sequence shows the query's class in its context."""
@@ -102,12 +106,63 @@ def set_draws(cfg: DataConfig) -> dict[str, Draw]:
     gens, weights, lab = stream_generators(cfg), tuple(cfg.mixture), "relabel" if cfg.relabel else "fixed"
     half = Generator(max(1, cfg.pairs // 2), True, "unique")
     absent = Generator(0, False, "unique" if cfg.classes > cfg.pairs else "no_support")
-    return {"train": Draw("train", "train", lab, gens, weights, cfg.zipf),
-            "heldout_labels": Draw("train", "train", "heldout", gens, weights, cfg.zipf),
-            "heldout_exemplars": Draw("train", "heldout", lab, gens, weights, cfg.zipf),
-            "test_classes": Draw("test", "train", lab, gens, weights, 0.0),
+    return {"train": Draw("train", "train", lab, gens, weights, cfg.zipf, True, True),
+            "heldout_labels": Draw("train", "train", "heldout", gens, weights, cfg.zipf, True, True),
+            "heldout_exemplars": Draw("train", "heldout", lab, gens, weights, cfg.zipf, True, True),
+            "test_classes": Draw("test", "train", lab, gens, weights, 0.0, True, False),
             "in_context": Draw("train", "train", "relabel", (half,), (1.0,), 0.0),
             "in_weights": Draw("train", "train", "fixed", (absent,), (1.0,), 0.0)}
+
+
+VALUES = SCHEDULABLE
+"""The `data.*` settings that are values of the training stream rather than its shape: traced inside
+the jitted sampler (`StreamValues`), so runs that differ only in them share one program, and a
+schedule may change them during training (`DataConfig.schedule`)."""
+
+
+class StreamValues(eqx.Module):
+    """The training stream's `VALUES` as arrays, one row per segment of the run (K rows: the settings
+    from `starts[k]` sequences on; one row without a schedule), G columns per generator."""
+
+    starts: jax.Array  # (K,) sequences at which each segment starts; starts[0] == 0
+    weights: jax.Array  # (K, G) the generators' weights (data.mixture)
+    burstiness: jax.Array  # (K, G)
+    distractors: jax.Array  # (K, G)
+    zipf: jax.Array  # (K,)
+    noise: jax.Array  # (K,)
+
+    def at(self, sequences: jax.Array) -> "StreamValues":
+        """The one segment (K=1) in effect after `sequences` training sequences (traceable)."""
+        k = jnp.sum(self.starts <= sequences) - 1
+        return jax.tree.map(lambda x: x[k][None], self)
+
+
+def stream_values(cfg: DataConfig) -> StreamValues:
+    """The `StreamValues` of these settings (host arrays)."""
+    rows = [(start, stream_generators(c), c) for start, c in cfg.segments()]
+    return StreamValues(starts=np.array([r[0] for r in rows], np.int32),
+                        weights=np.array([r[2].mixture for r in rows], np.float32),
+                        burstiness=np.array([[g.burstiness for g in r[1]] for r in rows], np.int32),
+                        distractors=np.array([[g.distractors for g in r[1]] for r in rows], bool),
+                        zipf=np.array([r[2].zipf for r in rows], np.float32),
+                        noise=np.array([r[2].noise for r in rows], np.float32))
+
+
+def stream_paths(cfg: DataConfig) -> frozenset[str]:
+    """Which optional computations the training stream needs at some point of the run: `general` (a
+    draw other than the one before the data settings), `absent` (a query whose class the context may
+    lack) and `noise`. A program takes the union over its runs; a run without one skips it, so the
+    default stream is drawn exactly as before."""
+    out = set()
+    for _, c in cfg.segments():
+        gens = stream_generators(c)
+        if c.zipf > 0 or not all(g.distinct(c.pairs) for g in gens):
+            out.add("general")
+        if any(g.burstiness == 0 for g in gens):
+            out.add("absent")
+        if c.noise > 0:
+            out.add("noise")
+    return frozenset(out)
 
 
 class FewShot(Task):
@@ -122,7 +177,10 @@ class FewShot(Task):
     features: jax.Array  # (classes, exemplars, F)
     train_label_sets: jax.Array  # (n_train, P) sorted label sets usable in training
     heldout_label_sets: jax.Array  # (n_heldout, P)
+    values: StreamValues  # the training stream's values (per run inside a program's vmap)
     config: DataConfig = eqx.field(static=True)
+    paths: frozenset[str] = eqx.field(static=True, default=frozenset())
+    """`stream_paths`, of every run of the program."""
 
     @staticmethod
     def layout(config: ExperimentConfig) -> Layout:
@@ -136,6 +194,48 @@ class FewShot(Task):
     @classmethod
     def build(cls, config: ExperimentConfig, features=None) -> "FewShot":
         return make_task(config.data, features)
+
+    @staticmethod
+    def values_of(config: ExperimentConfig) -> StreamValues:
+        return stream_values(config.data)
+
+    @staticmethod
+    def without_values(config: ExperimentConfig) -> ExperimentConfig:
+        """The settings with the stream's `VALUES` at their defaults (their number of generators kept)."""
+        n = len(config.data.mixture)
+        blank = {"mixture": (1.0,) * n, "burstiness": (1,) * n, "distractors": (True,) * n, "zipf": 0.0, "noise": 0.0,
+                 "schedule": ()}
+        return config.model_copy(update={"data": config.data.model_copy(update=blank)})
+
+    def with_values(self, values: StreamValues, configs: list[ExperimentConfig] | None = None) -> "FewShot":
+        """This task drawing with another run's stream values; with `configs`, taking every path any of
+        those runs needs (a program of several runs)."""
+        task = eqx.tree_at(lambda t: t.values, self, values)
+        if configs is None:
+            return task
+        paths = frozenset().union(*(stream_paths(c.data) for c in configs))
+        return FewShot(task.features, task.train_label_sets, task.heldout_label_sets, task.values, task.config, paths)
+
+    def at(self, sequences: jax.Array) -> "FewShot":
+        return eqx.tree_at(lambda t: t.values, self, self.values.at(sequences))
+
+    @staticmethod
+    def settings_at(config: ExperimentConfig, sequences: int) -> dict[str, float]:
+        """Each scheduled data value in effect from `sequences` on, as `data.KEY` (one per generator,
+        `data.KEY[i]`, for a per-generator setting of several generators)."""
+        keys = dict.fromkeys(c.key for c in config.data.schedule)
+        now = next(c for start, c in reversed(config.data.segments()) if start <= sequences)
+        out = {}
+        for key in keys:
+            value = getattr(now, key)
+            if not isinstance(value, tuple):
+                out[f"data.{key}"] = float(value)
+            elif len(config.data.mixture) == 1:
+                out[f"data.{key}"] = float(value[0])
+            else:
+                gens = len(config.data.mixture)
+                out.update({f"data.{key}[{i + 1}]": float(value[i if len(value) > 1 else 0]) for i in range(gens)})
+        return out
 
     @staticmethod
     def reading(config: ExperimentConfig) -> Reading:
@@ -203,47 +303,78 @@ class FewShot(Task):
             labels = labels.at[jnp.arange(batch), at].set(labels[:, -1])
         return {"classes": classes, "exemplar_ids": ex, "labels": labels}
 
+    def _stream(self, draw: Draw) -> tuple[list, list, jax.Array, jax.Array, frozenset[str]]:
+        """Per generator its burstiness and distractors, the weights, the Zipf exponent, and the paths
+        a draw may take: the stream's traced values for a `stream` draw, else the draw's constants."""
+        if draw.stream:
+            v, g = self.values, len(draw.generators)
+            zipf = v.zipf[0] if draw.ranked else jnp.float32(0.0)
+            return ([v.burstiness[0, i] for i in range(g)], [v.distractors[0, i] for i in range(g)], v.weights[0],
+                    zipf, self.paths)
+        gens = draw.generators
+        paths = {"general"} if draw.zipf or not all(x.distinct(self.config.pairs) for x in gens) else set()
+        paths |= {"absent"} if not draw.always_present(self.config.pairs) else set()
+        return ([x.burstiness for x in gens], [x.distractors for x in gens], jnp.asarray(draw.weights, jnp.float32),
+                draw.zipf, frozenset(paths))
+
     def _classes(self, k_cls: jax.Array, k_q: jax.Array, draw: Draw, nc: int, batch: int) -> jax.Array:
         """(B, P+1) class indices within the set's split (the query last): one generator's, or per
         sequence one generator drawn by weight (the paper's `get_mixed_seq_idxs`)."""
+        bs, ds, weights, zipf, paths = self._stream(draw)
+        rests = [g.rest for g in draw.generators]
         if len(draw.generators) == 1:
-            return self._generate(draw.generators[0], k_cls, k_q, draw.zipf, nc, batch)
+            return self._generate(rests[0], bs[0], ds[0], k_cls, k_q, zipf, nc, batch, paths)
         keys = jax.random.split(k_cls, len(draw.generators) + 1)
-        each = jnp.stack([self._generate(g, *jax.random.split(keys[i]), draw.zipf, nc, batch)
-                          for i, g in enumerate(draw.generators)])  # (G, B, P+1)
-        which = jax.random.categorical(keys[-1], jnp.log(jnp.asarray(draw.weights, jnp.float32)), shape=(batch,))
+        each = jnp.stack([self._generate(rests[i], bs[i], ds[i], *jax.random.split(keys[i]), zipf, nc, batch, paths)
+                          for i in range(len(rests))])  # (G, B, P+1)
+        which = jax.random.categorical(keys[-1], jnp.log(weights), shape=(batch,))
         return each[which, jnp.arange(batch)]
 
-    def _generate(self, gen: Generator, k_a: jax.Array, k_b: jax.Array, zipf: float, nc: int, batch: int) -> jax.Array:
+    def _generate(self, rest: str, burstiness, distractors, k_a: jax.Array, k_b: jax.Array, zipf, nc: int, batch: int,
+                  paths: frozenset[str]) -> jax.Array:
         """One generator's (B, P+1) class indices: the query's class drawn by weight (rank^-zipf), the
-        distractor by weight among the others, the rest as the generator says, in random order."""
+        distractor by weight among the others, the rest as the generator says, in random order.
+        `burstiness`, `distractors` and `zipf` may be traced: the context is then filled by position
+        (the first b items the query's class, the next d the distractor's, the rest after them) before
+        its shuffle, and the draw before these settings is chosen where they ask for it."""
         p = self.config.pairs
         rows = jnp.arange(batch)
-        if gen.distinct(p) and zipf == 0:  # the stream as it was drawn before these settings, bit for bit
+
+        def before(_):  # the stream as it was drawn before these settings, bit for bit
             cls = jax.vmap(lambda k: jax.random.choice(k, nc, (p,), replace=False))(jax.random.split(k_a, batch))
             q = jax.random.randint(k_b, (batch,), 0, p)
             return jnp.concatenate([cls, cls[rows, q][:, None]], axis=1)
-        n_q, n_d, n_rest = gen.counts(p)
-        logw = -zipf * jnp.log(jnp.arange(1, nc + 1, dtype=jnp.float32))  # (nc,)
-        k_query, k_dis, k_rest = jax.random.split(k_a, 3)
-        query = jax.random.categorical(k_query, logw, shape=(batch,))
-        taken = jnp.arange(nc)[None] == query[:, None]  # (B, nc)
-        parts = [jnp.broadcast_to(query[:, None], (batch, n_q))]
-        if n_d:
+
+        if "general" not in paths:
+            return before(None)
+        b = jnp.asarray(burstiness, jnp.int32)
+        d = jnp.where(jnp.asarray(distractors) & (b > 0), b, 0)
+        n_rest = p - b - d
+
+        def general(_):
+            logw = -jnp.asarray(zipf, jnp.float32) * jnp.log(jnp.arange(1, nc + 1, dtype=jnp.float32))  # (nc,)
+            k_query, k_dis, k_rest = jax.random.split(k_a, 3)
+            query = jax.random.categorical(k_query, logw, shape=(batch,))
+            taken = jnp.arange(nc)[None] == query[:, None]  # (B, nc)
             dis = jax.random.categorical(k_dis, jnp.where(taken, -jnp.inf, logw), axis=-1)
-            taken = taken | (jnp.arange(nc)[None] == dis[:, None])
-            parts.append(jnp.broadcast_to(dis[:, None], (batch, n_d)))
-        if n_rest:
+            taken = taken | ((jnp.arange(nc)[None] == dis[:, None]) & (d > 0))
             masked = jnp.where(taken, -jnp.inf, logw)
-            if gen.rest == "unique":  # without replacement, by weight: the top of Gumbel-perturbed log-weights
-                parts.append(jax.lax.top_k(masked + jax.random.gumbel(k_rest, (batch, nc)), n_rest)[1])
+            if rest == "unique":  # without replacement, by weight: the top of Gumbel-perturbed log-weights
+                others = jax.lax.top_k(masked + jax.random.gumbel(k_rest, (batch, nc)), p)[1]
             else:
-                logits = masked if gen.rest == "no_support" else jnp.broadcast_to(logw, (batch, nc))
-                parts.append(jax.random.categorical(k_rest, logits[:, None, :], axis=-1, shape=(batch, n_rest)))
-        context = jnp.concatenate(parts, axis=1)
-        order = jnp.argsort(jax.random.uniform(k_b, (batch, p)), axis=1)  # a random order per sequence
-        context = jnp.take_along_axis(context, order, axis=1)
-        return jnp.concatenate([context, query[:, None]], axis=1).astype(jnp.int32)
+                logits = masked if rest == "no_support" else jnp.broadcast_to(logw, (batch, nc))
+                others = jax.random.categorical(k_rest, logits[:, None, :], axis=-1, shape=(batch, p))
+            i = jnp.arange(p)[None]
+            rest_items = jnp.take_along_axis(others, jnp.clip(i - b - d, 0, p - 1), axis=1)
+            context = jnp.where(i < b, query[:, None], jnp.where(i < b + d, dis[:, None], rest_items))
+            order = jnp.argsort(jax.random.uniform(k_b, (batch, p)), axis=1)  # a random order per sequence
+            context = jnp.take_along_axis(context, order, axis=1)
+            return jnp.concatenate([context, query[:, None]], axis=1).astype(jnp.int32)
+
+        if isinstance(burstiness, int) and isinstance(distractors, bool) and isinstance(zipf, float):  # constants
+            return before(None) if Generator(burstiness, distractors, rest).distinct(p) and zipf == 0 else general(None)
+        distinct = (b == 1) & ((rest == "unique") | (n_rest == 0)) & (zipf == 0)
+        return jax.lax.cond(distinct, before, general, None)
 
     def _labels(self, k_lab: jax.Array, k_perm: jax.Array, draw: Draw, classes: jax.Array) -> jax.Array:
         """(B, P+1) labels: each class's fixed label (its index mod L), or per sequence a label set in
@@ -263,7 +394,7 @@ class FewShot(Task):
         labels = jnp.take_along_axis(order, first, axis=1)
         present = context == classes[:, -1:]
         query = labels[rows, jnp.argmax(present, axis=1)]
-        if not draw.always_present(p):
+        if "absent" in self._stream(draw)[4]:
             shown = jax.nn.one_hot(labels, cfg.labels).max(axis=1) > 0  # (B, L)
             free = jax.random.categorical(jax.random.fold_in(k_lab, 1), jnp.where(shown & ~shown.all(-1, keepdims=True), -jnp.inf, 0.0))
             query = jnp.where(present.any(axis=1), query, free)
@@ -273,9 +404,10 @@ class FewShot(Task):
         """A batch of `which`: `exemplars` (B, P+1, F), `labels` (B, P+1), `classes` (B, P+1); with
         `data.noise`, Gaussian noise of that std on every exemplar (the paper's --noise_scale_train)."""
         out = self.gather(self.sample_indices(key, which, batch))
-        if self.config.noise > 0:
+        if "noise" in self.paths:
+            scale = self.values.noise[0]
             noise = jax.random.normal(jax.random.fold_in(key, 1), out["exemplars"].shape)
-            out = {**out, "exemplars": out["exemplars"] + self.config.noise * noise}
+            out = {**out, "exemplars": jnp.where(scale > 0, out["exemplars"] + scale * noise, out["exemplars"])}
         return out
 
     def gather(self, index: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -418,7 +550,8 @@ def make_task(cfg: DataConfig, features: np.ndarray | None = None) -> FewShot:
             check_shape(cfg, features, cfg.source)
     # a stream of fixed labels reads label sets only in its relabelled evaluation sets: a sample will do
     train, held = label_sets(cfg.labels, cfg.pairs, cfg.heldout_label_fraction, cfg.seed, sample=not cfg.relabel)
-    return FewShot(jnp.asarray(features, jnp.float32), jnp.asarray(train), jnp.asarray(held), cfg)
+    return FewShot(jnp.asarray(features, jnp.float32), jnp.asarray(train), jnp.asarray(held),
+                   jax.tree.map(jnp.asarray, stream_values(cfg)), cfg, stream_paths(cfg))
 
 
 def check_shape(cfg: DataConfig, features: np.ndarray, path: str) -> None:

@@ -21,7 +21,7 @@ from ..config import ExperimentConfig, SeedConfig
 from ..measures import measures_fn
 from ..model.overrides import Context, Forward, as_forward
 from ..model.protocol import Intervenable, ModelSource, check_sites, declared, factory, layer_count
-from ..tasks import Task, build_task, eval_sets, layout
+from ..tasks import Task, build_task, eval_sets, layout, task_class
 from ..tasks.records import TRAIN, record_key, set_key
 from .restore import make_optimizer, new_model
 
@@ -34,23 +34,29 @@ read weights)."""
 
 
 def sweep_key(config: ExperimentConfig) -> ExperimentConfig:
-    """The settings that must agree for runs to share one program (all but seeds and learning rate)."""
+    """The settings that must agree for runs to share one program: all but seeds, learning rate and
+    the values the task draws as traced arrays (`Task.values_of`: the few-shot stream's burstiness,
+    Zipf exponent, noise, mixture weights and their schedules)."""
+    config = task_class(config).without_values(config)
     return config.model_copy(update={"seed": SeedConfig(), "train": config.train.model_copy(update={"lr": 1.0})})
 
 
 def program_key(plan, config: ExperimentConfig | None = None) -> tuple:
     """What must agree for runs, or plans scored on one model, to share one compiled program: the
-    plan's tree structure and leaf shapes, and with `config` its settings but seeds and learning rate
-    (`sweep_key`). Equal keys, one program."""
+    plan's tree structure and leaf shapes, and with `config` its settings but seeds, learning rate and
+    the task's values (`sweep_key`), and the shapes of those values. Equal keys, one program."""
     leaves, structure = jax.tree.flatten(plan)
     shapes = (structure, tuple(jnp.shape(x) for x in leaves))
-    return shapes if config is None else (sweep_key(config).model_dump_json(), *shapes)
+    if config is None:
+        return shapes
+    values = tuple(np.shape(x) for x in jax.tree.leaves(task_class(config).values_of(config)))
+    return (sweep_key(config).model_dump_json(), values, *shapes)
 
 
 def program_groups(plans: list, configs: list[ExperimentConfig]) -> list[list[int]]:
     """The runs (indices) that train together, one list per program in the order they train: equal
     `program_key`s share one program; different interventions (another verb, site or pass) or
-    settings other than seeds and learning rate make another program, trained after it."""
+    settings other than seeds, learning rate and the task's values make another program, trained after it."""
     groups: dict[tuple, list[int]] = {}
     for i, (plan, config) in enumerate(zip(plans, configs)):
         groups.setdefault(program_key(plan, config), []).append(i)
@@ -58,7 +64,7 @@ def program_groups(plans: list, configs: list[ExperimentConfig]) -> list[list[in
 
 
 PROGRAMS_NOTE = ("runs share one program only when their interventions have the same structure and their "
-                 "settings differ in seeds and train.lr alone")
+                 "settings differ in seeds, train.lr and data values (not shapes) alone")
 """Why runs of one `opto run` train in several programs, one after another."""
 
 
@@ -86,6 +92,8 @@ class Program:
     sharding: Any = None
     init_model: Callable[[jax.Array], Intervenable] | None = None
     """A model of one's own as a factory `key -> model`; None builds the built-in `new_model`."""
+    task_values: Any = None
+    """Each member's `Task.values_of`, member-stacked: the values the task draws as traced arrays."""
     _chunks: dict[int, Callable] = field(default_factory=dict)
     _trains: dict[int, Callable] = field(default_factory=dict)
     _evaluate: Callable | None = None
@@ -155,7 +163,7 @@ class Program:
         return self._evaluate
 
     def train_steps(self, n_steps: int) -> Callable:
-        """`(states, forward_arrays, data_keys, task) -> (states, metrics)`: `n_steps` training steps
+        """`(states, forward_arrays, data_keys, task_values, task) -> (states, metrics)`: `n_steps` training steps
         per member fused with `lax.scan` in one jitted program, without evaluation (a chunk ends
         with one; a kept series point inside a chunk splits its training here)."""
         if n_steps in self._trains:
@@ -163,7 +171,8 @@ class Program:
         batch_size = self.config.train.batch
         optimizer = make_optimizer(self.config)
 
-        def run(state, arrays, data_key, task):
+        def run(state, arrays, data_key, values, task):
+            task = task.with_values(values)
             forward = self.forward(arrays)
             weights = getattr(forward, "weights", None)  # a compiled spec's freeze, lr_scale and reinit statements
             model, opt_state, step0 = state
@@ -177,8 +186,8 @@ class Program:
 
             def one(carry, _):
                 params, opt_state, step = carry
-                batch = task.sample(jax.random.fold_in(data_key, step), TRAIN, batch_size)
                 ctx = Context(sequences=step * batch_size, training=True)
+                batch = task.at(ctx.sequences).sample(jax.random.fold_in(data_key, step), TRAIN, batch_size)
                 if weights is not None:
                     params, opt_state = weights.reinit(params, opt_state, fresh, ctx.sequences, batch_size)
                 (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, ctx)
@@ -192,11 +201,11 @@ class Program:
             metrics = {"train_loss": losses.mean(), "train_accuracy": accs.mean(), "finite": jnp.all(jnp.isfinite(losses))}
             return (eqx.combine(params, static), opt_state, step), metrics
 
-        self._trains[n_steps] = eqx.filter_jit(eqx.filter_vmap(run, in_axes=(0, 0, 0, None)))
+        self._trains[n_steps] = eqx.filter_jit(eqx.filter_vmap(run, in_axes=(0, 0, 0, 0, None)))
         return self._trains[n_steps]
 
     def chunk(self, n_steps: int) -> Callable:
-        """`(states, forward_arrays, data_keys, task, eval_batches) -> (states, metrics)`: `n_steps`
+        """`(states, forward_arrays, data_keys, task_values, task, eval_batches) -> (states, metrics)`: `n_steps`
         training steps (`train_steps`), then the evaluation in another program (`evaluate_all`).
         Fused into the training program and sharded over two CPU devices, the evaluation came out
         wrong for chunks of about 100 steps and more under jaxlib 0.10.2 (tests/test_sweep.py holds
@@ -206,8 +215,8 @@ class Program:
         train = self.train_steps(n_steps)
         evaluate = self.evaluate_all()
 
-        def fn(states, arrays, data_keys, task, eval_batches):
-            states, metrics = train(states, arrays, data_keys, task)
+        def fn(states, arrays, data_keys, task_values, task, eval_batches):
+            states, metrics = train(states, arrays, data_keys, task_values, task)
             return states, {**evaluate(states, arrays, task, eval_batches), **metrics}
 
         self._chunks[n_steps] = fn
@@ -218,7 +227,7 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
                   measures: Measures | None = None, model: ModelSource | None = None) -> Program:
     """Assemble task, evaluation sets and member-stacked forwards for runs that share shapes.
 
-    `configs` may differ only in seeds and learning rate (see `sweep_key`); `forwards` are
+    `configs` may differ only in seeds, learning rate and the task's values (see `sweep_key`); `forwards` are
     overrides builders, Forwards or None, one per config (or one for all), whose static parts agree.
     `model` is a model of one's own (an instance, or a factory `key -> model`) in place of the
     built-in transformer; its forward must record the sites it declares (`check_sites`).
@@ -232,21 +241,30 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
     forwards = [as_forward(f) for f in forwards]
     config = configs[0]
     if any(sweep_key(c) != sweep_key(config) for c in configs):
-        raise ValueError("runs of one program may differ only in seeds and learning rate")
+        raise ValueError("runs of one program may differ only in seeds, learning rate and the task's values")
     parts = [eqx.partition(f, eqx.is_array) for f in forwards]
     static = parts[0][1]
     if any(jax.tree.structure(f) != jax.tree.structure(forwards[0]) for f in forwards):
         raise ValueError("runs of one program need interventions of the same structure")
     forward_arrays = jax.tree.map(lambda *xs: jnp.stack(xs), *[p[0] for p in parts]) if parts[0][0] is not None else None
     task = build_task(config, features)
+    values = [jax.tree.map(jnp.asarray, type(task).values_of(c)) for c in configs]
+    if len({jax.tree.structure(v) for v in values}) > 1 or len({tuple(jnp.shape(x) for x in jax.tree.leaves(v)) for v in values}) > 1:
+        raise ValueError("runs of one program need data values of the same shapes (as many generators and segments)")
+    task = task.with_values(values[0], configs)
 
-    def batches(cfg):
+    def batches(cfg, vals):
         key = jax.random.PRNGKey(cfg.seed.eval)
-        return {name: task.sample(jax.random.fold_in(key, i), name, cfg.eval.sequences) for i, name in enumerate(eval_sets(cfg))}
+        own = task.with_values(vals)
+        return {name: own.sample(jax.random.fold_in(key, i), name, cfg.eval.sequences) for i, name in enumerate(eval_sets(cfg))}
 
-    shared_eval = len({c.seed.eval for c in configs}) == 1
-    eval_batches = batches(config) if shared_eval else jax.tree.map(lambda *xs: jnp.stack(xs), *[batches(c) for c in configs])
-    steps_per_eval = max(1, round(config.eval.every / config.train.batch))
+    same_values = all(all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(values[0])))
+                      for v in values)
+    shared_eval = len({c.seed.eval for c in configs}) == 1 and same_values
+    eval_batches = (batches(config, values[0]) if shared_eval
+                    else jax.tree.map(lambda *xs: jnp.stack(xs), *[batches(c, v) for c, v in zip(configs, values)]))
+    every = config.eval.every
+    steps_per_eval = max(1, round(every / config.train.batch)) if isinstance(every, int) else 1  # a list: `series.eval_steps`
     layers = config.model.layers
     if model is not None:
         lay = layout(config)
@@ -266,6 +284,7 @@ def build_program(configs: ExperimentConfig | list[ExperimentConfig], forwards=N
     program = Program(configs, static, forward_arrays, task, eval_batches, shared_eval, hook, steps_per_eval, sharding,
                       init_model=factory(model) if model is not None else None)
     program.forward_arrays = program.place(forward_arrays)
+    program.task_values = program.place(jax.tree.map(lambda *xs: jnp.stack(xs), *values))
     if not shared_eval:
         program.eval_batches = program.place(eval_batches)
     return program

@@ -56,6 +56,16 @@ def kept_steps(config: ExperimentConfig) -> list[int]:
     return sorted({-(-s // t.batch) for s in keep_points(t.keep, t.steps * t.batch)})
 
 
+def eval_steps(config: ExperimentConfig) -> list[int] | None:
+    """The training steps after which the run evaluates when `eval.every` lists points or gives a
+    rule (read as `train.keep` is, rounded up to whole steps), always with the run's last step; None
+    for one interval (every `eval.every` sequences, the trainer's fixed chunks)."""
+    t, every = config.train, config.eval.every
+    if isinstance(every, int):
+        return None
+    return sorted({-(-s // t.batch) for s in keep_points(every, t.steps * t.batch) if s > 0} | {t.steps})
+
+
 def series_dir(run_dir: Path) -> Path:
     return Path(run_dir) / rundir.SERIES
 

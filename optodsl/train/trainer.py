@@ -17,6 +17,7 @@ from typing import Callable
 
 import equinox as eqx
 import jax
+import numpy as np
 import jax.numpy as jnp
 
 from ..config import ExperimentConfig
@@ -77,6 +78,11 @@ def _records(metrics: dict[str, jax.Array], step: int, batch: int, members: int)
     return out
 
 
+def _pieces(k: int) -> list[int]:
+    """`k` steps as powers of two, largest first (13: 8, 4, 1)."""
+    return [1 << b for b in reversed(range(k.bit_length())) if k >> b & 1]
+
+
 def _joined(parts: list[tuple[int, dict]], steps: int) -> dict[str, jax.Array]:
     """The training metrics of a chunk whose training ran in parts (split at kept series points):
     the step-weighted mean loss and accuracy, finite only if every part was."""
@@ -114,7 +120,7 @@ def train_sweep(
     written to its own run directory and resumed from its checkpoint.
 
     Args:
-        configs: one per run; they may differ in seeds and learning rate only.
+        configs: one per run; they may differ in seeds, learning rate and the task's values only.
         forwards: one per run (overrides builders, Forwards or None) with the same structure.
         run_dirs: where each run's config, metrics.jsonl, summary.json, checkpoints and curves.png go.
         stop_after_chunks: stop (as if killed) after this many evaluation chunks; for tests.
@@ -149,6 +155,7 @@ def train_sweep(
             saved_step = step
         metrics = [runfiles.resume_metrics(path, step) for path in paths]
     kept = series.kept_steps(config) if paths is not None else []
+    evals = series.eval_steps(config)
     manifests = [series.resume(path, step) for path in paths] if kept else []
     if paths is not None and step >= total_steps and all(runfiles.is_complete(p) for p in paths):
         return [_finished(path, metrics[i], jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, state[0]))
@@ -159,6 +166,7 @@ def train_sweep(
 
     def emit(records: list[dict]) -> None:
         for i, record in enumerate(records):
+            record.update(type(program.task).settings_at(configs[i], record["sequences"]))
             metrics[i].append(record)
             if paths is not None:
                 runfiles.append_metrics(paths[i], record)
@@ -196,17 +204,23 @@ def train_sweep(
             t0 = time.perf_counter()
             keys = program.data_keys()
             while step < total_steps:
-                k = min(program.steps_per_eval, total_steps - step)
+                if evals is None:
+                    k, cuts = min(program.steps_per_eval, total_steps - step), set()
+                else:  # listed points: the gap's training in pieces of powers of two, so few lengths compile
+                    k = next(s for s in evals if s > step) - step
+                    cuts = {step + int(c) for c in np.cumsum(_pieces(k))[:-1]}
                 # a kept series point inside the chunk splits its training there (the evaluation stays at its end)
-                cuts = [s for s in kept if step < s < step + k]
+                cuts = sorted(cuts | {s for s in kept if step < s < step + k})
                 reached, parts, at, new_state = [], [], step, state
                 for cut in cuts:
-                    new_state, part = program.train_steps(cut - at)(new_state, program.forward_arrays, keys, program.task)
+                    new_state, part = program.train_steps(cut - at)(new_state, program.forward_arrays, keys, program.task_values,
+                                                                          program.task)
                     parts.append((cut - at, part))
-                    reached.append((cut, new_state))
+                    if cut in kept:
+                        reached.append((cut, new_state))
                     at = cut
-                new_state, out = program.chunk(step + k - at)(new_state, program.forward_arrays, keys, program.task,
-                                                              program.eval_batches)
+                new_state, out = program.chunk(step + k - at)(new_state, program.forward_arrays, keys, program.task_values,
+                                                              program.task, program.eval_batches)
                 if parts:
                     out = {**out, **_joined([*parts, (step + k - at, out)], k)}
                 if step + k in kept:
