@@ -67,3 +67,45 @@ def test_the_release_map_gives_each_k_its_mean_and_range_over_seeds_beside_the_u
     assert (f"| clamp_prev_token | 20,000 | 2 | {same('0.500')} | {same('0.920')} | {same('0.920')} | 45k (40k-50k) | "
             f"{same('0.990')} |") in lines
     assert "no clamp: train accuracy 0.9 at 50k (45k-55k) (2 runs)" in lines and (tmp_path / "map.png").stat().st_size > 0
+
+
+SEED_RUNGS = {"release_prev_token_seeds": ("clamp", "L1.H2.pattern"), "release_prev_token_stopgrad_seeds": ("stopgrad", "L1.H2.pattern"),
+              "release_match_seeds": ("clamp", "L2.H{h}.pattern"), "release_match_stopgrad_seeds": ("stopgrad", "L2.H{h}.pattern"),
+              "release_copy_seeds": ("copy", "logits")}
+STRONGEST = {5: 1, 6: 3, 7: 2}  # each seed's strongest layer-2 head, as specs/paper/fig5b_strongest_seeds.opto
+
+
+@pytest.mark.parametrize("rung", sorted(SEED_RUNGS))
+def test_each_three_seed_rung_releases_at_each_k_on_each_seed_with_that_seeds_strongest_head(rung):
+    from typer.testing import CliRunner
+
+    from optodsl.cli import app
+
+    explained = CliRunner().invoke(app, ["explain", f"specs/beyond/{rung}.opto", "--json"])
+    assert explained.exit_code == 0, explained.output
+    runs = json.loads(explained.stdout)
+    assert len(runs) == 24
+    verb, site = SEED_RUNGS[rung]
+    released = set()
+    for run in runs:
+        seed, h = int(run["bindings"]["seed"]), int(run["bindings"]["h"])
+        assert STRONGEST[seed] == h
+        (action,) = [a for a in run["interventions"] if a["verb"] == verb]
+        assert action["site"] == site.format(h=h)
+        released.add((seed, action["schedule"]))
+        ablated = [a for a in run["interventions"] if a["verb"] == "ablate"]
+        if rung != "release_copy_seeds":  # only the seed's strongest layer-2 head on, as in Figure 5b's ladder
+            assert {a["site"] for a in ablated} == {f"L2.H{x}.v" for x in range(8) if x != h}
+        else:
+            assert not ablated
+    assert released == {(s, f"0..{k}") for s in STRONGEST for k in K}
+
+
+def test_a_stopgrad_rung_is_drawn_in_grey_and_named_for_the_clamp_rung_whose_side_effect_it_keeps():
+    from optodsl.report.figures import _rung_style
+
+    style, held = _rung_style("stopgrad_prev_token")
+    clamp, clamp_held = _rung_style("clamp_prev_token")
+    assert (held, clamp_held) == ("gradient stopped", "clamp held")
+    assert style.color == "dimgrey" and style.name == f"gradient stop only ({clamp.name.removeprefix('clamp ')})"
+    assert clamp.color == "orange"

@@ -720,6 +720,15 @@ def first_at(run: Run, threshold: float, after: int = 0) -> float:
     return hit[0] if hit else math.nan
 
 
+def _rung_style(rung: str) -> tuple[PaperCurve, str]:
+    """A rung's colour and name, and what is held for the first k sequences: a `stopgrad_` rung is its
+    clamp rung's gradient stop alone, drawn in grey beside it."""
+    if rung.startswith("stopgrad_"):
+        clamp = PAPER_CURVES.get(("fig5b", "clamp_" + rung.removeprefix("stopgrad_")), PaperCurve("black", rung))
+        return PaperCurve("dimgrey", f"gradient stop only ({clamp.name.removeprefix('clamp ')})"), "gradient stopped"
+    return PAPER_CURVES.get(("fig5b", rung), PaperCurve("black", rung)), "clamp held"
+
+
 def release_map_figure(rungs: dict[str, list[tuple[int, Run]]], references: list[Run] | tuple[Run, ...] = (),
                        threshold: float = 0.9) -> Figure:
     """The release-time map: per rung (a column, in its Figure 5b colour), train accuracy of the runs
@@ -730,7 +739,7 @@ def release_map_figure(rungs: dict[str, list[tuple[int, Run]]], references: list
     axes = fig.subplots(2, len(rungs), squeeze=False)
     ref_hits = np.array([first_at(r, threshold) for r in references], dtype=float)
     for col, (rung, released) in enumerate(rungs.items()):
-        style = PAPER_CURVES.get(("fig5b", rung), PaperCurve("black", rung))
+        style, held = _rung_style(rung)
         top, bottom = axes[0, col], axes[1, col]
         by_k: dict[int, list[Run]] = {}
         for k, run in released:
@@ -765,12 +774,15 @@ def release_map_figure(rungs: dict[str, list[tuple[int, Run]]], references: list
             if len(ref_hits) > 1:
                 bottom.axhspan(ref_hits.min(), ref_hits.max(), color="black", alpha=0.08, lw=0)
         bottom.plot(ks, ks, color="grey", ls=":", lw=1.0, label="the release (k)")
-        bottom.set(xscale="log", xlabel="clamp held for the first k sequences",
+        bottom.set(xscale="log", xlabel=f"{held} for the first k sequences",
                    ylabel=f"sequences trained (from the start) at train accuracy {threshold}")
         for ax in (top, bottom):
             ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
             ax.grid(alpha=0.3)
         bottom.yaxis.set_major_formatter(FuncFormatter(format_sequences))
         bottom.legend(fontsize=7)
+    highest = max(ax.get_ylim()[1] for ax in axes[1])
+    for ax in axes[1]:
+        ax.set_ylim(0, highest)  # one scale across the rungs, so their times compare by eye
     fig.suptitle("Release-time map: each Figure 5b rung clamped for the first k sequences, then released")
     return fig

@@ -101,9 +101,15 @@ r=runs
 "$opto" toy --out fig5a_toy
 
 # 5. Beyond the paper: the release-time map (docs/reproduction.md, "Beyond the paper").
+#    One seed with seed 5's L2.H3 (release_map.png), then each rung on seeds 5-7 with each seed's
+#    strongest head, beside the gradient-stop twins of the first two rungs (release_map_seeds.png,
+#    drawn from the committed records in step 6).
 mapfile -t release < <(for rung in release_prev_token release_match release_copy; do printf '%s\n' "$beyond/$rung.opto"; done)
 run "${release[@]}" "$@"
 "$python" "$beyond/plot_release_map.py" runs --reference runs/fig5b/fig5b-only_h3 --out release_map.png
+seeded=(release_prev_token_seeds release_prev_token_stopgrad_seeds release_match_seeds release_match_stopgrad_seeds release_copy_seeds)
+mapfile -t release < <(for rung in "${seeded[@]}"; do printf '%s\n' "$beyond/$rung.opto"; done)
+run "${release[@]}" "$@"
 
 # 6. Committed records (docs/reproduction/records/) of the runs whose tables docs/reproduction.md
 #    generates, then the page's generated tables and their figures (`opto docs`). Figure 3's seed-5
@@ -114,6 +120,10 @@ cp -r runs/fig4a_over_training_seeds/fig4a_over_training_seeds-seed5 record-sour
 rm -rf record-sources/fig3_baseline_seed5/series record-sources/fig3_baseline_seed5/llc.json
 "$opto" analyze record-sources/fig3_baseline_seed5 --sequences all --only heads --only groups --only paths \
     --only composition > eval/analysis-fig3_baseline_seed5.txt
-"$opto" record runs/fig4a_over_training_seeds runs/fig5b_strongest_seeds record-sources/fig3_baseline_seed5 --out "$records"
+"$opto" record runs/fig4a_over_training_seeds runs/fig5b_strongest_seeds record-sources/fig3_baseline_seed5 \
+    "${seeded[@]/#/runs/}" --out "$records"
 (cd "$here/../.." && "$opto" docs docs/reproduction.md)
+only="$records/fig5b_strongest_seeds/fig5b_strongest_seeds-only_strongest"
+"$python" "$beyond/plot_release_map.py" "$records" --reference "$only-seed5-h1" "$only-seed6-h3" "$only-seed7-h2" \
+    --out "$here/../../docs/figures/release_map_seeds.png"
 echo "reports: $out/*/report.md"
