@@ -120,7 +120,7 @@ cp -r runs/fig4a_over_training_seeds/fig4a_over_training_seeds-seed5 record-sour
 rm -rf record-sources/fig3_baseline_seed5/series record-sources/fig3_baseline_seed5/llc.json
 "$opto" analyze record-sources/fig3_baseline_seed5 --sequences all --only heads --only groups --only paths \
     --only composition > eval/analysis-fig3_baseline_seed5.txt
-"$opto" record runs/fig4a_over_training_seeds runs/fig5b_strongest_seeds record-sources/fig3_baseline_seed5 \
+"$opto" record runs/fig4a_over_training_seeds runs/fig5b_strongest_seeds runs/fig5b record-sources/fig3_baseline_seed5 \
     "${seeded[@]/#/runs/}" --out "$records"
 (cd "$here/../.." && "$opto" docs docs/reproduction.md)
 only="$records/fig5b_strongest_seeds/fig5b_strongest_seeds-only_strongest"
