@@ -7,7 +7,7 @@ on the same sequences (`analysis.evaluate`). Schedules see the checkpoint's sequ
 same runs are scored at every kept point of the run's checkpoint series, as one program over the
 points (`evaluate_spec_over_training`, written as `eval_series.json`); a sweep's runs whose networks
 stack, as one program over members and points (`evaluate_runs_over_training`).
-A spec whose data or seed settings differ from the run's still scores, with one warning line:
+A spec whose data or seed settings (but the initialisation seed) differ from the run's still scores, with one warning line:
 its sequences are then not those the run trained and was evaluated on.
 """
 
@@ -33,12 +33,17 @@ DATA_SETTINGS = ("data.", "task.", "seed.")
 """Prefixes of the settings that decide which sequences a network meets (the feature table, the class,
 exemplar and label splits, the task, the seeds); `architecture_difference` already refuses some."""
 
+NOT_DATA = ("seed.init",)
+"""Settings under those prefixes that decide no sequence: the initialisation seed (a sweep over seeds
+evaluated under one spec meets the same sequences in every member)."""
+
 
 def data_difference(mine: ExperimentConfig, run: ExperimentConfig) -> tuple[str, str] | None:
     """The data and seed settings in which a spec's run differs from the checkpoint's run, other than
     the architecture's: (the spec's, the run's) as `key = value` lists, or None when they agree."""
     a, b = flat_settings(mine), flat_settings(run)
-    keys = [k for k in a if k.startswith(DATA_SETTINGS) and k not in ARCHITECTURE_SETTINGS and a[k] != b.get(k)]
+    keys = [k for k in a if k.startswith(DATA_SETTINGS) and k not in ARCHITECTURE_SETTINGS + NOT_DATA
+            and a[k] != b.get(k)]
     if not keys:
         return None
     return ", ".join(f"{k} = {a[k]}" for k in keys), ", ".join(f"{k} = {b.get(k)}" for k in keys)
