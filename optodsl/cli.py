@@ -503,7 +503,8 @@ def llc(
 @app.command("eval")
 def eval_(
     spec: Path = typer.Argument(..., help="the spec whose interventions to score the checkpoint under"),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="a run directory written by opto run (its latest checkpoint)"),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="a run directory written by opto run (its latest checkpoint; "
+                                    "with --over-training, also a folder of runs: a sweep)"),
     sequences: str = typer.Option("all", "--sequences", help="sequences per evaluation set, or 'all' (the training "
                                                             "set's every distinct sequence, 10,000 of each other set)"),
     seed: int = typer.Option(0, "--seed", help="seed of the sampled sequences"),
@@ -512,8 +513,8 @@ def eval_(
                                                                 "context only, instead of over every label"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
     over_training: bool = typer.Option(False, "--over-training", help="score every kept point of the run's checkpoint "
-                                       "series (set train.keep) and its latest checkpoint as one program; writes "
-                                       "RUN_DIR/eval_series.json"),
+                                       "series (set train.keep) and its latest checkpoint as one program (a folder's runs "
+                                       "whose networks stack, together); writes each run's eval_series.json"),
 ) -> None:
     """Score a trained network under each run of a spec (its variants and sweep members, their
     interventions only) on the evaluation sets, without training. The spec's model settings must

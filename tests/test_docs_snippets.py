@@ -182,6 +182,9 @@ def test_series_page_runs_as_printed(tmp_path, monkeypatch):
     for name in ("analysis_series.json", "eval_series.json"):
         assert [p["sequences"] for p in json.loads((tmp_path / "runs" / "series" / name).read_text())["points"]] == [320, 640]
     assert (tmp_path / "reports" / "series" / "ablation_over_training.png").is_file()
+    for seed in (1, 2):  # a sweep's folder, evaluated over training in one program
+        written = json.loads((tmp_path / "runs" / "seeds" / f"seeds-seed{seed}" / "eval_series.json").read_text())
+        assert [p["sequences"] for p in written["points"]] == [320, 640] and written["warnings"] == []
 
 
 def test_embedding_snippets_run_as_printed(readme_clone, monkeypatch):

@@ -1,7 +1,8 @@
 """`opto analyze --over-training` beyond the head ablations: the per-token loss trajectory (Olsson et
 al.'s view: the loss on fixed sequences at every point, on its principal components), Table 1 and the
 path map at every point (at the last point, `opto analyze`'s numbers on the final checkpoint), a
-sweep's folder scored as one program over its members, and `opto report` drawing and tabulating them."""
+sweep's folder scored as one program over its members (by `opto analyze` and by `opto eval`), and
+`opto report` drawing and tabulating them."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from optodsl.analysis.evaluate import evaluate_plans, evaluate_plans_over_points
 from optodsl.analysis.heads import Planner
 from optodsl.analysis.overtraining import analyze_over_training, load_points
 from optodsl.analysis.runs import load_run
-from optodsl.analysis.series_schema import AnalysisSeries
+from optodsl.analysis.series_schema import AnalysisSeries, EvalSeries
 from optodsl.cli import app
 from optodsl.train.series import load_series
 
@@ -129,9 +130,77 @@ def test_runs_share_a_program_only_with_the_same_settings_but_seeds_sequences_an
                                      "model": cfg.model.model_copy(update={"d_model": d_model}),
                                      "train": cfg.train.model_copy(update={"lr": lr})})
         seqs = Sequences("train", {"x": np.arange(first, first + 4)}, False)
-        params = {"w": np.zeros((3, d_model))}
+        params = {"w": np.zeros((init, d_model))}  # points x shapes: however many points each keeps
         return SimpleNamespace(run=SimpleNamespace(config=cfg, member=None), inputs=SimpleNamespace(seqs=seqs),
-                               points=SimpleNamespace(params=params))
+                               points=SimpleNamespace(params=params, static=None))
 
     runs = [member(1), member(2, lr=1e-4), member(3, d_model=32), member(4, first=1), member(5)]
     assert bundles(runs, bare=True) == [[0, 1, 4], [2], [3]]
+
+
+EVAL = """set data.total_classes = 200
+set data.feature_dim = 16
+set model.layers = 2
+set model.heads = 2
+set model.d_model = 16
+set eval.sets = ["train"]
+sweep h in 0..1
+ablate L2.H$h during eval
+"""
+
+
+def _close(got, want, path="") -> None:
+    """`got` and `want` (JSON values) equal, their floats to 2e-6."""
+    assert type(got) is type(want) or {type(got), type(want)} <= {int, float}, path
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), path
+        for k in want:
+            _close(got[k], want[k], f"{path}.{k}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (a, b) in enumerate(zip(got, want)):
+            _close(a, b, f"{path}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, abs=2e-6), path
+    else:
+        assert got == want, path
+
+
+def test_eval_over_training_of_a_sweep_folder_is_each_members_own_in_one_program(sweep, tmp_path, monkeypatch):
+    import shutil
+
+    from optodsl import evaluate_spec
+
+    root, dirs = sweep
+    folder = tmp_path / "runs"
+    shutil.copytree(root, folder)
+    members = [folder / d.relative_to(root) for d in dirs]
+    damaged = members[1] / "series" / rundir.series_point_file(160)
+    damaged.write_bytes(b"damaged")
+    spec = tmp_path / "ablate.opto"
+    spec.write_text(EVAL)
+    seen = []  # the points of each call: one call is one program over them (both of the spec's runs at once)
+    scored = evaluate_spec.evaluate_plans_over_points
+    monkeypatch.setattr(evaluate_spec, "evaluate_plans_over_points",
+                        lambda *a: seen.append(list(a[-1])) or scored(*a))
+    runner = CliRunner()
+    args = ["--sequences", "96", "--seed", "1"]
+    out = runner.invoke(app, ["eval", str(spec), "--checkpoint", str(folder), "--over-training", *args])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.startswith(f"2 runs in 1 program ({members[0].name}, {members[1].name})\n")
+    assert seen == [[160, 320, 480, 320, 480]]  # the damaged point of the second member skipped
+    assert f"{damaged}: sha256 differs" in out.stderr and "point at 160 sequences skipped" in out.stderr
+    swept = {}
+    for m in members:
+        assert f"{m} at {3 if m == members[0] else 2} points" in out.stdout and f"written: {m / rundir.EVAL_SERIES}" in out.stdout
+        swept[m] = json.loads((m / rundir.EVAL_SERIES).read_text())
+    assert EvalSeries.model_validate(swept[members[1]]).sequences == [320, 480]
+    assert len(swept[members[1]]["skipped"]) == 1 and str(damaged) in swept[members[1]]["skipped"][0]
+
+    # each member's file is the single-run form's on its own directory, which scores one program of its own points
+    for m in members:
+        seen.clear()
+        one = runner.invoke(app, ["eval", str(spec), "--checkpoint", str(m), "--over-training", "--json", *args])
+        assert one.exit_code == 0, one.output
+        assert seen == [swept[m]["points"] and [p["sequences"] for p in swept[m]["points"]]]
+        _close(swept[m], json.loads(one.stdout))

@@ -163,22 +163,44 @@ def _same_sequences(a: Sequences, b: Sequences) -> bool:
     return a.index.keys() == b.index.keys() and all(np.array_equal(a.index[k], b.index[k]) for k in a.index)
 
 
+def same_network(a: Points, b: Points) -> bool:
+    """Whether two runs' points can be stacked on one axis and run as one program: the same parameter
+    structure and shapes at each point (however many points each keeps), and the same rest of the
+    network (`static`)."""
+    return (jax.tree.structure(a.params) == jax.tree.structure(b.params)
+            and all(x.shape[1:] == y.shape[1:] for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)))
+            and bool(eqx.tree_equal(a.static, b.static)))
+
+
+def group_by(items: list, same) -> list[list[int]]:
+    """`items` (indices) in groups, in order: each joins the first group whose first item it is `same` as."""
+    out: list[list[int]] = []
+    for i, item in enumerate(items):
+        group = next((g for g in out if same(items[g[0]], item)), None)
+        if group is None:
+            out.append([i])
+        else:
+            group.append(i)
+    return out
+
+
+def stack(points: list[Points]) -> tuple[Points, list[slice]]:
+    """Several runs' points (`same_network`) on one axis, members x points in order, and each run's rows
+    of it: what one program over a sweep's members scores."""
+    params = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[p.params for p in points])
+    rows, at = [], 0
+    for p in points:
+        rows.append(slice(at, at + len(p.sequences)))
+        at += len(p.sequences)
+    return Points(sum((p.sequences for p in points), []), sum((p.sources for p in points), []), params,
+                  points[0].static, []), rows
+
+
 def bundles(members: list[_Member], bare: bool) -> list[list[int]]:
     """The members (indices) scored together, one list per program: equal `_shared_key`, the same
-    evaluation sequences and the same network shapes."""
-    out: list[list[int]] = []
-    for i, m in enumerate(members):
-        for group in out:
-            first = members[group[0]]
-            if (_shared_key(first, bare) == _shared_key(m, bare) and _same_sequences(first.inputs.seqs, m.inputs.seqs)
-                    and jax.tree.structure(first.points.params) == jax.tree.structure(m.points.params)
-                    and all(a.shape == b.shape for a, b in zip(jax.tree.leaves(first.points.params),
-                                                               jax.tree.leaves(m.points.params)))):
-                group.append(i)
-                break
-        else:
-            out.append([i])
-    return out
+    evaluation sequences and the same network (`same_network`)."""
+    return group_by(members, lambda a, b: _shared_key(a, bare) == _shared_key(b, bare)
+                    and _same_sequences(a.inputs.seqs, b.inputs.seqs) and same_network(a.points, b.points))
 
 
 def _score_bundle(members: list[_Member]) -> list[tuple[dict[str, dict[str, np.ndarray]], dict, dict]]:
@@ -189,16 +211,12 @@ def _score_bundle(members: list[_Member]) -> list[tuple[dict[str, dict[str, np.n
     first = members[0]
     texts = list(dict.fromkeys(t for m in members for t in m.texts.values()))
     plans = [first.inputs.full if t == "" else first.inputs.plan(t) for t in texts]
-    params = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[m.points.params for m in members])
-    seen = np.concatenate([np.asarray(m.points.sequences) for m in members])
-    everyone = Points(seen.tolist(), sum((m.points.sources for m in members), []), params, first.points.static, [])
-    scored = dict(zip(texts, evaluate_plans_over_points(params, first.points.static, plans, first.inputs.task,
-                                                        first.inputs.seqs, seen)))
+    everyone, where = stack([m.points for m in members])
+    scored = dict(zip(texts, evaluate_plans_over_points(everyone.params, everyone.static, plans, first.inputs.task,
+                                                        first.inputs.seqs, np.asarray(everyone.sequences))))
     measured = measures_over_points(everyone, first.inputs.full, first.inputs.task, first.inputs.seqs, first.run.config)
-    out, at = [], 0
-    for m in members:
-        rows = slice(at, at + len(m.points.sequences))
-        at = rows.stop
+    out = []
+    for m, rows in zip(members, where):
         per = {name: {k: v[rows] for k, v in scored[text].items()} for name, text in m.texts.items()}
         measures = {name: {lay: {h: v[rows] for h, v in heads.items()} for lay, heads in layers.items()}
                     for name, layers in measured[0].items()}

@@ -1,6 +1,7 @@
 """The `--over-training` forms of `opto analyze` and `opto eval`: score every kept point of a run's
-checkpoint series in one program, write the series file beside the run, and return what the console
-shows (the table, the written file, and one warning line per damaged point skipped)."""
+checkpoint series (or of each run of a folder: a sweep) in one program, write the series file beside
+each run, and return what the console shows (the tables, the written files, and one warning line per
+damaged point skipped)."""
 
 from __future__ import annotations
 
@@ -31,11 +32,7 @@ def analyze_series(run_dir: Path, only: list[str], groups: list[str], n: int | N
                             hint=f"--over-training computes {', '.join(allowed)} at every point (each head ablated alone "
                                  "and the task's measures always); analyse one checkpoint without --over-training for the "
                                  "other analyses")
-    dirs = rundir.find_runs(run_dir)
-    if not dirs:
-        from ..errors import DataError
-
-        raise DataError(run_dir, "no run directories here", expected="a run directory written by opto run, or a folder of them")
+    dirs = _runs_in(run_dir)
     runs = [load_run(d) for d in dirs]
     parsed = options.parse_groups(groups, runs[0].config) if groups else None
     with warnings.catch_warnings():  # the damaged points are printed by the command line, once
@@ -51,26 +48,56 @@ def analyze_series(run_dir: Path, only: list[str], groups: list[str], n: int | N
         written.append(text)
     if len(dirs) == 1:
         return texts[0], problems, written[0]
-    shared = "; ".join(", ".join(dirs[i].name for i in group) for group in done.programs)
-    head = f"{len(dirs)} runs in {len(done.programs)} program{'s' if len(done.programs) != 1 else ''} ({shared})"
-    return head + "\n\n" + "\n\n".join(texts), problems, "[" + ",\n".join(written) + "]"
+    return _programs_line(dirs, done.programs) + "\n\n" + "\n\n".join(texts), problems, "[" + ",\n".join(written) + "]"
+
+
+def _runs_in(folder: Path) -> list[Path]:
+    """The run directories `folder` names (itself, or the runs below it: a sweep), or a DataError."""
+    dirs = rundir.find_runs(folder)
+    if not dirs:
+        from ..errors import DataError
+
+        raise DataError(folder, "no run directories here", expected="a run directory written by opto run, or a folder of them")
+    return dirs
+
+
+def _programs_line(dirs: list[Path], programs: list[list[int]]) -> str:
+    """The first line of a folder's tables: how many programs scored its runs, and which runs shared one."""
+    shared = "; ".join(", ".join(dirs[i].name for i in group) for group in programs)
+    return f"{len(dirs)} runs in {len(programs)} program{'s' if len(programs) != 1 else ''} ({shared})"
 
 
 def eval_series(exp, run_dir: Path, n: int | None, seed: int, in_context: bool) -> tuple[str, list[str], str]:
-    """`opto eval SPEC --checkpoint RUN --over-training`: (the tables, the warnings and damaged points'
-    lines, the JSON written to RUN/eval_series.json)."""
-    from ..evaluate_spec import evaluate_spec_over_training
+    """`opto eval SPEC --checkpoint RUN --over-training` (RUN a run directory, or a folder of runs: a
+    sweep): (the tables, the warnings and damaged points' lines, the JSON written to each run's
+    eval_series.json; a list of them for a folder)."""
+    from ..evaluate_spec import evaluate_runs_over_training
     from ..train.series import SeriesWarning
 
+    dirs = _runs_in(run_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SeriesWarning)
-        result = evaluate_spec_over_training(exp, run_dir, n, seed)
-    if in_context and any("accuracy_in_context" not in s.extra for r in result.runs.values() for s in r.sets.values()):
+        done = evaluate_runs_over_training(exp, dirs, n, seed)
+    if in_context and any("accuracy_in_context" not in s.extra for result in done.series for r in result.runs.values()
+                          for s in r.sets.values()):
         raise SpecError(options.option_span("--in-context", "--in-context"), "the run's task scores no accuracy among "
                         "the context's labels (the few-shot task's query only)", hint="leave out --in-context")
-    text = result.model_dump_json(indent=2)
-    path = run_dir / rundir.EVAL_SERIES
-    atomic_write_text(path, text)
+    texts, problems, written = [], [], []
+    for d, result in zip(dirs, done.series):
+        text = result.model_dump_json(indent=2)
+        path = d / rundir.EVAL_SERIES
+        atomic_write_text(path, text)
+        texts.append(_eval_table(result, in_context) + f"\nwritten: {path}")
+        problems += result.warnings + [f"warning: {p}" for p in result.skipped]
+        written.append(text)
+    if len(dirs) == 1:
+        return texts[0], problems, written[0]
+    return _programs_line(dirs, done.programs) + "\n\n" + "\n\n".join(texts), problems, "[" + ",\n".join(written) + "]"
+
+
+def _eval_table(result, in_context: bool) -> str:
+    """One run's `eval_series.json` as text: per run of the spec and point, the accuracy (or the
+    accuracy among the context's labels) and the loss on each evaluation set."""
     counts = ", ".join(f"{k} {v['sequences']:,}" + (" (every one)" if v["enumerated"] else "") for k, v in result.eval.items())
     what = "accuracy among the context's labels" if in_context else "accuracy"
     lines = [f"{result.checkpoint} at {len(result.points)} points ({', '.join(f'{s:,}' for s in result.sequences)} "
@@ -91,5 +118,4 @@ def eval_series(exp, run_dir: Path, n: int | None, seed: int, in_context: bool) 
                                                           else getattr(scores, metric))
                     row.append(f"{'-':>17}" if values is None else f"{values[i]:>17.3f}")
                 lines.append(f"{name:<{width}}  {seen:>12,}  " + "  ".join(row))
-    lines.append(f"written: {path}")
-    return "\n".join(lines), result.warnings + [f"warning: {p}" for p in result.skipped], text
+    return "\n".join(lines)
