@@ -279,10 +279,7 @@ class TrainConfig(_Frozen):
     @field_validator("keep")
     @classmethod
     def _keep_form(cls, keep):
-        if isinstance(keep, str):
-            keep = " ".join(keep.split())
-            keep_rule(keep)
-        return keep
+        return _points_form(keep)
 
     @property
     def steps(self) -> int:
@@ -315,6 +312,15 @@ def keep_rule(text: str) -> tuple[str, int, int, int]:
     raise ValueError(f"cannot read {text!r}: write {_KEEP_FORMS}")
 
 
+def _points_form(points):
+    """A series of points as written (`train.keep`, `eval.every`): a rule's text with its spaces
+    made single and checked by `keep_rule`; a number or list as it is."""
+    if isinstance(points, str):
+        points = " ".join(points.split())
+        keep_rule(points)
+    return points
+
+
 def keep_points(keep: tuple[int, ...] | str, upto: int) -> list[int]:
     """The training lengths (sequences, at most `upto`) a checkpoint series keeps, in order: the
     listed ones, every N, or N log-spaced from A to B (rounded to whole sequences)."""
@@ -336,9 +342,7 @@ class EvalConfig(_Frozen):
     @field_validator("every")
     @classmethod
     def _every_form(cls, every):
-        if isinstance(every, str):
-            every = " ".join(every.split())
-            keep_rule(every)
+        every = _points_form(every)
         if isinstance(every, tuple) and not every:
             raise ValueError("an empty list evaluates nowhere; give the points, or one interval")
         return every
