@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from optodsl.cli import app
 from optodsl.train import progress as progress_module
 from optodsl.train.progress import Progress
+from optodsl.train.program import PROGRAMS_NOTE
 
 RECORD = {"train/loss": 0.6931, "train/accuracy": 0.5}
 
@@ -82,8 +83,7 @@ def test_opto_run_no_progress_prints_no_progress_lines(tmp_path):
 
 TWO_VERBS = ("set model.layers = 1\nset model.heads = 2\nset model.d_model = 8\nset data.total_classes = 200\n"
              "variant a {\n  ablate L1.H0\n}\nvariant b {\n  clamp L1.H1.pattern = prev_token\n}\n")
-PROGRAMS = ["2 programs train one after another (runs share one program only when their interventions have the same "
-            "structure and their settings differ in seeds and train.lr alone):", "  program 1: v-a", "  program 2: v-b"]
+PROGRAMS = [f"2 programs train one after another ({PROGRAMS_NOTE}):", "  program 1: v-a", "  program 2: v-b"]
 
 
 def test_a_run_of_several_programs_says_so_and_names_each_progress_lines_runs(tmp_path):
