@@ -204,3 +204,40 @@ def test_eval_over_training_of_a_sweep_folder_is_each_members_own_in_one_program
         assert one.exit_code == 0, one.output
         assert seen == [swept[m]["points"] and [p["sequences"] for p in swept[m]["points"]]]
         _close(swept[m], json.loads(one.stdout))
+
+
+REPEAT = """set task.name = "repeat"
+set task.vocab = 16
+set task.length = 16
+set model.layers = 2
+set model.heads = 2
+set model.d_model = 16
+set train.lr = 1e-3
+set train.sequences = 320
+set train.keep = "every 160"
+set eval.every = 160
+set eval.sequences = 32
+"""
+
+
+def test_eval_over_training_of_a_repeat_sweep_folder_is_each_members_own(tmp_path):
+    """The folder form on a token task: both members of a repeat-task sweep scored in one program,
+    each member's file the single-run form's on its own directory."""
+    (tmp_path / "s.opto").write_text(REPEAT + "sweep seed in [1, 2]\nset seed.init = $seed\n")
+    runner = CliRunner()
+    trained = runner.invoke(app, ["run", str(tmp_path / "s.opto"), "--out", str(tmp_path / "runs")])
+    assert trained.exit_code == 0, trained.output
+    members = rundir.find_runs(tmp_path / "runs")
+    assert len(members) == 2
+    (tmp_path / "e.opto").write_text(REPEAT + "ablate L2.H0 during eval\n")
+    args = ["--sequences", "32", "--seed", "1"]
+    out = runner.invoke(app, ["eval", str(tmp_path / "e.opto"), "--checkpoint", str(tmp_path / "runs"),
+                              "--over-training", *args])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.startswith(f"2 runs in 1 program ({members[0].name}, {members[1].name})\n")
+    for m in members:
+        swept = json.loads((m / rundir.EVAL_SERIES).read_text())
+        assert EvalSeries.model_validate(swept).sequences == [160, 320]
+        one = runner.invoke(app, ["eval", str(tmp_path / "e.opto"), "--checkpoint", str(m), "--over-training", "--json", *args])
+        assert one.exit_code == 0, one.output
+        _close(swept, json.loads(one.stdout))
