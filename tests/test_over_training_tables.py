@@ -21,15 +21,17 @@ from optodsl.analysis.series_schema import AnalysisSeries, EvalSeries
 from optodsl.cli import app
 from optodsl.train.series import load_series
 
-SWEEP = """set data.total_classes = 200
-set data.feature_dim = 16
-set model.layers = 2
+TINY = """set model.layers = 2
 set model.heads = 2
 set model.d_model = 16
 set train.lr = 1e-3
-set train.sequences = 480
 set train.keep = "every 160"
 set eval.every = 160
+"""
+"""The tiny two-layer network and its series of every 160 sequences, on any task."""
+SWEEP = """set data.total_classes = 200
+set data.feature_dim = 16
+""" + TINY + """set train.sequences = 480
 set eval.sequences = 64
 set eval.sets = ["train"]
 sweep seed in [1, 2]
@@ -209,13 +211,7 @@ def test_eval_over_training_of_a_sweep_folder_is_each_members_own_in_one_program
 REPEAT = """set task.name = "repeat"
 set task.vocab = 16
 set task.length = 16
-set model.layers = 2
-set model.heads = 2
-set model.d_model = 16
-set train.lr = 1e-3
-set train.sequences = 320
-set train.keep = "every 160"
-set eval.every = 160
+""" + TINY + """set train.sequences = 320
 set eval.sequences = 32
 """
 
