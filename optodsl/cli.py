@@ -633,6 +633,9 @@ def report(
     at: Optional[str] = typer.Option(None, "--at", metavar="T1,T2,...",
                                      help="accuracy thresholds whose crossings to print, e.g. 0.6,0.9,0.99 (default: "
                                           "the task's phase-change accuracy, 0.9 for the few-shot task)"),
+    sets: Optional[str] = typer.Option(None, "--sets", metavar="SET,...",
+                                       help="further evaluation sets whose accuracy crossings (at --at) and final "
+                                            "accuracies to show beside the training set's, e.g. in_context,in_weights"),
     section: Optional[str] = typer.Option(None, "--section", metavar="NAME",
                                           help="print only this section of report.md (e.g. Stages, Crossings, 'Over seeds'), "
                                                "as a generated block of a document holds it"),
@@ -651,7 +654,8 @@ def report(
     from .report import make_report
 
     thresholds = _thresholds(at)
-    path, stages = _guard(lambda: make_report(list(runs_), out, thresholds, options.points_option(points)))
+    named = tuple(s.strip() for s in sets.split(",")) if sets else ()
+    path, stages = _guard(lambda: make_report(list(runs_), out, thresholds, options.points_option(points), named))
     if section is not None:
         from .report.docblocks import section_of
 

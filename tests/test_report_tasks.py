@@ -286,3 +286,26 @@ def test_a_config_json_with_invalid_task_settings_is_a_data_error_naming_it(tmp_
     with pytest.raises(DataError) as info:
         load_runs([path])
     assert info.value.path == str(path / "config.json") and "run settings" in info.value.problem
+
+
+def test_crossings_and_final_accuracies_of_further_sets_over_seeds_and_an_unlogged_set_refused(tmp_path):
+    """`--sets in_context`: its crossings beside the training set's, and its final accuracy in the seeds'
+    table, as mean (range); a set no run logs is refused with the sets they do log, nothing written."""
+    for seed, shift in ((5, 0), (6, 1), (7, 2)):
+        in_context = [0.02, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.7, 0.95, 0.99][:7 + shift][-7:]
+        write_run(tmp_path / "runs" / f"bursty-seed{seed}", FEWSHOT,
+                  records(10_000, train__accuracy=FS_ACC, train__loss=FS_LOSS, in_context__accuracy=in_context),
+                  "specs/icl/bursty.opto", {"seed": seed})
+    runs = load_runs([tmp_path / "runs"])
+    text = render_report(runs, {}, tmp_path / "out", at=(0.6, 0.9), sets=("in_context",))
+    rows = [r for r in section(text, "Crossings")]
+    assert [r["in_context/accuracy ≥ 0.6"] for r in rows] == ["–", "60,000", "50,000"]
+    assert [r["in_context/accuracy ≥ 0.9"] for r in rows] == ["–", "–", "60,000"]
+    assert [r["train/accuracy ≥ 0.9"] for r in rows] == ["40,000"] * 3
+    seeds = section(text, "Over seeds")[0]
+    assert seeds["final train accuracy"] == "0.970 (0.970–0.970)" and seeds["final in_context accuracy"] == "0.717 (0.500–0.950)"
+    assert ("| bursty | 3 | 30,000 (30,000–30,000) | 55,000 (50,000–60,000), 2 of 3 seeds | 40,000 (40,000–40,000) "
+            "| 60,000 (60,000–60,000), 1 of 3 seeds |") in text
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "runs"), "--out", str(tmp_path / "bad"), "--sets", "in_weights"])
+    assert res.exit_code == 2 and "--sets: error: no run evaluates in_weights" in res.output
+    assert "the runs' sets: in_context, train" in res.output and not (tmp_path / "bad").exists()

@@ -12,29 +12,31 @@ from pathlib import Path
 
 from ..files import atomic_write_text, make_dir
 from .figures import write_figures
-from .load import Run, load_runs
+from .load import Run, check_sets, load_runs
 from .summary import console_text, render_report
 
 REPORT = "report.md"
 
 
 def make_report(paths: list[Path], out: Path, at: tuple[float, ...] | None = None,
-                points: tuple[int, ...] | None = None) -> tuple[Path, str]:
+                points: tuple[int, ...] | None = None, sets: tuple[str, ...] = ()) -> tuple[Path, str]:
     """Write the figures and report.md for the runs under `paths` into `out`, with accuracy crossings at
-    the thresholds `at` (default: the tasks' phase-change accuracies) and the analysis series' tables at
+    the thresholds `at` (default: the tasks' phase-change accuracies) of the training set and of each
+    evaluation set in `sets` (`check_sets`), and the analysis series' tables at
     the kept points nearest `points` (default: the stage boundaries, `curvestats.chosen_points`); return
     report.md's path and the stage statistics as the console shows them.
 
-    Raises DataError (before writing anything) for a path that is not a run or folder of runs, or
-    for a malformed run file.
+    Raises DataError (before writing anything) for a path that is not a run or folder of runs, for a
+    malformed run file, or for a set in `sets` that no run evaluates.
     """
     runs = load_runs([Path(p) for p in paths])
+    check_sets(runs, sets)
     if points:
         runs = [replace(r, shown_points=tuple(points)) for r in runs]
     out = make_dir(Path(out))
     figures = write_figures(runs, out)
-    atomic_write_text(out / REPORT, render_report(runs, figures, out, at))
-    return out / REPORT, console_text(runs, at)
+    atomic_write_text(out / REPORT, render_report(runs, figures, out, at, sets))
+    return out / REPORT, console_text(runs, at, sets)
 
 
 def write_report(paths: list[Path], out: Path, at: tuple[float, ...] | None = None) -> Path:
@@ -42,4 +44,4 @@ def write_report(paths: list[Path], out: Path, at: tuple[float, ...] | None = No
     return make_report(paths, out, at)[0]
 
 
-__all__ = ["Run", "load_runs", "make_report", "write_report"]
+__all__ = ["Run", "check_sets", "load_runs", "make_report", "write_report"]

@@ -193,3 +193,11 @@ def load_runs(paths: list[Path]) -> list[Run]:
     if len(set(labels)) < len(labels):
         out = [replace(r, label=f"{r.label} [{r.path}]") for r in out]
     return out
+
+
+def check_sets(runs: list[Run], sets: tuple[str, ...], where: str = "--sets") -> None:
+    """A DataError at `where` naming each set of `sets` that no run logs an accuracy of, and the sets they do log."""
+    logged = sorted({s for r in runs for s in r.sets()})
+    missing = [s for s in sets if s not in logged]
+    if missing:
+        raise DataError(where, f"no run evaluates {', '.join(missing)}", hint="the runs' sets: " + ", ".join(logged))

@@ -207,19 +207,22 @@ def _logs_running(runs: list[Run]) -> bool:
     return any(r.series(running_key("accuracy"))[0] for r in runs)
 
 
-def crossing_columns(runs: list[Run], at: tuple[float, ...]) -> list[tuple[str, object]]:
-    """(header, run -> sequences) per threshold: the evaluated training accuracy, and the running one where logged."""
+def crossing_columns(runs: list[Run], at: tuple[float, ...], sets: tuple[str, ...] = ()) -> list[tuple[str, object]]:
+    """(header, run -> sequences) per threshold: the evaluated training accuracy, the running one where
+    logged, and the accuracy of each further evaluation set in `sets` (e.g. `in_context`)."""
     cols = []
     for t in at:
         cols.append((f"{set_key(TRAIN)} ≥ {threshold_text(t)}", lambda r, t=t: crossing(r, t)))
         if _logs_running(runs):
             cols.append((f"running {running_key('accuracy')} ≥ {threshold_text(t)}", lambda r, t=t: running_crossing(r, t)))
+        cols += [(f"{set_key(s)} ≥ {threshold_text(t)}", lambda r, t=t, s=s: crossing(r, t, set_key(s)))
+                 for s in sets if s != TRAIN]
     return cols
 
 
-def crossings_table(runs: list[Run], at: tuple[float, ...]) -> str | None:
+def crossings_table(runs: list[Run], at: tuple[float, ...], sets: tuple[str, ...] = ()) -> str | None:
     """One row per run: the first evaluation where each accuracy reaches each threshold; None without thresholds."""
-    cols = crossing_columns(runs, at)
+    cols = crossing_columns(runs, at, sets)
     if not cols:
         return None
     return table(["run"] + [h for h, _ in cols], [[r.label] + [fmt_sequences(f(r)) for _, f in cols] for r in runs])
@@ -243,14 +246,16 @@ def seed_curves(runs: list[Run]):
     return [c for c in curves_of(runs) if len(c.runs) > 1]
 
 
-def seeds_table(runs: list[Run]) -> str | None:
+def seeds_table(runs: list[Run], sets: tuple[str, ...] = ()) -> str | None:
     """One row per curve drawn from several seeds: where the phase change ends, in how many seeds it does, the
-    final accuracies, the plateau's length, where the phase change starts and the steepest fall, as mean (range)
-    over the seeds; None without seed curves."""
+    final accuracies (of the training set, the first held-out set and each set in `sets`), the plateau's
+    length, where the phase change starts and the steepest fall, as mean (range) over the seeds; None without
+    seed curves."""
     curves = seed_curves(runs)
     if not curves:
         return None
     heldout = any(SEEDS_HELDOUT in r.sets() for r in runs)
+    more = tuple(s for s in sets if s not in (TRAIN, SEEDS_HELDOUT) or (s == SEEDS_HELDOUT and not heldout))
     rows = []
     for c in curves:
         st = [stages(r) for r in c.runs]
@@ -260,16 +265,17 @@ def seeds_table(runs: list[Run]) -> str | None:
                      f"{sum(x is not None for x in ends)} of {len(ends)}",
                      _mean_range([r.final(set_key(TRAIN, "accuracy")) for r in c.runs], fmt)]
                     + ([_mean_range([r.final(set_key(SEEDS_HELDOUT)) for r in c.runs], fmt)] if heldout else [])
+                    + [_mean_range([r.final(set_key(s)) for r in c.runs], fmt) for s in more]
                     + [_seq_range([s.plateau_length for s in st]), _seq_range([s.start for s in st]),
                        _mean_range(slopes, lambda v: f"{v:.3g}")])
     return table(["curve", "seeds", "phase change ends at, mean (range)", "seeds where it ends", "final train accuracy"]
-                 + ([f"final {SEEDS_HELDOUT} accuracy"] if heldout else [])
+                 + ([f"final {SEEDS_HELDOUT} accuracy"] if heldout else []) + [f"final {s} accuracy" for s in more]
                  + ["plateau length", "phase change starts at", f"steepest fall of ln(curve) per {PER:,} sequences"], rows)
 
 
-def seeds_crossings_table(runs: list[Run], at: tuple[float, ...]) -> str | None:
+def seeds_crossings_table(runs: list[Run], at: tuple[float, ...], sets: tuple[str, ...] = ()) -> str | None:
     """One row per seed curve: each crossing of `crossings_table` as mean (range) over the seeds."""
-    curves, cols = seed_curves(runs), crossing_columns(runs, at)
+    curves, cols = seed_curves(runs), crossing_columns(runs, at, sets)
     if not curves or not cols:
         return None
     return table(["curve", "seeds"] + [h for h, _ in cols],
@@ -410,9 +416,11 @@ def stage_rules(runs: list[Run]) -> str:
         f"- {r.task}: {stage_rule(r)}" for r in readings_of(runs))
 
 
-def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tuple[float, ...] | None = None) -> str:
+def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tuple[float, ...] | None = None,
+                  sets: tuple[str, ...] = ()) -> str:
     """The whole report.md text; crossings at the thresholds `at` (default: the tasks' phase-change
-    accuracies); analysis tables only for runs with an analysis.json."""
+    accuracies) of the training accuracy and of each evaluation set in `sets`, whose final accuracies
+    the seeds' table shows too; analysis tables only for runs with an analysis.json."""
     at = default_thresholds(runs) if at is None else at
     parts = [f"# Report: {len(runs)} run{'s' if len(runs) != 1 else ''}",
              "Sequences are training sequences seen. Each run is read as its task declares:" + stage_rules(runs),
@@ -420,16 +428,18 @@ def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tupl
              "## Stages", f"The steepest fall is of the natural log of the curve per {PER:,} training sequences, between two "
                           "consecutive evaluations from the plateau on (over the whole curve without a plateau).",
              stages_table(runs)]
-    crossings = crossings_table(runs, at)
+    crossings = crossings_table(runs, at, sets)
     if crossings:
+        named = ", ".join(f"`{set_key(s)}`" for s in sets if s != TRAIN)
         parts += ["## Crossings", f"The first evaluation where `{set_key(TRAIN)}` (the evaluated training-set accuracy), "
-                  f"and the running `{running_key('accuracy')}` (the mean over the training batches since the previous "
-                  "evaluation) where logged, reaches each threshold.", crossings]
-    seeds = seeds_table(runs)
+                  f"{'' if named else 'and '}the running `{running_key('accuracy')}` (the mean over the training batches "
+                  f"since the previous evaluation) where logged, {f'and {named}, ' if named else ''}reaches each threshold.",
+                  crossings]
+    seeds = seeds_table(runs, sets)
     if seeds:
         parts += ["## Over seeds", "Runs that differ only in the sweep variable `$seed`, as mean (min–max) over the seeds.",
                   seeds]
-        over = seeds_crossings_table(runs, at)
+        over = seeds_crossings_table(runs, at, sets)
         if over:
             parts.append(over)
     parts.append(figures_section(figures, out, runs))
@@ -444,10 +454,10 @@ def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tupl
     return "\n\n".join(parts) + "\n"
 
 
-def console_text(runs: list[Run], at: tuple[float, ...] | None = None) -> str:
+def console_text(runs: list[Run], at: tuple[float, ...] | None = None, sets: tuple[str, ...] = ()) -> str:
     """What `opto report` prints: each run's stages and crossings, and their mean (range) over seeds."""
     at = default_thresholds(runs) if at is None else at
-    cols = crossing_columns(runs, at)
+    cols = crossing_columns(runs, at, sets)
     lines = []
     for r in runs:
         st = stages(r)
