@@ -210,7 +210,7 @@ def test_the_docs_show_command_lines():
 def test_the_paper_scripts_show_command_lines():
     starts = {(line.where.split(":")[0], " ".join(line.args[:2])) for line in SCRIPT_LINES}
     assert ("specs/paper/anchor.sh", "analyze $OUT/opto") in starts
-    assert ("specs/paper/anchor.sh", "features export") in starts
+    assert ("specs/paper/anchor_common.sh", "features export") in starts
     assert ("specs/paper/reproduce.sh", "run $@") in starts
     assert ("specs/paper/reproduce.sh", "analyze $base") in starts
 

@@ -58,6 +58,11 @@ def parse_selectors(text: str, path: str = "<selector>") -> tuple:
                  if hasattr(error, "token") else "end of text")
         raise SpecError(source.span(error.line, error.column) if error.line > 0 else source.end(),
                         f"cannot read selector '{text}': unexpected {found}", hints.SELECTOR_HINT) from None
+    return _build(source, tree)
+
+
+def _build(source, tree):
+    """The AST of a parse tree; a SpecError raised while building it is raised as itself, once."""
     try:
         return _Builder(source).transform(tree)
     except VisitError as error:
@@ -110,12 +115,7 @@ def parse(text: str, path: str = "<spec>") -> ast.Spec:
         tree = _lark().parse(text)
     except UnexpectedInput as error:
         raise _syntax_error(source, error) from None
-    try:
-        return _Builder(source).transform(tree)
-    except VisitError as error:
-        if isinstance(error.orig_exc, SpecError):
-            raise error.orig_exc from None
-        raise error.orig_exc from error
+    return _build(source, tree)
 
 
 def _check_nesting(source: Source) -> None:

@@ -15,19 +15,9 @@
 # Init seeds 6 and 7 and the held-out-pair check: specs/paper/anchor_seeds.sh with the same OUT_DIR
 # (it reuses this script's seed-5 run of the paper's code).
 set -euo pipefail
-OUT="${1:-anchor-runs}"
-OPTO="${OPTO:-opto}"
-PYTHON="${PYTHON:-python}"
-BENCH="${BENCH:-../shared/anchor/bench_anchor.sh}"
-: "${ANCHOR_SRC:?set ANCHOR_SRC to the icl-dynamics checkout (../shared/anchor/README.md)}"
-: "${ANCHOR_VENV:?set ANCHOR_VENV to the venv that runs it}"
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
-export ANCHOR_WORK="$OUT/paper" ANCHOR_DATA="$OUT/synthetic.h5"
+source "$(dirname "$0")/anchor_common.sh" "${1:-anchor-runs}"
 LAST=999968  # a checkpoint inside main.py's loop: the state before the last of its 31,250 steps
 RUN="$ANCHOR_WORK/runs/fig3a_paper"
-
-[[ -f "$ANCHOR_DATA" ]] || $OPTO features export --out "$ANCHOR_DATA"
 
 # 1. Training, each program in its own process (about 6 and 5 minutes on the idle 2-core CPU).
 [[ -f "$RUN/checkpoints/00000$LAST.eqx" ]] ||

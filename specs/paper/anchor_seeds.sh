@@ -19,15 +19,7 @@
 #   BENCH to ../shared/anchor/bench_anchor.sh). Runs already finished are skipped, so a rerun resumes.
 #   Each stage's wall time is appended to OUT_DIR/wall_times.tsv.
 set -euo pipefail
-OUT="${1:-anchor-runs}"
-OPTO="${OPTO:-opto}"
-PYTHON="${PYTHON:-python}"
-BENCH="${BENCH:-../shared/anchor/bench_anchor.sh}"
-: "${ANCHOR_SRC:?set ANCHOR_SRC to the icl-dynamics checkout (../shared/anchor/README.md)}"
-: "${ANCHOR_VENV:?set ANCHOR_VENV to the venv that runs it}"
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
-export ANCHOR_WORK="$OUT/paper" ANCHOR_DATA="$OUT/synthetic.h5"
+source "$(dirname "$0")/anchor_common.sh" "${1:-anchor-runs}"
 LAST=999968  # anchor.sh's Table 1 checkpoint (the state before main.py's last step)
 SWEEP="$OUT/opto_seeds"
 
@@ -35,7 +27,6 @@ took() {  # LABEL START: append "LABEL<TAB>seconds since START<TAB>date" to wall
   printf '%s\t%s\t%s\n' "$1" "$(( $(date +%s) - $2 ))" "$(date -u +%F)" >> "$OUT/wall_times.tsv"
 }
 
-[[ -f "$ANCHOR_DATA" ]] || $OPTO features export --out "$ANCHOR_DATA"
 
 # 1. The paper's code, one init seed at a time (about 6 minutes each on the idle 2-core CPU).
 for seed in 5 6 7; do
