@@ -309,3 +309,47 @@ def test_crossings_and_final_accuracies_of_further_sets_over_seeds_and_an_unlogg
     res = CliRunner().invoke(app, ["report", str(tmp_path / "runs"), "--out", str(tmp_path / "bad"), "--sets", "in_weights"])
     assert res.exit_code == 2 and "--sets: error: no run evaluates in_weights" in res.output
     assert "the runs' sets: in_context, train" in res.output and not (tmp_path / "bad").exists()
+
+
+def _llc_json(seed: int, converged=(True, True, False)) -> dict:
+    """An llc.json as `opto llc --over-training` writes it, at 10k, 30k and 60k sequences."""
+    points = [{"sequences": x, "llc": 4.0 + i + 0.5 * (seed - 5), "llc_std": 0.1, "chains": [3.9, 4.1],
+               "rhat": 1.02 if ok else 1.3, "converged": ok, "trace": [[0.0, 1.0, 2.0]] * 2}
+              for i, (x, ok) in enumerate(zip((10_000, 30_000, 60_000), converged))]
+    return {"run": "r", "settings": {"chains": 2, "steps": 3, "burn_in": 1}, "nbeta": 9.23, "weights": "all",
+            "interventions": "own", "points": points}
+
+
+def test_the_llc_is_tabulated_per_run_and_over_seeds_drawn_beside_the_loss_and_recorded_without_traces(tmp_path):
+    from optodsl.report import make_report
+    from optodsl.report.compact import record_runs
+    from optodsl.report.series_figures import llc_figure
+
+    for seed in (5, 6, 7):
+        run = write_run(tmp_path / "runs" / f"base-seed{seed}", FEWSHOT,
+                        records(10_000, train__accuracy=FS_ACC, train__loss=FS_LOSS), "specs/base.opto", {"seed": seed})
+        (run / "llc.json").write_text(json.dumps(_llc_json(seed)))
+    runs = load_runs([tmp_path / "runs"])
+    text = render_report(runs, {}, tmp_path / "out")
+    llc = text.split("## Local learning coefficient", 1)[1]
+    assert "| 10,000 | 4.5 (4–5) | 3 of 3 |" in llc and "| 60,000 | 6.5 (6–7) | 0 of 3 |" in llc
+    assert "| 30,000 | 5.5 | 0.1 | 1.02 | yes |" in llc and "| 60,000 | 7 | 0.1 | 1.30 | NO |" in llc
+    assert "all weights, own interventions, nbeta 9.23, 2 chains x 3 steps (burn-in 1)" in llc
+    fig = llc_figure(runs)
+    bottom = fig.axes[1]
+    hollow = [ln for ln in bottom.get_lines() if ln.get_marker() == "o" and ln.get_markerfacecolor() == "white"]
+    assert [list(ln.get_xdata()) for ln in hollow] == [[60_000]] * 3
+    # the dotted stage boundaries: the plateau 10k-30k and the end of the phase change at 40k, per run
+    assert sorted({ln.get_xdata()[0] for ln in bottom.get_lines() if ln.get_linestyle() == ":"}) == [10_000, 30_000, 40_000]
+    path, _ = make_report([tmp_path / "runs"], tmp_path / "report")
+    assert (tmp_path / "report" / "llc.png").is_file() and "## Local learning coefficient" in path.read_text()
+    record_runs([tmp_path / "runs"], tmp_path / "records")
+    kept = json.loads((tmp_path / "records" / "runs" / "base-seed5" / "llc.json").read_text())
+    assert all(p["trace"] == [] for p in kept["points"])
+    assert json.loads((tmp_path / "records" / "runs" / "base-seed5" / "record.json").read_text())["llc_traces"] is False
+    again = render_report(load_runs([tmp_path / "records" / "runs"]), {}, tmp_path / "out")
+    assert again.split("## Local learning coefficient", 1)[1] == llc
+    (tmp_path / "runs" / "base-seed6" / "llc.json").write_text('{"points": 3}')
+    with pytest.raises(DataError) as info:
+        load_runs([tmp_path / "runs"])
+    assert info.value.path == str(tmp_path / "runs" / "base-seed6" / "llc.json") and "LLC estimate" in info.value.problem

@@ -24,7 +24,8 @@ from ..tasks.records import TRAIN
 
 KEPT = (rundir.CONFIG, rundir.SPEC_TEXT, rundir.SUMMARY, rundir.ANALYSIS, rundir.ANALYSIS_SERIES,
         rundir.EVAL_SERIES, rundir.MODEL)
-"""Files copied as they are; spec.json is rewritten (its path made relative) and metrics.jsonl compacted."""
+"""Files copied as they are; spec.json is rewritten (its path made relative), metrics.jsonl compacted and
+llc.json kept without its chains' traces (`compact_llc`)."""
 
 RECORD = "record.json"
 """What a record says of itself: the run it was made from and how its metrics were compacted."""
@@ -38,6 +39,12 @@ HEAD_ROWS = 25
 _PER_HEAD = re.compile(r"/L\d+\.H\d+$")
 
 
+def compact_llc(data: dict) -> dict:
+    """llc.json without each chain's trace per step (what a figure of the trace needs, not a table of the
+    estimates; 20 points x 4 chains x 1,000 steps would outweigh the rest of a record)."""
+    return {**data, "points": [{**p, "trace": []} for p in data.get("points", [])]}
+
+
 class RecordInfo(BaseModel):
     """record.json: the run a record was compacted from, and the rule applied (so a reader knows
     which numbers are the run's to the last digit and which are thinned)."""
@@ -47,6 +54,8 @@ class RecordInfo(BaseModel):
     digits: int = DIGITS
     head_rows: int = HEAD_ROWS
     head_set: str = TRAIN
+    llc_traces: bool = False
+    """Whether llc.json keeps each chain's trace (never, in a record: `compact_llc`)."""
     rows: int
     bytes: int
 
@@ -108,6 +117,9 @@ def record_run(run: Path, dest: Path) -> RecordInfo:
         spec = _spec_record(run)
         if spec is not None:
             (tmp / rundir.SPEC_RECORD).write_text(json.dumps(spec, indent=1) + "\n")
+        if (run / rundir.LLC).is_file():
+            llc = rundir.read_json(run / rundir.LLC, "LLC estimate", rundir.json_object)
+            (tmp / rundir.LLC).write_text(json.dumps(compact_llc(llc), indent=1) + "\n")
         (tmp / rundir.METRICS).write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
         size = sum(p.stat().st_size for p in tmp.iterdir())
         info = RecordInfo(source=str(run), rows=len(rows), bytes=size)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import rundir
 from ..analysis.registry import analysis_layout
+from ..analysis.llc import LLCResult
 from ..analysis.series_schema import AnalysisSeries, EvalSeries
 from ..config import ExperimentConfig, read_run_config
 from ..errors import DataError
@@ -42,6 +43,8 @@ class Run:
     """Its checked analysis_series.json (`opto analyze --over-training`), or None."""
     eval_series: EvalSeries | None = None
     """Its checked eval_series.json (`opto eval --over-training`), or None."""
+    llc: LLCResult | None = None
+    """Its checked llc.json (`opto llc`), or None."""
     model: str = "built-in transformer"
     """The network that ran: the built-in transformer, or a model of one's own's class (its model.json)."""
     shown_points: tuple[int, ...] | None = None
@@ -143,7 +146,7 @@ def load_run(path: Path) -> Run:
     bindings = info.get("bindings") if isinstance(info.get("bindings"), dict) else {}
     status = rundir.status(path, summary)[0]
     return Run(path, run_label(path, spec, member), spec, member, bindings, config, metrics, summary, analysis, status,
-               task_reading(path), *series_files(path), model_name(path))
+               task_reading(path), *series_files(path), llc_file(path), model_name(path))
 
 
 def model_name(path: Path) -> str:
@@ -161,6 +164,12 @@ def series_files(path: Path) -> tuple[AnalysisSeries | None, EvalSeries | None]:
         file = Path(path) / name
         found.append(model.checked(rundir.read_json(file, name), file) if file.is_file() else None)
     return found[0], found[1]
+
+
+def llc_file(path: Path) -> LLCResult | None:
+    """The run's llc.json, checked, where present (a DataError naming a malformed one)."""
+    file = Path(path) / rundir.LLC
+    return rundir.read_json(file, "LLC estimate", LLCResult.model_validate) if file.is_file() else None
 
 
 def task_reading(path: Path) -> Reading:

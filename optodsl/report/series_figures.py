@@ -13,7 +13,7 @@ from matplotlib.ticker import FuncFormatter
 from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 
-from .curvestats import chosen_points
+from .curvestats import chosen_points, curve_key, stages
 from .figures import X_LABEL, _edges, _figure, format_sequences, measure_words, run_colors
 from .load import Run
 
@@ -220,10 +220,53 @@ def paths_figure(runs: list[Run]) -> Figure | None:
     return fig
 
 
+def llc_figure(runs: list[Run]) -> Figure | None:
+    """The local learning coefficient beside the loss: above, each run's stage curve (the one its task
+    reads stages on); below, its LLC at every estimated point with the chains' spread (hollow where
+    the chains did not converge); dotted lines at each run's stage boundaries (the plateau, the end of
+    the phase change). Log-scaled sequences, as series are kept log-spaced; None without an llc.json."""
+    estimated = [r for r in runs if r.llc is not None and r.llc.points]
+    if not estimated:
+        return None
+    fig = _figure(9, 7)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for run, color in zip(estimated, run_colors(len(estimated))):
+        xs, ys = run.series(curve_key(run))
+        kept = [(x, y) for x, y in zip(xs, ys) if x > 0]
+        if kept:
+            top.plot(*zip(*kept), color=color, lw=1.2, label=run.label)
+        points = run.llc.points
+        px = np.array([p.sequences for p in points], dtype=float)
+        llc = np.array([p.llc for p in points])
+        std = np.array([p.llc_std for p in points])
+        bottom.errorbar(px, llc, yerr=std, color=color, lw=1.2, capsize=2, label=run.label)
+        ok = np.array([p.converged for p in points])
+        bottom.plot(px[ok], llc[ok], "o", color=color, ms=4)
+        bottom.plot(px[~ok], llc[~ok], "o", mfc="white", mec=color, ms=4)
+        st = stages(run)
+        for edge in [*(st.plateau or ()), st.end]:
+            if edge:
+                for ax in (top, bottom):
+                    ax.axvline(edge, color=color, ls=":", lw=0.9)
+    reading = estimated[0].reading
+    top.set(ylabel=f"{curve_key(estimated[0])} ({reading.loss_words})" if len(estimated) == 1 or
+            len({curve_key(r) for r in estimated}) == 1 else "each run's stage curve", xscale="log")
+    settings = estimated[0].llc
+    bottom.set(xlabel=X_LABEL, ylabel=f"LLC ({settings.weights} weights, nbeta {settings.nbeta:.3g})", xscale="log")
+    bottom.xaxis.set_major_formatter(FuncFormatter(format_sequences))
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.legend(fontsize=7)
+    fig.suptitle("Local learning coefficient beside the loss (dotted: plateau and end of the phase change; "
+                 "hollow: chains not converged)", fontsize=10)
+    return fig
+
+
 SERIES_FIGURES = {
     "ablation_over_training.png": ablation_cost_figure,
     "over_training.png": over_training_figure,
     "loss_trajectory.png": trajectory_figure,
     "table1_over_training.png": groups_figure,
     "paths_over_training.png": paths_figure,
+    "llc.png": llc_figure,
 }

@@ -44,6 +44,10 @@ ANALYSIS_CAPTIONS = {
     "paths_over_training.png": ("One path over training", "The path map (Figure 11b: accuracy with one head of an earlier "
                                 "layer and one of a later layer kept on) at the points shown, and every path's accuracy "
                                 "over training, the three best at the last point coloured."),
+    "llc.png": ("Local learning coefficient", "Above, each run's stage curve; below, its local learning coefficient "
+                "(`opto llc --over-training`, SGLD around each kept point: the mean over chains, bars the chains' "
+                "standard deviation, hollow where the split-R-hat exceeds 1.1) against training sequences, log-scaled; "
+                "dotted: the run's plateau and the end of its phase change, read from its evaluations."),
     "composition.png": ("Composition", "Q-, K- and V-composition scores from an earlier layer's heads to a later "
                                        "layer's, one row per layer pair (Figure 11c)."),
 }
@@ -416,6 +420,39 @@ def stage_rules(runs: list[Run]) -> str:
         f"- {r.task}: {stage_rule(r)}" for r in readings_of(runs))
 
 
+def _llc_settings(run: Run) -> str:
+    """How a run's LLC was estimated, in one line (the settings that decide its value)."""
+    r = run.llc
+    st = r.settings
+    return (f"{r.weights} weights, {r.interventions} interventions, nbeta {r.nbeta:.3g}, {st.chains} chains x {st.steps} "
+            f"steps (burn-in {st.burn_in}), eps {st.eps:g}, gamma {st.gamma:g}, batch {st.batch}")
+
+
+def llc_section(runs: list[Run]) -> str | None:
+    """Each run's LLC at its kept points (estimate, the chains' standard deviation, split-R-hat, whether
+    the chains converged), and for runs that differ only in `$seed`, the mean (range) at each point they
+    share; None when no run has an llc.json."""
+    estimated = [r for r in runs if r.llc is not None and r.llc.points]
+    if not estimated:
+        return None
+    parts = ["## Local learning coefficient",
+             "`opto llc RUN --over-training`: SGLD around each kept point (docs/series.md); `converged` is NO "
+             "where the chains' split-R-hat exceeds 1.1 or a chain diverged. Compare points of one run, at one setting."]
+    for c in seed_curves(estimated):
+        shared = sorted(set.intersection(*({p.sequences for p in r.llc.points} for r in c.runs)))
+        by = [{p.sequences: p for p in r.llc.points} for r in c.runs]
+        rows = [[fmt_sequences(x), _mean_range([b[x].llc for b in by], lambda v: f"{v:.3g}"),
+                 f"{sum(b[x].converged for b in by)} of {len(by)}"] for x in shared]
+        parts += [f"### {cell(c.label.split(' (mean')[0])}, over {len(c.runs)} seeds",
+                  table(["sequences", "LLC, mean (range)", "seeds converged"], rows)]
+    for r in estimated:
+        rows = [[fmt_sequences(p.sequences), f"{p.llc:.3g}", f"{p.llc_std:.2g}", "–" if p.rhat is None else f"{p.rhat:.2f}",
+                 "yes" if p.converged else "NO"] for p in r.llc.points]
+        parts += [f"### {cell(r.label)}", _llc_settings(r) + ".",
+                  table(["sequences", "LLC", "std over chains", "R-hat", "converged"], rows)]
+    return "\n\n".join(parts)
+
+
 def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tuple[float, ...] | None = None,
                   sets: tuple[str, ...] = ()) -> str:
     """The whole report.md text; crossings at the thresholds `at` (default: the tasks' phase-change
@@ -443,6 +480,9 @@ def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tupl
         if over:
             parts.append(over)
     parts.append(figures_section(figures, out, runs))
+    llc = llc_section(runs)
+    if llc:
+        parts.append(llc)
     over = [text for text in (series_section(r, out) for r in runs) if text]
     if over:
         parts += ["## Over training", "Each run's `analysis_series.json` (`opto analyze --over-training`) at chosen "

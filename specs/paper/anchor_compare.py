@@ -115,17 +115,21 @@ def figure(paper: dict, ours: dict, path: Path) -> None:
     fig.savefig(path)
 
 
-def paper_run_name(seed: int) -> str:
-    """`anchor_seeds.sh`'s name for the paper code's run of one init seed (seed 5 is anchor.sh's run)."""
+def paper_run_name(seed: int, pattern: str | None = None) -> str:
+    """The paper code's run of one init seed: `pattern` with {seed} filled in, or by default
+    `anchor_seeds.sh`'s names (seed 5 is anchor.sh's run)."""
+    if pattern is not None:
+        return pattern.format(seed=seed)
     return "fig3a_paper" if seed == 5 else f"fig3a_paper_s{seed}"
 
 
-# what the seed tables show per run: (row label, value from the curves, format)
-SEED_ROWS = [(f"final {name}", lambda c, n=name: float(c[n][-1]), "{:.3f}") for name in SETS] + [
-    (f"train acc {x} first at", lambda c, x=x: first(c, x), "k") for x in (0.6, 0.9, 0.99)] + [
-    (f"held-out labels {x} first at", lambda c, x=x: first(c, x, "held-out labels"), "k") for x in (0.6, 0.9)] + [
-    (f"held-out labels at {s // 1000}k", lambda c, s=s: at(c, "held-out labels", s), "{:.3f}")
-    for s in (600_000, 800_000)]
+def seed_rows(points: tuple[int, ...] = (600_000, 800_000)) -> list:
+    """What the seed tables show per run, (row label, value from the curves, format): the held-out
+    labels' accuracy at each of `points` (sequences) among them."""
+    return [(f"final {name}", lambda c, n=name: float(c[n][-1]), "{:.3f}") for name in SETS] + [
+        (f"train acc {x} first at", lambda c, x=x: first(c, x), "k") for x in (0.6, 0.9, 0.99)] + [
+        (f"held-out labels {x} first at", lambda c, x=x: first(c, x, "held-out labels"), "k") for x in (0.6, 0.9)] + [
+        (f"held-out labels at {s // 1000}k", lambda c, s=s: at(c, "held-out labels", s), "{:.3f}") for s in points]
 
 
 def _fmt(value: float, style: str) -> str:
@@ -156,13 +160,16 @@ def finished_opto_run(run: Path) -> dict[str, np.ndarray] | None:
 
 
 def seeds_report(out: Path, sweep: Path, seeds: list[int], figure_path: Path | None,
-                 extra: list[str] = ()) -> None:
-    """Per-seed and mean/range tables of both programs over init seeds, then one column per `extra` run
-    (a paper-code run name under OUT/paper, or an optodsl run directory); missing runs are listed and skipped."""
+                 extra: list[str] = (), paper_names: str | None = None,
+                 opto_names: str = "fig3_baseline_seeds-seed{seed}", points: tuple[int, ...] = (600_000, 800_000)) -> None:
+    """Per-seed and mean/range tables of both programs over init seeds (the runs named by the patterns
+    `paper_names` and `opto_names`), then one column per `extra` run (a paper-code run name under
+    OUT/paper, or an optodsl run directory); missing runs are listed and skipped."""
+    rows = seed_rows(points)
     runs: dict[str, dict[int, dict[str, np.ndarray]]] = {"the paper's code": {}, "optodsl": {}}
     for seed in seeds:
-        for program, curves in (("the paper's code", finished_paper_run(out, paper_run_name(seed))),
-                                ("optodsl", finished_opto_run(sweep / f"fig3_baseline_seeds-seed{seed}"))):
+        for program, curves in (("the paper's code", finished_paper_run(out, paper_run_name(seed, paper_names))),
+                                ("optodsl", finished_opto_run(sweep / opto_names.format(seed=seed)))):
             if curves is not None:
                 runs[program][seed] = curves
     for program, got in runs.items():
@@ -171,12 +178,12 @@ def seeds_report(out: Path, sweep: Path, seeds: list[int], figure_path: Path | N
             print(f"{program}: no finished run yet for seed(s) {', '.join(map(str, missing))}")
     print("\n| | " + " | ".join(f"{p}, seed {s}" for p, got in runs.items() for s in got) + " |")
     print("|---|" + "---|" * sum(len(g) for g in runs.values()))
-    for label, get, style in SEED_ROWS:
+    for label, get, style in rows:
         cells = [_fmt(get(c), style) for got in runs.values() for c in got.values()]
         print(f"| {label} | " + " | ".join(cells) + " |")
     names = [f"{p}, seeds {', '.join(map(str, got)) or '(none finished)'}" for p, got in runs.items()]
     print("\n| mean (range) | " + " | ".join(names) + " |\n|---|---|---|")
-    for label, get, style in SEED_ROWS:
+    for label, get, style in rows:
         cells = [_spread([get(c) for c in got.values()], style) if got else "-" for got in runs.values()]
         print(f"| {label} | " + " | ".join(cells) + " |")
     extras = {}
@@ -188,7 +195,7 @@ def seeds_report(out: Path, sweep: Path, seeds: list[int], figure_path: Path | N
             extras[name] = curves
     if extras:
         print("\n| | " + " | ".join(extras) + " |\n|---|" + "---|" * len(extras))
-        for label, get, style in SEED_ROWS:
+        for label, get, style in rows:
             print(f"| {label} | " + " | ".join(_fmt(get(c), style) for c in extras.values()) + " |")
     if figure_path is not None and all(runs.values()):
         seeds_figure(runs, figure_path)
@@ -227,9 +234,16 @@ def main() -> None:
     parser.add_argument("--seeds-figure", type=Path, default=None, help="with --seeds: draw every seed's curves here")
     parser.add_argument("--extra", nargs="+", default=[],
                         help="with --seeds: also show these runs (the paper code's run names, or optodsl run directories)")
+    parser.add_argument("--paper-names", default=None,
+                        help="with --seeds: the paper code's run of each seed, e.g. zipf1_s{seed} (default: anchor_seeds.sh's)")
+    parser.add_argument("--opto-names", default="fig3_baseline_seeds-seed{seed}",
+                        help="with --seeds: optodsl's run directory of each seed under --opto-sweep")
+    parser.add_argument("--points", type=int, nargs="+", default=[600_000, 800_000],
+                        help="with --seeds: the sequence counts at which to show the held-out labels' accuracy")
     args = parser.parse_args()
     if args.seeds:
-        seeds_report(args.out, args.opto_sweep or args.out / "opto_seeds", args.seeds, args.seeds_figure, args.extra)
+        seeds_report(args.out, args.opto_sweep or args.out / "opto_seeds", args.seeds, args.seeds_figure, args.extra,
+                     args.paper_names, args.opto_names, tuple(args.points))
         return
     paper = paper_curves(args.out / "paper" / "runs" / args.paper_run / "log.h5")
     run = args.opto_run or args.out / "opto"
