@@ -67,6 +67,9 @@ def test_the_release_map_gives_each_k_its_mean_and_range_over_seeds_beside_the_u
     assert (f"| clamp_prev_token | 20,000 | 2 | {same('0.500')} | {same('0.920')} | {same('0.920')} | 45k (40k-50k) | "
             f"{same('0.990')} |") in lines
     assert "no clamp: train accuracy 0.9 at 50k (45k-55k) (2 runs)" in lines and (tmp_path / "map.png").stat().st_size > 0
+    # paired by seed: each released run against its own seed's unclamped run
+    assert "| clamp_prev_token | 10,000 | 35k (30k-40k) | -15k to -15k (2 of 2 earlier) |" in lines
+    assert "| clamp_prev_token | 20,000 | 45k (40k-50k) | -5k to -5k (2 of 2 earlier) |" in lines
 
 
 SEED_RUNGS = {"release_prev_token_seeds": ("clamp", "L1.H2.pattern"), "release_prev_token_stopgrad_seeds": ("stopgrad", "L1.H2.pattern"),

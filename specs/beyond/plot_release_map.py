@@ -19,7 +19,7 @@ from optodsl.report import load_runs
 from optodsl.report.figures import first_at, release_map_figure, save_figure
 
 RUNGS = {"clamp_prev_token": "release_prev_token", "stopgrad_prev_token": "release_prev_token_stopgrad",
-         "clamp_match": "release_match", "clamp_copy": "release_copy"}
+         "clamp_match": "release_match", "stopgrad_match": "release_match_stopgrad", "clamp_copy": "release_copy"}
 THRESHOLD = 0.9
 
 
@@ -48,6 +48,23 @@ def row(rung: str, k: int, runs: list) -> list[str]:
             _over([first_at(r, THRESHOLD, k) for r in runs], seq), _over(final, acc)]
 
 
+def against_reference(rung: str, k: int, runs: list, reference: dict) -> list[str] | None:
+    """One row of the paired table: when a rung's runs at k reach 0.9 (mean, min-max), and each seed's
+    difference from its own unclamped run (`reference`: seed -> sequences), with how many are earlier;
+    None when a run's seed has no reference."""
+    pairs = [(first_at(r, THRESHOLD, k), reference.get(r.bindings.get("seed"))) for r in runs]
+    if any(ref is None for _, ref in pairs):
+        return None
+    seq = lambda v: f"{v / 1000:,.0f}k"  # noqa: E731
+    diffs = [hit - ref for hit, ref in pairs if not math.isnan(hit) and not math.isnan(ref)]
+    if len(diffs) < len(pairs):
+        return [rung, f"{k:,}", _over([hit for hit, _ in pairs], seq), "–"]
+    signed = lambda v: f"{v / 1000:+,.0f}k"  # noqa: E731
+    spread = signed(min(diffs)) if len(diffs) == 1 else f"{signed(min(diffs))} to {signed(max(diffs))}"
+    return [rung, f"{k:,}", _over([hit for hit, _ in pairs], seq),
+            f"{spread} ({sum(d < 0 for d in diffs)} of {len(diffs)} earlier)"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
@@ -73,6 +90,12 @@ def main() -> None:
         hits = [first_at(r, THRESHOLD) for r in references]
         print(f"no clamp: train accuracy {THRESHOLD} at {_over(hits, lambda v: f'{v / 1000:,.0f}k')} "
               f"({len(references)} run{'s' if len(references) != 1 else ''})")
+        by_seed = {r.bindings.get("seed"): first_at(r, THRESHOLD) for r in references}
+        paired = [p for rung, runs in rungs.items() for k in sorted({k for k, _ in runs})
+                  for p in [against_reference(rung, k, [r for kk, r in runs if kk == k], by_seed)] if p]
+        if paired:
+            print(f"\n| rung | k | acc {THRESHOLD} at | minus the same seed's unclamped run |\n|---|---|---|---|")
+            print("\n".join("| " + " | ".join(r) + " |" for r in paired))
     print(f"figure: {args.out}")
 
 
