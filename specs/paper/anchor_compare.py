@@ -56,6 +56,19 @@ def opto_curves(metrics: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def opto_series_curves(series: Path) -> dict[str, np.ndarray]:
+    """The same curves from an optodsl run's eval_series.json (`opto eval SPEC --checkpoint RUN
+    --over-training`, a spec of one run): its scores at every kept point instead of the training run's
+    own evaluations."""
+    data = json.loads(series.read_text())
+    (scores,) = [r["sets"] for r in data["runs"].values()]
+    out = {"sequences": np.array([p["sequences"] for p in data["points"]], float),
+           "loss": np.array(scores["train"]["loss"])}
+    for name, key in OURS.items():
+        out[name] = np.array(scores[key]["accuracy"])
+    return out
+
+
 def crossing(curves: dict[str, np.ndarray], level: float) -> str:
     hit = first(curves, level)
     return "not reached" if math.isnan(hit) else f"{hit / 1000:.0f}k"
@@ -154,14 +167,20 @@ def finished_paper_run(out: Path, name: str) -> dict[str, np.ndarray] | None:
     return None
 
 
-def finished_opto_run(run: Path) -> dict[str, np.ndarray] | None:
-    """The curves of an optodsl run directory if it finished (it has its summary.json), else None."""
-    return opto_curves(run / "metrics.jsonl") if (run / "summary.json").is_file() else None
+def finished_opto_run(run: Path, series: bool = False) -> dict[str, np.ndarray] | None:
+    """The curves of an optodsl run directory if it finished (it has its summary.json), else None: its
+    own evaluations, or with `series` its eval_series.json's scores (None without one)."""
+    if not (run / "summary.json").is_file():
+        return None
+    if series:
+        return opto_series_curves(run / "eval_series.json") if (run / "eval_series.json").is_file() else None
+    return opto_curves(run / "metrics.jsonl")
 
 
 def seeds_report(out: Path, sweep: Path, seeds: list[int], figure_path: Path | None,
                  extra: list[str] = (), paper_names: str | None = None,
-                 opto_names: str = "fig3_baseline_seeds-seed{seed}", points: tuple[int, ...] = (600_000, 800_000)) -> None:
+                 opto_names: str = "fig3_baseline_seeds-seed{seed}", points: tuple[int, ...] = (600_000, 800_000),
+                 series: bool = False) -> None:
     """Per-seed and mean/range tables of both programs over init seeds (the runs named by the patterns
     `paper_names` and `opto_names`), then one column per `extra` run (a paper-code run name under
     OUT/paper, or an optodsl run directory); missing runs are listed and skipped."""
@@ -169,7 +188,7 @@ def seeds_report(out: Path, sweep: Path, seeds: list[int], figure_path: Path | N
     runs: dict[str, dict[int, dict[str, np.ndarray]]] = {"the paper's code": {}, "optodsl": {}}
     for seed in seeds:
         for program, curves in (("the paper's code", finished_paper_run(out, paper_run_name(seed, paper_names))),
-                                ("optodsl", finished_opto_run(sweep / opto_names.format(seed=seed)))):
+                                ("optodsl", finished_opto_run(sweep / opto_names.format(seed=seed), series))):
             if curves is not None:
                 runs[program][seed] = curves
     for program, got in runs.items():
@@ -240,10 +259,13 @@ def main() -> None:
                         help="with --seeds: optodsl's run directory of each seed under --opto-sweep")
     parser.add_argument("--points", type=int, nargs="+", default=[600_000, 800_000],
                         help="with --seeds: the sequence counts at which to show the held-out labels' accuracy")
+    parser.add_argument("--opto-eval-series", action="store_true",
+                        help="with --seeds: read optodsl's scores from each run's eval_series.json (`opto eval "
+                             "--over-training`) instead of its own evaluations")
     args = parser.parse_args()
     if args.seeds:
         seeds_report(args.out, args.opto_sweep or args.out / "opto_seeds", args.seeds, args.seeds_figure, args.extra,
-                     args.paper_names, args.opto_names, tuple(args.points))
+                     args.paper_names, args.opto_names, tuple(args.points), args.opto_eval_series)
         return
     paper = paper_curves(args.out / "paper" / "runs" / args.paper_run / "log.h5")
     run = args.opto_run or args.out / "opto"

@@ -5,8 +5,11 @@
 # data.zipf), at lr 1e-4 and 200,000 sequences, evaluation every 5,000, init seeds 5, 6 and 7, on one
 # feature file (the built-in synthetic features, exported as anchor.sh does). The paper's code runs
 # once per seed and exponent, one run at a time; optodsl's 6 runs are one program
-# (specs/icl/zipf_anchor_seeds.opto). Then prints both programs' final accuracies and crossings per
-# seed and as mean and range, for each exponent (specs/paper/anchor_compare.py --seeds).
+# (specs/icl/zipf_anchor_seeds.opto), each keeping a point every 5,000 sequences; those points are
+# scored again with classes drawn uniformly, as the paper code's evaluators draw them
+# (specs/icl/zipf_uniform_eval.opto). Then prints both programs' final accuracies and crossings per
+# seed and as mean and range, for each exponent, with optodsl's own evaluations and with the uniform
+# ones (specs/paper/anchor_compare.py --seeds).
 #
 # Usage: ANCHOR_SRC=<icl-dynamics checkout> ANCHOR_VENV=<its venv> bash specs/paper/anchor_zipf.sh [OUT_DIR]
 #   (set-up and variables as anchor_seeds.sh). Runs already finished are skipped, so a rerun resumes;
@@ -38,9 +41,20 @@ if [[ ! -f "$SWEEP/zipf_anchor_seeds-z1.0-seed7/summary.json" ]]; then
   took "optodsl zipf 0 and 1, seeds 5-7" "$t0"
 fi
 
-# 3. The tables, one per exponent: per seed, and mean and range over the seeds, side by side.
+# 3. Every kept point of the six runs scored on uniformly drawn classes, as one program.
+if [[ ! -f "$SWEEP/zipf_anchor_seeds-z1.0-seed7/eval_series.json" ]]; then
+  t0=$(date +%s)
+  $OPTO eval specs/icl/zipf_uniform_eval.opto --checkpoint "$SWEEP" --over-training --sequences 1000 \
+    --set data.source="$ANCHOR_DATA" > /dev/null
+  took "optodsl's points scored on uniform classes" "$t0"
+fi
+
+# 4. The tables, one per exponent and evaluation: per seed, and mean and range over the seeds.
 for z in 0 1; do
-  echo "## Zipf exponent $z"
-  "$PYTHON" specs/paper/anchor_compare.py "$OUT" --seeds 5 6 7 --opto-sweep "$SWEEP" \
-    --paper-names "zipf${z}_s{seed}" --opto-names "zipf_anchor_seeds-z$z.0-seed{seed}" --points 50000 100000
+  for scored in own uniform; do
+    echo "## Zipf exponent $z, optodsl's $scored evaluations"
+    flag=(); [[ $scored == uniform ]] && flag=(--opto-eval-series)
+    "$PYTHON" specs/paper/anchor_compare.py "$OUT" --seeds 5 6 7 --opto-sweep "$SWEEP" "${flag[@]}" \
+      --paper-names "zipf${z}_s{seed}" --opto-names "zipf_anchor_seeds-z$z.0-seed{seed}" --points 50000 100000
+  done
 done
