@@ -24,8 +24,15 @@ opto="${OPTO:-opto}"
 case "$opto" in */*) opto="$(cd "$(dirname "$opto")" && pwd)/$(basename "$opto")" ;; esac  # it runs inside OUT
 python="${PYTHON:-$(dirname "$(command -v "$opto")")/python}"  # the Python beside opto (its venv's)
 mkdir -p "$out" && cd "$out"
-run() {
-  "$opto" run "$@" --out runs --no-progress
+run() {  # SPEC... [--set key=value]...: each spec's runs in runs/<spec name>/, also when it is the only one
+  local specs=0 spec
+  for spec in "$@"; do if [[ $spec == *.opto ]]; then specs=$((specs + 1)); fi; done
+  if (( specs == 1 )); then
+    spec="$(printf '%s\n' "$@" | grep '\.opto$')"
+    "$opto" run "$@" --out "runs/$(basename "$spec" .opto)" --no-progress
+  else
+    "$opto" run "$@" --out runs --no-progress
+  fi
 }
 p() { for name in "$@"; do printf '%s\n' "$here/$name.opto"; done; }
 
@@ -79,6 +86,12 @@ done
 "$opto" report runs/fig4a_over_training_seeds --out fig4a_over_training  # ablation_over_training.png,
 #     loss_trajectory.png, table1_over_training.png, paths_over_training.png (docs/reproduction/*over_training*.png)
 
+# 3c. The repeat task across training (docs/series.md, "Measured: the repeat task's LLC across
+#     training"): three seeds kept at 20 points, and the local learning coefficient of seed 5's.
+run "$here/../tasks/repeat_llc_seeds.opto" "$@"
+"$opto" llc runs/repeat_llc_seeds/repeat_llc_seeds-seed5 --over-training --chains 4 --steps 1000 --burn-in 600 \
+    > eval/llc-repeat-seed5.txt
+
 # 4. One report per figure.
 r=runs
 "$opto" report "$r/fig3_baseline" --out fig3_fig4a_table1_fig11
@@ -121,8 +134,8 @@ rm -rf record-sources/fig3_baseline_seed5/series record-sources/fig3_baseline_se
 "$opto" analyze record-sources/fig3_baseline_seed5 --sequences all --only heads --only groups --only paths \
     --only composition > eval/analysis-fig3_baseline_seed5.txt
 "$opto" record runs/fig4a_over_training_seeds runs/fig5b_strongest_seeds runs/fig5b record-sources/fig3_baseline_seed5 \
-    "${seeded[@]/#/runs/}" --out "$records"
-(cd "$here/../.." && "$opto" docs docs/reproduction.md)
+    runs/repeat_llc_seeds "${seeded[@]/#/runs/}" --out "$records"
+(cd "$here/../.." && "$opto" docs docs/reproduction.md docs/series.md)
 only="$records/fig5b_strongest_seeds/fig5b_strongest_seeds-only_strongest"
 "$python" "$beyond/plot_release_map.py" "$records" --reference "$only-seed5-h1" "$only-seed6-h3" "$only-seed7-h2" \
     --out "$here/../../docs/figures/release_map_seeds.png"
