@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -762,12 +763,13 @@ def release_map_figure(rungs: dict[str, list[tuple[int, Run]]], references: list
         top.title.set_color(style.color)
         top.legend(fontsize=7, ncols=2)
         h = np.array([[np.nan] * (seeds - len(row)) + row for row in hits], dtype=float).reshape(len(ks), max(seeds, 1))
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # a k at which no seed reaches the threshold is NaN, drawn as a gap
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean_h = np.where(np.isnan(h).any(axis=1), np.nan, np.nanmean(h, axis=1)) if h.size else h
+            low, high = (np.nanmin(h, axis=1), np.nanmax(h, axis=1)) if h.size else (h, h)
         bottom.plot(ks, mean_h, "o-", color=style.color, label=f"accuracy {threshold} after the release ({over})")
         if seeds > 1:
-            bottom.fill_between(ks, np.nanmin(h, axis=1), np.nanmax(h, axis=1), color=style.color, alpha=0.2, lw=0,
-                                label="min-max over seeds")
+            bottom.fill_between(ks, low, high, color=style.color, alpha=0.2, lw=0, label="min-max over seeds")
         if len(ref_hits) and np.isfinite(ref_hits).all():
             bottom.axhline(ref_hits.mean(), color="black", ls="--", lw=1.0,
                            label=f"no clamp ever ({'mean of %d seeds' % len(ref_hits) if len(ref_hits) > 1 else 'one seed'})")
