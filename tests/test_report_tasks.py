@@ -332,8 +332,8 @@ def test_the_llc_is_tabulated_per_run_and_over_seeds_drawn_beside_the_loss_and_r
     runs = load_runs([tmp_path / "runs"])
     text = render_report(runs, {}, tmp_path / "out")
     llc = text.split("## Local learning coefficient", 1)[1]
-    assert "| 10,000 | 4.5 (4–5) | 3 of 3 |" in llc and "| 60,000 | 6.5 (6–7) | 0 of 3 |" in llc
-    assert "| 30,000 | 5.5 | 0.1 | 1.02 | yes |" in llc and "| 60,000 | 7 | 0.1 | 1.30 | NO |" in llc
+    assert "| 10,000 | 4.50 (4.00–5.00) | 3 of 3 |" in llc and "| 60,000 | 6.50 (6.00–7.00) | 0 of 3 |" in llc
+    assert "| 30,000 | 5.50 | 0.10 | 1.02 | yes |" in llc and "| 60,000 | 7.00 | 0.10 | 1.30 | NO |" in llc
     assert "all weights, own interventions, nbeta 9.23, 2 chains x 3 steps (burn-in 1)" in llc
     fig = llc_figure(runs)
     bottom = fig.axes[1]

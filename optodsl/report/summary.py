@@ -441,12 +441,12 @@ def llc_section(runs: list[Run]) -> str | None:
     for c in seed_curves(estimated):
         shared = sorted(set.intersection(*({p.sequences for p in r.llc.points} for r in c.runs)))
         by = [{p.sequences: p for p in r.llc.points} for r in c.runs]
-        rows = [[fmt_sequences(x), _mean_range([b[x].llc for b in by], lambda v: f"{v:.3g}"),
+        rows = [[fmt_sequences(x), _mean_range([b[x].llc for b in by], lambda v: f"{v:.2f}"),
                  f"{sum(b[x].converged for b in by)} of {len(by)}"] for x in shared]
         parts += [f"### {cell(c.label.split(' (mean')[0])}, over {len(c.runs)} seeds",
                   table(["sequences", "LLC, mean (range)", "seeds converged"], rows)]
     for r in estimated:
-        rows = [[fmt_sequences(p.sequences), f"{p.llc:.3g}", f"{p.llc_std:.2g}", "–" if p.rhat is None else f"{p.rhat:.2f}",
+        rows = [[fmt_sequences(p.sequences), f"{p.llc:.2f}", f"{p.llc_std:.2f}", "–" if p.rhat is None else f"{p.rhat:.2f}",
                  "yes" if p.converged else "NO"] for p in r.llc.points]
         parts += [f"### {cell(r.label)}", _llc_settings(r) + ".",
                   table(["sequences", "LLC", "std over chains", "R-hat", "converged"], rows)]
