@@ -19,6 +19,8 @@ def test_baseline_metrics_match_the_recorded_ones(tmp_path):
     (res,) = run_experiment(Path(__file__).parents[2] / "specs" / "examples" / "baseline.opto", tmp_path / "run", dict(SETTINGS), progress=False)
     recorded = json.loads(RECORDED.read_text())
     assert [sorted(r) for r in res.metrics] == [sorted(r) for r in recorded]
+    # float32 rounding: the same program's sums may be ordered differently from one compilation to the
+    # next (a CI run once differed by 1.0e-7 on an induction score of 0.0076); any real change is far larger
     for got, want in zip(res.metrics, recorded):
         for key, value in want.items():
-            assert got[key] == (value if value is None else pytest.approx(value, rel=1e-5, abs=1e-7)), key
+            assert got[key] == (value if value is None else pytest.approx(value, rel=1e-4, abs=1e-6)), key
