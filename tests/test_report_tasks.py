@@ -22,6 +22,7 @@ from optodsl.report import load_runs, make_report
 from optodsl.report.curvestats import crossing, running_crossing, stages
 from optodsl.report.figures import curves_figure, divergences_figure, measure_figure
 from optodsl.report.summary import console_text, render_report
+from optodsl.tasks.fewshot import FewShot
 
 LN2 = math.log(2)
 FEWSHOT = ExperimentConfig()
@@ -104,6 +105,26 @@ def test_fewshot_report_draws_ln2_and_half_and_reads_its_stages_on_accuracy(tmp_
     assert horizontal(curves_figure([run], "loss")) == pytest.approx({"chance among the context's labels (ln 2)": LN2})
     assert horizontal(curves_figure([run], "accuracy")) == pytest.approx({"chance among the context's labels (1/2)": 0.5})
     assert divergences_figure([run]) is None
+
+
+@pytest.mark.parametrize("data, level", [
+    ({}, 2),  # the paper's stream: two pairs, each its own class
+    ({"pairs": 8, "labels": 50, "classes": 1500}, 8),  # eight distinct classes: chance 1/8
+    ({"pairs": 8, "labels": 50, "classes": 1500, "burstiness": 3, "rest": "any"}, 2),  # 3 + 3 + 2 items
+    ({"pairs": 8, "labels": 50, "classes": 1500, "burstiness": 3, "rest": "any", "relabel": False}, None),  # weights know
+    ({"pairs": 8, "labels": 50, "classes": 1500, "burstiness": [3, 0], "mixture": [0.9, 0.1], "rest": "any"}, None),
+    ({"pairs": 8, "labels": 50, "classes": 1500, "burstiness": 0, "rest": "any"}, None),  # the query's class absent
+])
+def test_fewshot_plateau_level_is_the_labels_the_stream_offers(data, level):
+    """Issue 23: the grey line and the plateau of a few-shot run follow its stream; a stream with no one
+    level (Chan et al.'s mixtures) gets none rather than the paper's ln 2 or ln pairs."""
+    config = ExperimentConfig.model_validate({"data": data})
+    reading = FewShot.reading(config)
+    if level is None:
+        assert reading.plateau is None and reading.loss_levels == () and reading.accuracy_levels == ()
+    else:
+        assert reading.plateau.value == pytest.approx(math.log(level))
+        assert [lv.value for lv in reading.accuracy_levels] == pytest.approx([1 / level])
 
 
 def test_every_logged_measure_gets_a_heat_map_with_every_layers_heads(tmp_path):

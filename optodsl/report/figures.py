@@ -326,7 +326,7 @@ def curves_figure(runs: list[Run], metric: str) -> Figure:
     ax.set_ylabel(words[0] if len(words) == 1 else f"{what.lower()} (each run's task: {'; '.join(words)})",
                   wrap=True)
     extra = " (dashed: held-out sets)" if used_styles else ""
-    ax.set_title(f"{what} on the training set{extra} against training sequences seen")
+    ax.set_title(f"{what} on the training set{extra}\nagainst training sequences seen")
     ax.set_xlabel(X_LABEL)
     ax.xaxis.set_major_formatter(FuncFormatter(format_sequences))
     ax.grid(alpha=0.3)

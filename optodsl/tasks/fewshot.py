@@ -95,6 +95,31 @@ def stream_generators(cfg: DataConfig) -> tuple[Generator, ...]:
                  for i in range(len(cfg.mixture)))
 
 
+STREAM_SHAPE_KEYS = frozenset({"burstiness", "distractors", "rest", "mixture"})
+"""Data settings that change which labels a context offers (a schedule of them changes the plateau)."""
+
+
+def plateau_choices(cfg: DataConfig) -> int | None:
+    """How many labels a context offers as the query's before the network reads which item matches:
+    every item a distinct class (the paper's stream, burstiness 1) gives `pairs`; the query's class
+    beside one distractor class of as many items gives 2 (the two most frequent classes' labels).
+    None where the stream has no one such number: fixed labels (the weights can know a class's label,
+    so the loss need not rest at the context's level), unlike generators mixed, a context without the
+    query's class, other items besides the two classes, or a schedule that changes the stream's shape."""
+    if not cfg.relabel or any(c.key in STREAM_SHAPE_KEYS for c in cfg.schedule):
+        return None
+    choices = set()
+    for gen in stream_generators(cfg):
+        query, distractor, others = gen.counts(cfg.pairs)
+        if gen.distinct(cfg.pairs):
+            choices.add(cfg.pairs)
+        elif query > 0 and distractor == query and others < query:
+            choices.add(2)
+        else:
+            return None
+    return choices.pop() if len(choices) == 1 else None
+
+
 def set_draws(cfg: DataConfig) -> dict[str, Draw]:
     """Every evaluation set's draw: the declaration of what each set measures (docs/tasks.md).
 
@@ -239,16 +264,19 @@ class FewShot(Task):
 
     @staticmethod
     def reading(config: ExperimentConfig) -> Reading:
-        """The paper's reading: the loss rests at ln 2 (a guess between the two context labels) and the
-        phase change is the query's accuracy reaching 0.9."""
-        pairs = config.data.pairs
+        """The paper's reading: the loss rests at ln n, a guess among the n labels the context offers
+        (`plateau_choices`: n = 2 on the paper's stream), and the phase change is the query's
+        accuracy reaching 0.9. A stream with no one such n (a mixture of unlike generators, a
+        context without the query's class) has no plateau level, rather than a wrong one."""
+        n = plateau_choices(config.data)
+        levels = {} if n is None else dict(
+            loss_levels=(Level(label=f"chance among the context's labels (ln {n})", value=math.log(n)),),
+            accuracy_levels=(Level(label=f"chance among the context's labels (1/{n})", value=1 / n),),
+            plateau=Level(label=f"ln {n}", value=math.log(n)))
         return Reading(task="fewshot", loss_words="cross-entropy of the query's label (nats)",
-                       accuracy_words="accuracy of the query's label",
-                       loss_levels=(Level(label=f"chance among the context's labels (ln {pairs})", value=math.log(pairs)),),
-                       accuracy_levels=(Level(label=f"chance among the context's labels (1/{pairs})", value=1 / pairs),),
-                       plateau=Level(label=f"ln {pairs}", value=math.log(pairs)), accuracy_phase=0.9,
+                       accuracy_words="accuracy of the query's label", accuracy_phase=0.9,
                        induction_words="attention from the query: correct label − other labels",
-                       analysis_words="the query's label")
+                       analysis_words="the query's label", **levels)
 
     def loss_and_accuracy(self, logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """The query's label: logits (B, L) against the last label of each row."""

@@ -124,6 +124,14 @@ seeded=(release_prev_token_seeds release_prev_token_stopgrad_seeds release_match
 mapfile -t release < <(for rung in "${seeded[@]}"; do printf '%s\n' "$beyond/$rung.opto"; done)
 run "${release[@]}" "$@"
 
+# 5b. Beyond the paper: the data as an intervention (docs/reproduction.md): burstiness, the Zipf
+#     exponent and a previous-token clamp on the Zipf stream, on seeds 5-7 each, recorded in step 6.
+#     They keep their own log-spaced evaluation points: the extra --set values are not applied.
+#     (The calibration of data.zipf against the paper's own code is specs/paper/anchor_zipf.sh: it
+#     needs that code.)
+mapfile -t icl < <(for name in bursty zipf zipf_clamp; do printf '%s\n' "$here/../icl/$name.opto"; done)
+run "${icl[@]}"
+
 # 6. Committed records (docs/reproduction/records/) of the runs whose tables docs/reproduction.md
 #    generates, then the page's generated tables and their figures (`opto docs`). Figure 3's seed-5
 #    record is the seed-5 baseline above, analysed on every training sequence, without its series.
@@ -135,6 +143,7 @@ rm -rf record-sources/fig3_baseline_seed5/series record-sources/fig3_baseline_se
     --only composition > eval/analysis-fig3_baseline_seed5.txt
 "$opto" record runs/fig4a_over_training_seeds runs/fig5b_strongest_seeds runs/fig5b record-sources/fig3_baseline_seed5 \
     runs/repeat_llc_seeds "${seeded[@]/#/runs/}" --out "$records"
+"$opto" record runs/bursty runs/zipf runs/zipf_clamp --out "$records/icl"
 (cd "$here/../.." && "$opto" docs docs/reproduction.md docs/series.md)
 only="$records/fig5b_strongest_seeds/fig5b_strongest_seeds-only_strongest"
 "$python" "$beyond/plot_release_map.py" "$records" --reference "$only-seed5-h1" "$only-seed6-h3" "$only-seed7-h2" \
