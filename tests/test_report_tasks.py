@@ -127,6 +127,20 @@ def test_fewshot_plateau_level_is_the_labels_the_stream_offers(data, level):
         assert [lv.value for lv in reading.accuracy_levels] == pytest.approx([1 / level])
 
 
+def test_a_mixed_stream_run_gets_no_chance_line_and_no_plateau_where_the_papers_would_find_one(tmp_path):
+    """The same curves as the paper-stream run above (resting at ln 2 for three evaluations), on a 90/10
+    mixture of the paper's two-pair sequences and sequences without the query's class: the report draws no chance line and reads no
+    plateau, rather than the paper's ln 2, while the phase change's accuracy crossing still shows."""
+    config = ExperimentConfig.model_validate({"data": {"burstiness": [1, 0], "mixture": [0.9, 0.1]}})
+    path = write_run(tmp_path / "mixed", config, records(10_000, train__accuracy=FS_ACC, train__loss=FS_LOSS),
+                     "specs/icl/zipf.opto")
+    (run,) = load_runs([path])
+    st = stages(run)
+    assert st.plateau is None and st.plateau_length is None
+    assert horizontal(curves_figure([run], "loss")) == {} and horizontal(curves_figure([run], "accuracy")) == {}
+    assert crossing(run, 0.9) == 40_000
+
+
 def test_every_logged_measure_gets_a_heat_map_with_every_layers_heads(tmp_path):
     path = fewshot_run(tmp_path / "fs", measures=True)
     out = tmp_path / "out"

@@ -266,8 +266,8 @@ class FewShot(Task):
     def reading(config: ExperimentConfig) -> Reading:
         """The paper's reading: the loss rests at ln n, a guess among the n labels the context offers
         (`plateau_choices`: n = 2 on the paper's stream), and the phase change is the query's
-        accuracy reaching 0.9. A stream with no one such n (a mixture of unlike generators, a
-        context without the query's class) has no plateau level, rather than a wrong one."""
+        accuracy reaching 0.9. A stream with no one such n (`plateau_choices` says which) has no
+        plateau level, rather than a wrong one."""
         n = plateau_choices(config.data)
         levels = {} if n is None else dict(
             loss_levels=(Level(label=f"chance among the context's labels (ln {n})", value=math.log(n)),),
