@@ -402,6 +402,8 @@ class FewShot(Task):
         if isinstance(burstiness, int) and isinstance(distractors, bool) and isinstance(zipf, float):  # constants
             return before(None) if Generator(burstiness, distractors, rest).distinct(p) and zipf == 0 else general(None)
         distinct = (b == 1) & ((rest == "unique") | (n_rest == 0)) & (zipf == 0)
+        if not isinstance(distinct, jax.core.Tracer):  # concrete values (an eager draw): no program to build
+            return before(None) if bool(distinct) else general(None)
         return jax.lax.cond(distinct, before, general, None)
 
     def _labels(self, k_lab: jax.Array, k_perm: jax.Array, draw: Draw, classes: jax.Array) -> jax.Array:
