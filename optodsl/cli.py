@@ -629,7 +629,8 @@ def _thresholds(text: str | None) -> tuple[float, ...] | None:
 @app.command()
 def report(
     runs_: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories, or folders of them (a sweep)"),
-    out: Path = typer.Option(Path("report"), "--out", help="folder for the figures and report.md"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the figures and report.md (default: report; "
+                                                           "with --section and no --out, nothing is written)"),
     at: Optional[str] = typer.Option(None, "--at", metavar="T1,T2,...",
                                      help="accuracy thresholds whose crossings to print, e.g. 0.6,0.9,0.99 (default: "
                                           "the task's phase-change accuracy, 0.9 for the few-shot task)"),
@@ -655,12 +656,18 @@ def report(
 
     thresholds = _thresholds(at)
     named = tuple(s.strip() for s in sets.split(",")) if sets else ()
-    path, stages = _guard(lambda: make_report(list(runs_), out, thresholds, options.points_option(points), named))
     if section is not None:
+        import tempfile
+
         from .report.docblocks import section_of
 
-        typer.echo(_guard(lambda: section_of(path.read_text(), section, str(path))))
+        with tempfile.TemporaryDirectory() as scratch:  # a printed section leaves no folder behind unless asked
+            path, _ = _guard(lambda: make_report(list(runs_), out or Path(scratch), thresholds,
+                                                 options.points_option(points), named))
+            typer.echo(_guard(lambda: section_of(path.read_text(), section, str(path))))
         return
+    out = out or Path("report")
+    path, stages = _guard(lambda: make_report(list(runs_), out, thresholds, options.points_option(points), named))
     typer.echo(f"report: {path}")
     for png in sorted(out.glob("*.png")):
         typer.echo(f"figure: {png}")
