@@ -643,7 +643,11 @@ def report(
     points: Optional[str] = typer.Option(None, "--points", metavar="N1,N2,...",
                                          help="training lengths at which to show the analysis series' Table 1 and path "
                                               "map, e.g. 100k,300k,1M (the kept point nearest each; default: the stage "
-                                              "boundaries read at the series points, and the last point)"),
+                                              "boundaries read at the series points, and the last point), and the "
+                                              "--values table (the evaluation nearest each; default: the last)"),
+    values: Optional[str] = typer.Option(None, "--values", metavar="KEY,...",
+                                         help="logged values to show at --points, as metrics.jsonl names them or as shell "
+                                              "patterns, e.g. 'train/loss,train/perfected*/loss' (the 'Values' section)"),
 ) -> None:
     """Draw figures (loss and accuracy overlaid with the task's reference levels, its reference losses and
     divergences, a heat map per logged measure, ablation bars, path and composition maps) and a markdown
@@ -656,6 +660,7 @@ def report(
 
     thresholds = _thresholds(at)
     named = tuple(s.strip() for s in sets.split(",")) if sets else ()
+    shown = tuple(v.strip() for v in values.split(",")) if values else ()
     if section is not None:
         import tempfile
 
@@ -663,11 +668,11 @@ def report(
 
         with tempfile.TemporaryDirectory() as scratch:  # a printed section leaves no folder behind unless asked
             path, _ = _guard(lambda: make_report(list(runs_), out or Path(scratch), thresholds,
-                                                 options.points_option(points), named))
+                                                 options.points_option(points), named, shown))
             typer.echo(_guard(lambda: section_of(path.read_text(), section, str(path))))
         return
     out = out or Path("report")
-    path, stages = _guard(lambda: make_report(list(runs_), out, thresholds, options.points_option(points), named))
+    path, stages = _guard(lambda: make_report(list(runs_), out, thresholds, options.points_option(points), named, shown))
     typer.echo(f"report: {path}")
     for png in sorted(out.glob("*.png")):
         typer.echo(f"figure: {png}")

@@ -294,6 +294,19 @@ def _keep_number(digits: str, scale: str | None) -> int:
     return int(digits.replace("_", "")) * {"k": 1_000, "M": 1_000_000, None: 1}[scale]
 
 
+def length_word(word: str) -> int:
+    """A training length as the command line writes it (`52k`, `1.5M`, `600000`): whole sequences; a
+    ValueError otherwise. The one reading of `--points` for the CLI and for documents' blocks."""
+    scale = {"k": 1_000, "M": 1_000_000}.get(word[-1:], 1)
+    try:
+        value = float(word[:-1] if scale > 1 else word) * scale
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value == int(value)):
+        raise ValueError(f"cannot read {word!r} as a training length")
+    return int(value)
+
+
 def keep_rule(text: str) -> tuple[str, int, int, int]:
     """`train.keep` written as text, read: ("every", step, 0, 0) or ("log", count, first, last), all
     in sequences; a ValueError says which forms there are."""

@@ -4,6 +4,7 @@ it cannot read; the sites and groups are read with the grammar's own selector ru
 
 from __future__ import annotations
 
+from ..config import length_word
 from ..errors import Span, SpecError
 from ..syntax import ast, parse_selectors
 
@@ -44,16 +45,11 @@ def points_option(text: str | None) -> tuple[int, ...] | None:
     out = []
     for part in text.split(","):
         word = part.strip()
-        scale = {"k": 1_000, "M": 1_000_000}.get(word[-1:], 1)
-        digits = word[:-1] if scale > 1 else word
         try:
-            value = float(digits) * scale
+            out.append(length_word(word))
         except ValueError:
-            value = -1.0
-        if not (value >= 0 and value == int(value)):
             raise SpecError(option_span("--points", word or part), f"cannot read --points '{word}'",
-                            hint="training lengths, e.g. --points 100k,300k,1M")
-        out.append(int(value))
+                            hint="training lengths, e.g. --points 100k,300k,1M") from None
     return tuple(out)
 
 

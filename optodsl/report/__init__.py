@@ -12,17 +12,19 @@ from pathlib import Path
 
 from ..files import atomic_write_text, make_dir
 from .figures import write_figures
-from .load import Run, check_sets, load_runs
+from .load import Run, check_sets, check_values, load_runs
 from .summary import console_text, render_report
 
 REPORT = "report.md"
 
 
 def make_report(paths: list[Path], out: Path, at: tuple[float, ...] | None = None,
-                points: tuple[int, ...] | None = None, sets: tuple[str, ...] = ()) -> tuple[Path, str]:
+                points: tuple[int, ...] | None = None, sets: tuple[str, ...] = (),
+                values: tuple[str, ...] = ()) -> tuple[Path, str]:
     """Write the figures and report.md for the runs under `paths` into `out`, with accuracy crossings at
     the thresholds `at` (default: the tasks' phase-change accuracies) of the training set and of each
-    evaluation set in `sets` (`check_sets`), and the analysis series' tables at
+    evaluation set in `sets` (`check_sets`), the logged values that `values` names at the evaluations
+    nearest `points` (`check_values`), and the analysis series' tables at
     the kept points nearest `points` (default: the stage boundaries, `curvestats.chosen_points`); return
     report.md's path and the stage statistics as the console shows them.
 
@@ -31,11 +33,12 @@ def make_report(paths: list[Path], out: Path, at: tuple[float, ...] | None = Non
     """
     runs = load_runs([Path(p) for p in paths])
     check_sets(runs, sets)
+    check_values(runs, values)
     if points:
         runs = [replace(r, shown_points=tuple(points)) for r in runs]
     out = make_dir(Path(out))
     figures = write_figures(runs, out)
-    atomic_write_text(out / REPORT, render_report(runs, figures, out, at, sets))
+    atomic_write_text(out / REPORT, render_report(runs, figures, out, at, sets, values, points))
     return out / REPORT, console_text(runs, at, sets)
 
 

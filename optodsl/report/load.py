@@ -6,6 +6,8 @@ and so that every malformed input is reported once, as a `DataError` naming the 
 
 from __future__ import annotations
 
+import fnmatch
+
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -202,6 +204,21 @@ def load_runs(paths: list[Path]) -> list[Run]:
     if len(set(labels)) < len(labels):
         out = [replace(r, label=f"{r.label} [{r.path}]") for r in out]
     return out
+
+
+def value_keys(run: Run, pattern: str) -> list[str]:
+    """The logged keys of `run` that `pattern` names: the key itself, or those it matches as a shell
+    pattern (`train/perfected*/loss`), in the order the run first logs them."""
+    keys = list(dict.fromkeys(k for row in run.metrics for k in row if k not in ("sequences", "step")))
+    return [pattern] if pattern in keys else [k for k in keys if fnmatch.fnmatchcase(k, pattern)]
+
+
+def check_values(runs: list[Run], values: tuple[str, ...], where: str = "--values") -> None:
+    """A DataError at `where` naming each pattern of `values` that matches no run's logged keys."""
+    missing = [v for v in values if not any(value_keys(r, v) for r in runs)]
+    if missing:
+        some = sorted({k for r in runs for k in value_keys(r, "*") if "/" in k and k.count("/") <= 2})[:12]
+        raise DataError(where, f"no run logs a value matching {', '.join(missing)}", hint="e.g. " + ", ".join(some))
 
 
 def check_sets(runs: list[Run], sets: tuple[str, ...], where: str = "--sets") -> None:

@@ -16,7 +16,7 @@ from ..tasks import Level, Reading
 from ..tasks.records import TRAIN, record_key, running_key, set_key, set_order
 from .curvestats import PER, Stages, chosen_points, crossing, curve_key, running_crossing, series_run, stages
 from .figures import curves_of, declared_caption, fixed_levels, measure_words, readings_of, reference_curves
-from .load import Run
+from .load import Run, value_keys
 
 SEEDS_HELDOUT = set_order()[1]
 """The held-out set whose final accuracy the seeds table shows (the paper's held-out labels), where runs have it."""
@@ -453,8 +453,28 @@ def llc_section(runs: list[Run]) -> str | None:
     return "\n\n".join(parts)
 
 
+def values_table(runs: list[Run], values: tuple[str, ...], points: tuple[int, ...] | None) -> str:
+    """One row per run and logged key that `values` names (`value_keys`), its value at the evaluation
+    nearest each of `points` (default: the last), so a document can quote a curve at chosen lengths."""
+    rows = []
+    for r in runs:
+        for key in dict.fromkeys(k for v in values for k in value_keys(r, v)):
+            logged = [m for m in r.metrics if isinstance(m.get(key), (int, float)) and "sequences" in m]
+            cells = []
+            for point in points or ((logged[-1]["sequences"],) if logged else ()):
+                if not logged:
+                    cells.append(None)
+                    continue
+                m = min(logged, key=lambda m: abs(m["sequences"] - point))
+                text = "–" if math.isnan(m[key]) else f"{m[key]:.3g}"
+                cells.append(text if m["sequences"] == point else f"{text} (at {fmt_sequences(m['sequences'])})")
+            rows.append([r.label, f"`{key}`", *cells])
+    heads = [f"at {fmt_sequences(p)}" for p in points] if points else ["last evaluation"]
+    return table(["run", "value", *heads], rows)
+
+
 def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tuple[float, ...] | None = None,
-                  sets: tuple[str, ...] = ()) -> str:
+                  sets: tuple[str, ...] = (), values: tuple[str, ...] = (), points: tuple[int, ...] | None = None) -> str:
     """The whole report.md text; crossings at the thresholds `at` (default: the tasks' phase-change
     accuracies) of the training accuracy and of each evaluation set in `sets`, whose final accuracies
     the seeds' table shows too; analysis tables only for runs with an analysis.json."""
@@ -479,6 +499,10 @@ def render_report(runs: list[Run], figures: dict[str, Path], out: Path, at: tupl
         over = seeds_crossings_table(runs, at, sets)
         if over:
             parts.append(over)
+    if values:
+        parts += ["## Values", "Logged values at the evaluation nearest each length (`opto report --values ... --points ...`)"
+                  "; a cell names the evaluation it comes from where that is not the length asked.",
+                  values_table(runs, values, points)]
     parts.append(figures_section(figures, out, runs))
     llc = llc_section(runs)
     if llc:
