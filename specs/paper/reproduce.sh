@@ -142,7 +142,7 @@ rm -rf record-sources/fig3_baseline_seed5/series record-sources/fig3_baseline_se
 "$opto" analyze record-sources/fig3_baseline_seed5 --sequences all --only heads --only groups --only paths \
     --only composition > eval/analysis-fig3_baseline_seed5.txt
 "$opto" record runs/fig4a_over_training_seeds runs/fig5b_strongest_seeds runs/fig5b record-sources/fig3_baseline_seed5 \
-    runs/repeat_llc_seeds runs/fig10_progress_measures_seeds "${seeded[@]/#/runs/}" --out "$records"
+    runs/repeat_llc_seeds runs/fig10_progress_measures runs/fig10_progress_measures_seeds "${seeded[@]/#/runs/}" --out "$records"
 "$opto" record runs/bursty runs/zipf runs/zipf_clamp --out "$records/icl"
 (cd "$here/../.." && "$opto" docs docs/reproduction.md docs/series.md)
 only="$records/fig5b_strongest_seeds/fig5b_strongest_seeds-only_strongest"
