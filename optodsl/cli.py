@@ -630,7 +630,7 @@ def _thresholds(text: str | None) -> tuple[float, ...] | None:
 def report(
     runs_: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories, or folders of them (a sweep)"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder for the figures and report.md (default: report; "
-                                                           "with --section and no --out, nothing is written)"),
+                                                           "with --section: the figures only, and none without --out)"),
     at: Optional[str] = typer.Option(None, "--at", metavar="T1,T2,...",
                                      help="accuracy thresholds whose crossings to print, e.g. 0.6,0.9,0.99 (default: "
                                           "the task's phase-change accuracy, 0.9 for the few-shot task)"),
@@ -661,15 +661,12 @@ def report(
     thresholds = _thresholds(at)
     named = tuple(s.strip() for s in sets.split(",")) if sets else ()
     shown = tuple(v.strip() for v in values.split(",")) if values else ()
-    if section is not None:
-        import tempfile
+    if section is not None:  # as a document's generated block prints it: links from --out, else from here
+        from .report.docblocks import render_section
 
-        from .report.docblocks import section_of
-
-        with tempfile.TemporaryDirectory() as scratch:  # a printed section leaves no folder behind unless asked
-            path, _ = _guard(lambda: make_report(list(runs_), out or Path(scratch), thresholds,
-                                                 options.points_option(points), named, shown))
-            typer.echo(_guard(lambda: section_of(path.read_text(), section, str(path))))
+        typer.echo(_guard(lambda: render_section(tuple(str(p) for p in runs_), section, thresholds, "opto report",
+                                                 out or Path.cwd(), str(out) if out else None, named, shown,
+                                                 options.points_option(points))))
         return
     out = out or Path("report")
     path, stages = _guard(lambda: make_report(list(runs_), out, thresholds, options.points_option(points), named, shown))

@@ -99,6 +99,8 @@ def test_opto_docs_regenerates_and_checks_a_documents_blocks(sweep, monkeypatch)
     # printing a section without --out writes no folder (it once left ./report behind)
     assert _cli("report", "records/tiny", "--at", "0.6", "--section", "Over seeds").stdout.strip() == expected
     assert not (sweep / "report").exists()
+    runs = _cli("report", "records/tiny", "--section", "Runs").stdout  # its links lead from here to the runs
+    assert "](records/tiny/tiny-seed1)" in runs and not (sweep / "report").exists()
     assert text.startswith("# Results\n\nText before.\n\n") and text.endswith("<!-- end generated -->\n\nAfter.\n")
     assert expected in text and "stale" not in text and (sweep / "figures" / "tiny" / "loss.png").is_file()
     assert "no block changed" in _cli("docs", doc).stdout

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import length_word
@@ -124,11 +124,14 @@ def render_section(paths: tuple[str, ...], section: str, at: tuple[float, ...] |
                    base: Path, out: str | None = None, sets: tuple[str, ...] = (), values: tuple[str, ...] = (),
                    points: tuple[int, ...] | None = None) -> str:
     """The markdown of report.md's `section` for the runs under `paths` (crossings of the sets `sets`
-    too), its links relative to `base`; the figures drawn into `out` when given (none are drawn
-    otherwise, so a check is quick)."""
+    too; logged `values` and the series' tables at `points`), its links relative to `base`; the figures
+    drawn into `out` when given (none are drawn otherwise, so a check is quick). `opto report --section`
+    prints the same."""
     runs = load_runs([Path(p) for p in paths])
     check_sets(runs, sets, where)
     check_values(runs, values, where)
+    if points:  # the series' tables at these lengths too, as `make_report` shows them
+        runs = [replace(r, shown_points=tuple(points)) for r in runs]
     figures = write_figures(runs, make_dir(Path(out))) if out else {}
     return section_of(render_report(runs, figures, base, at, sets, values, points), section, where)
 

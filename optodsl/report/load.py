@@ -7,7 +7,6 @@ and so that every malformed input is reported once, as a `DataError` naming the 
 from __future__ import annotations
 
 import fnmatch
-
 import math
 import re
 from dataclasses import dataclass, field, replace
